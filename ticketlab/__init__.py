@@ -1,0 +1,7 @@
+"""ticketlab: find, test, transfer and compress lottery tickets in pre-trained networks."""
+
+from .api import apply_ticket, load_ticket
+from .errors import TicketlabError
+from .lottery import LotteryResult, find
+
+__all__ = ["LotteryResult", "TicketlabError", "apply_ticket", "find", "load_ticket"]

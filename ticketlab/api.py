@@ -1,0 +1,47 @@
+"""Tickets for users: read one from a run or a file, put one on a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from .errors import TicketlabError
+from .masks import Mask, apply_mask, check_fits, load_mask
+from .models import prunable_weights
+from .store import RunStore
+
+
+def load_ticket(source: str | Path, round: int | None = None) -> Mask:
+    """The mask of a run's round (default: its last complete round), or of a mask file."""
+    return read_ticket(source, round)[0]
+
+
+def read_ticket(source: str | Path, round: int | None = None) -> tuple[Mask, dict[str, str]]:
+    """A ticket and its provenance metadata. `source`: a mask file, a run folder, or "RUN:ROUND"."""
+    path = Path(source)
+    text = str(source)
+    if round is None and not path.exists() and ":" in text:
+        head, _, tail = text.rpartition(":")
+        if tail.isdigit():
+            path, round = Path(head), int(tail)
+    if path.is_file():
+        return load_mask(path)
+    if not path.exists():
+        raise TicketlabError(f"ticket not found: {source}")
+    store = RunStore.open(path)
+    rounds = store.completed_rounds()
+    if not rounds:
+        raise TicketlabError(f"{path} has no complete round yet")
+    round = rounds[-1] if round is None else round
+    if round not in rounds:
+        raise TicketlabError(f"{path} has no complete round {round}; complete: {', '.join(map(str, rounds))}")
+    return load_mask(store.mask_path(round))
+
+
+def apply_ticket(model: nn.Module, mask: Mask) -> nn.Module:
+    """Zero the weights the ticket prunes; refuses a mask made for another model (names, shapes)."""
+    weights = prunable_weights(model)
+    check_fits(mask, weights)
+    apply_mask(weights, mask)
+    return model

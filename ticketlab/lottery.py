@@ -1,0 +1,239 @@
+"""Iterative magnitude pruning: train -> prune -> rewind the kept weights -> train again, round by round.
+
+Every round is idempotent: a complete round is skipped, an interrupted one resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from transformers import DataCollatorWithPadding
+
+from .atomic import atomic_path, remove
+from .config import PruneConfig, RunConfig, TrainConfig
+from .errors import TicketlabError
+from .masks import Mask, apply_mask, load_mask, ones_like, save_mask, sparsity
+from .models import EMBEDDED_MODELS, backbone, head_parameters, load_model as load_pretrained, load_tokenizer, model_fingerprint, prunable_weights, resolve_model
+from .pruning import METHODS, sparsity_schedule
+from .store import RunStore
+from .tasks import TASKS
+from .train import MaskEnforcer, TrainHook, accelerator, predict, total_steps, train
+
+DEFAULT_RATES = {"linear": 0.1, "geometric": 0.2}
+
+
+@dataclass
+class LotteryResult:
+    """Where the run lives and each round's metrics.json."""
+
+    path: Path
+    rounds: list[dict[str, Any]]
+
+
+def resolve_config(model: str, task: str, data: str | None, sparsity: float, **options: Any) -> RunConfig:
+    """Fill the task's recipe and the paper's pruning defaults in around the given options (None: default)."""
+    recipe = TASKS.get(task).recipe
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    prune_names = {f.name for f in dataclasses.fields(PruneConfig)} - {"sparsity"}
+    unknown = sorted(set(options) - train_names - prune_names)
+    if unknown:
+        raise TicketlabError(f"unknown option {unknown[0]!r}")
+    given = {k: v for k, v in options.items() if v is not None}
+    schedule = given.get("schedule", PruneConfig.schedule)
+    given.setdefault("rate", DEFAULT_RATES.get(schedule, PruneConfig.rate))
+    train_config = dataclasses.replace(recipe, **{k: v for k, v in given.items() if k in train_names})
+    prune_config = PruneConfig(sparsity=sparsity, **{k: v for k, v in given.items() if k in prune_names})
+    _validate(train_config, prune_config)
+    model_path = resolve_model(model)
+    if data is not None and not Path(data).exists():
+        raise TicketlabError(f"data not found: {data}")
+    return RunConfig(
+        model=model if model in EMBEDDED_MODELS else str(model_path.resolve()),
+        model_hash=model_fingerprint(model_path),
+        task=task,
+        data=str(Path(data).resolve()) if data is not None else None,
+        train=train_config,
+        prune=prune_config,
+    )
+
+
+def find(
+    model: str = "splade-tiny",
+    task: str = "rotten-tomatoes",
+    *,
+    data: str | None = None,
+    sparsity: float = PruneConfig.sparsity,
+    out: str | Path = "runs",
+    save_weights: bool = False,
+    checkpoint_every: int = 100,
+    hooks: Sequence[TrainHook] = (),
+    **options: Any,
+) -> LotteryResult:
+    """Find a lottery ticket by IMP. `options` are TrainConfig and PruneConfig fields (e.g. epochs=1, scope="per-matrix").
+
+    Re-running the same call skips complete rounds and resumes an interrupted one. Only the last round's trained
+    weights are kept unless `save_weights`.
+    """
+    config = resolve_config(model, task, data, sparsity, **options)
+    return run_lottery(config, Path(out), save_weights, checkpoint_every, hooks)
+
+
+def run_lottery(
+    config: RunConfig, out: Path, save_weights: bool, checkpoint_every: int, hooks: Sequence[TrainHook]
+) -> LotteryResult:
+    """Run every round of `config` that the run store under `out` does not hold complete yet."""
+    store = RunStore(out / config.name())
+    levels = sparsity_schedule(config.prune.schedule, config.prune.rate, config.prune.sparsity)
+    if all(store.is_complete(r) for r in range(len(levels))):
+        return LotteryResult(store.path, [store.metrics(r) for r in range(len(levels))])
+    lottery = _Lottery(config, store, save_weights, checkpoint_every, hooks)  # checks everything before writing
+    store.initialize(config)
+    for round, level in enumerate(levels):
+        if not store.is_complete(round):
+            lottery.run_round(round, level)
+    return LotteryResult(store.path, [store.metrics(r) for r in range(len(levels))])
+
+
+class _Lottery:
+    """The state shared by the rounds of one run: data, model, θ0."""
+
+    def __init__(self, config: RunConfig, store: RunStore, save_weights: bool, checkpoint_every: int, hooks: Sequence[TrainHook]):
+        self.config, self.store, self.save_weights, self.checkpoint_every = config, store, save_weights, checkpoint_every
+        self.hooks = list(hooks)
+        self.task = TASKS.get(config.task)
+        model_path = resolve_model(config.model)
+        if model_fingerprint(model_path) != config.model_hash:
+            raise TicketlabError(f"the weights in {model_path} changed since this run started")
+        tokenizer = load_tokenizer(model_path)
+        splits = self.task.splits(config.data)
+        splits["train"] = splits["train"][: config.train.train_examples]
+        self.features = {name: self.task.encode(tokenizer, examples, config.train.max_length) for name, examples in splits.items()}
+        self.collate = DataCollatorWithPadding(tokenizer)
+        self.model = load_pretrained(model_path, self.task.auto_class, config.train.seed, num_labels=self.task.num_labels)
+        self.model.to(accelerator().device)
+        self.weights = prunable_weights(self.model)
+        self.theta0 = {k: v.detach().clone() for k, v in backbone(self.model).state_dict().items()}
+        self.head0 = {k: v.detach().clone() for k, v in head_parameters(self.model).items()}
+        steps = total_steps(len(self.features["train"]), config.train)
+        if config.prune.rewind_step > steps:
+            raise TicketlabError(f"--rewind-step {config.prune.rewind_step} is past the {steps} steps of a round")
+
+    def run_round(self, round: int, level: float) -> None:
+        store, config = self.store, self.config
+        started = time.perf_counter()
+        resuming = store.checkpoint_path(round).exists()
+        if round > 0 and not resuming:
+            load_model(self.model, str(store.weights_path(round - 1)))  # to prune, and for the trained head
+        mask = self._mask(round, level)
+        if not resuming:
+            self._rewind(round, mask)
+        hooks: list[TrainHook] = [MaskEnforcer(list(self.weights.values()), [mask[n] for n in self.weights])]
+        if round == 0 and config.prune.rewind_step > 0:
+            hooks.append(_SaveRewindPoint(config.prune.rewind_step, store.rewind_path()))
+        torch.manual_seed(config.train.seed + round)  # this round's dropout (a checkpoint restores its own state)
+        result = train(
+            self.model,
+            self.features["train"],
+            self.collate,
+            config.train,
+            hooks=hooks + self.hooks,
+            checkpoint=store.checkpoint_path(round),
+            checkpoint_every=self.checkpoint_every,
+            description=f"round {round} · sparsity {level:.1%}",
+        )
+        metrics = {name: self.evaluate(name) for name in self.features if name != "train"}
+        if accelerator().is_main_process:
+            with atomic_path(store.weights_path(round)) as tmp:
+                save_model(self.model, str(tmp))
+            store.complete(round, {
+                "round": round,
+                "sparsity": sparsity(mask),
+                "steps": result.steps,
+                "train_loss": result.train_loss,
+                "wall_time_s": time.perf_counter() - started,
+                **metrics,
+            })
+            remove(store.checkpoint_path(round))
+            if round > 0 and not self.save_weights:
+                remove(store.weights_path(round - 1))
+        accelerator().wait_for_everyone()
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        logits, labels = predict(self.model, self.features[split], self.collate, self.config.train.batch_size)
+        return self.task.metrics(logits, labels)
+
+    def _mask(self, round: int, level: float) -> Mask:
+        """Round 0 is dense; round r prunes the model's weights (round r-1's, trained) to `level`.
+        The mask is saved before training starts, so a resumed round finds it."""
+        store = self.store
+        if store.mask_path(round).exists():
+            return load_mask(store.mask_path(round))[0]
+        if round == 0:
+            mask = ones_like(self.weights)
+        else:
+            previous = load_mask(store.mask_path(round - 1))[0]
+            prune = METHODS.get(self.config.prune.method)
+            mask = prune(self.weights, previous, level, scope=self.config.prune.scope)
+        if accelerator().is_main_process:
+            save_mask(store.mask_path(round), mask, self._provenance(round, mask))
+        return mask
+
+    def _rewind(self, round: int, mask: Mask) -> None:
+        """Start weights of a round: θ0 (or θi) for the backbone, the kept weights only; the head keeps the
+        values it was trained to in the previous round (loaded already) unless `rewind_head`."""
+        if round == 0:
+            self.model.load_state_dict(self.head0, strict=False)
+            backbone(self.model).load_state_dict(self.theta0)
+        else:
+            rewind = self.store.rewind_path() if self.config.prune.rewind_step else None
+            backbone(self.model).load_state_dict(load_file(str(rewind)) if rewind else self.theta0)
+            if self.config.prune.rewind_head:
+                self.model.load_state_dict(self.head0, strict=False)
+        apply_mask(self.weights, mask)
+
+    def _provenance(self, round: int, mask: Mask) -> dict[str, Any]:
+        config = self.config
+        return {
+            "format": "ticketlab-mask/1",
+            "base_model": config.model,
+            "model_hash": config.model_hash,
+            "task": config.task,
+            "round": round,
+            "sparsity": f"{sparsity(mask):.6f}",
+            "seed": config.train.seed,
+            "config_hash": config.hash(),
+        }
+
+
+class _SaveRewindPoint(TrainHook):
+    """Saves the backbone after step i of round 0: the θi that later rounds rewind to."""
+
+    def __init__(self, step: int, path: Path):
+        self.step, self.path = step, path
+
+    def after_step(self, step: int, model: torch.nn.Module) -> None:
+        if step == self.step and accelerator().is_main_process:
+            state = {k: v.detach().cpu().contiguous() for k, v in backbone(model).state_dict().items()}
+            with atomic_path(self.path) as tmp:
+                save_file(state, str(tmp))
+
+
+def _validate(train: TrainConfig, prune: PruneConfig) -> None:
+    sparsity_schedule(prune.schedule, prune.rate, prune.sparsity)  # raises on a bad target, rate or schedule
+    METHODS.get(prune.method)
+    if prune.scope not in ("global", "per-matrix"):
+        raise TicketlabError(f"unknown pruning scope {prune.scope!r}; known: global, per-matrix")
+    positive = {"epochs": train.epochs, "batch_size": train.batch_size, "learning_rate": train.learning_rate, "max_length": train.max_length}
+    if train.train_examples is not None:
+        positive["train_examples"] = train.train_examples
+    for name, value in positive.items():
+        if not value > 0:
+            raise TicketlabError(f"{name} must be positive, got {value}")
+    if prune.rewind_step < 0:
+        raise TicketlabError(f"rewind_step must be >= 0, got {prune.rewind_step}")

@@ -1,0 +1,81 @@
+"""Masks ("tickets"): one bool tensor per prunable parameter, True where the weight is kept.
+
+Masks live outside the model. They name parameters relative to the model's backbone
+(e.g. ``encoder.layer.0.attention.self.query.weight``), so one ticket fits every head of the same base model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .atomic import atomic_path
+from .errors import TicketlabError
+
+Mask = dict[str, torch.Tensor]
+
+
+def ones_like(weights: Mapping[str, torch.Tensor]) -> Mask:
+    """The dense mask: every weight kept."""
+    return {name: torch.ones_like(w, dtype=torch.bool, device="cpu") for name, w in weights.items()}
+
+
+def sparsity(mask: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of the masked weights that are pruned."""
+    total = sum(m.numel() for m in mask.values())
+    kept = sum(int(m.sum()) for m in mask.values())
+    return 1.0 - kept / total if total else 0.0
+
+
+def save_mask(path: Path, mask: Mapping[str, torch.Tensor], metadata: Mapping[str, object]) -> None:
+    """Write a mask as safetensors (bool tensors) with string metadata, atomically."""
+    tensors = {name: m.detach().to("cpu", torch.bool).contiguous() for name, m in mask.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+
+
+def load_mask(path: Path) -> tuple[Mask, dict[str, str]]:
+    """Read a mask and its metadata; a clear error for a missing, corrupt or non-boolean file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TicketlabError(f"mask file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            mask = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise TicketlabError(f"{path} is not a readable mask file ({_first_line(error)})") from None
+    wrong = [name for name, m in mask.items() if m.dtype not in (torch.bool, torch.uint8)]
+    if not mask or wrong:
+        raise TicketlabError(f"{path} is not a mask file: {'no tensors' if not mask else f'{wrong[0]} is not boolean'}")
+    return {name: m.bool() for name, m in mask.items()}, metadata
+
+
+def check_fits(mask: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]) -> None:
+    """Raise unless the mask names exactly these weights with their shapes."""
+    missing = sorted(set(weights) - set(mask))
+    extra = sorted(set(mask) - set(weights))
+    if extra:
+        raise TicketlabError(f"mask does not fit this model: it has no prunable weight {extra[0]!r} ({len(extra)} such names)")
+    if missing:
+        raise TicketlabError(f"mask does not fit this model: no mask for {missing[0]!r} ({len(missing)} weights uncovered)")
+    for name, w in weights.items():
+        if tuple(mask[name].shape) != tuple(w.shape):
+            raise TicketlabError(
+                f"mask does not fit this model: {name} is {tuple(mask[name].shape)} in the mask, {tuple(w.shape)} in the model"
+            )
+
+
+@torch.no_grad()
+def apply_mask(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> None:
+    """Zero the pruned weights in place."""
+    for name, w in weights.items():
+        w.mul_(mask[name].to(w.device, w.dtype))
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,0 +1,23 @@
+"""Model loading and the prunable-weight scope."""
+
+from .text import (
+    EMBEDDED_MODELS,
+    backbone,
+    head_parameters,
+    load_model,
+    load_tokenizer,
+    model_fingerprint,
+    prunable_weights,
+    resolve_model,
+)
+
+__all__ = [
+    "EMBEDDED_MODELS",
+    "backbone",
+    "head_parameters",
+    "load_model",
+    "load_tokenizer",
+    "model_fingerprint",
+    "prunable_weights",
+    "resolve_model",
+]

@@ -1,0 +1,102 @@
+"""Hugging Face text models: loading from an embedded name or a local folder, and the prunable-weight scope."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import transformers
+from torch import nn
+
+from ..assets import asset_path
+from ..errors import TicketlabError
+
+EMBEDDED_MODELS = ("splade-tiny", "minilm-l6")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+transformers.logging.set_verbosity_error()  # "newly initialised head" notices are expected here
+transformers.utils.logging.disable_progress_bar()
+
+
+def resolve_model(name: str) -> Path:
+    """The folder of an embedded model (splade-tiny, minilm-l6) or of a local Hugging Face model."""
+    if name in EMBEDDED_MODELS:
+        return asset_path(name)
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise TicketlabError(f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}) nor an existing folder")
+    if not (path / "config.json").is_file():
+        raise TicketlabError(f"{path} is not a Hugging Face model folder (no config.json)")
+    return path
+
+
+def model_fingerprint(path: Path) -> str:
+    """A short hash of the model's config and weight files: a run is tied to the exact weights it started from."""
+    digest = hashlib.sha256()
+    files = [path / "config.json", *sorted(p for p in path.iterdir() if p.name in WEIGHT_FILES or p.name.endswith(".safetensors"))]
+    for file in files:
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def load_model(path: Path, auto_class: type, seed: int, **kwargs) -> nn.Module:
+    """Load pre-trained weights in fp32 (magnitude ranking wants full precision); newly initialised parts
+    (task head, a missing pooler) are drawn from `seed`, so θ0 is the same every time."""
+    torch.manual_seed(seed)
+    try:
+        return auto_class.from_pretrained(path, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        raise TicketlabError(f"cannot load a model from {path}: {str(error).strip().splitlines()[0]}") from None
+
+
+def load_tokenizer(path: Path):
+    try:
+        return transformers.AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise TicketlabError(f"cannot load a tokenizer from {path}: {str(error).strip().splitlines()[0]}") from None
+
+
+def backbone(model: nn.Module) -> nn.Module:
+    """The pre-trained encoder without its task head (the model itself for a bare AutoModel)."""
+    return getattr(model, "base_model", model)
+
+
+def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Weight matrices IMP prunes, named relative to the backbone.
+
+    Found by structure: every nn.Linear weight of the backbone from its layer stack on (query, key, value,
+    attention output, FFN in and out of every layer, then the pooler). Whatever comes before the layer stack
+    (embeddings, ELECTRA's embedding projection), LayerNorm, biases and the task head are never pruned.
+    """
+    base = backbone(model)
+    children = list(base.named_children())
+    stack = _layer_stack_index(children)
+    weights: dict[str, nn.Parameter] = {}
+    for child_name, child in children[stack:]:
+        for module_name, module in child.named_modules():
+            if isinstance(module, nn.Linear):
+                weights[".".join(filter(None, (child_name, module_name, "weight")))] = module.weight
+    return weights
+
+
+def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Parameters outside the backbone (the task head), by their full names."""
+    inside = {id(p) for p in backbone(model).parameters()}
+    return {name: p for name, p in model.named_parameters() if id(p) not in inside}
+
+
+def _layer_stack_index(children: list[tuple[str, nn.Module]]) -> int:
+    """Index of the child holding the largest nn.ModuleList: the transformer's layers."""
+    best, best_size = None, 0
+    for index, (_, child) in enumerate(children):
+        for module in child.modules():
+            if isinstance(module, nn.ModuleList):
+                size = sum(p.numel() for p in module.parameters())
+                if size > best_size:
+                    best, best_size = index, size
+    if best is None:
+        raise TicketlabError(f"{type(children[0][1]).__name__ if children else 'model'}: no transformer layer stack found")
+    return best

@@ -1,0 +1,77 @@
+"""The run store: one folder per lottery run, named by a readable prefix and the hash of its config.
+
+    <out>/<task>_<model>_<schedule>-<target>_<hash>/
+        config.json
+        round_00/ mask.safetensors  metrics.json  weights.safetensors  COMPLETE   (round 0: the dense model)
+        round_01/ ...                                                           (checkpoint.pt while it trains)
+        rewind.safetensors                                                      (with a rewind step)
+
+Every file is written under a temporary name and renamed into place; a round counts only once COMPLETE exists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_json
+from .config import RunConfig
+from .errors import TicketlabError
+
+
+class RunStore:
+    """Paths and records of one run folder."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def initialize(self, config: RunConfig) -> None:
+        """Write config.json on first use; an existing one must hold the same config."""
+        config_path = self.path / "config.json"
+        if not config_path.exists():
+            write_json(config_path, config.to_dict())
+        elif self.config() != config:
+            raise TicketlabError(f"{self.path} holds a different config; move it away or use another --out")
+
+    @classmethod
+    def open(cls, path: Path) -> "RunStore":
+        store = cls(path)
+        if not (store.path / "config.json").is_file():
+            raise TicketlabError(f"{store.path} is not a ticketlab run folder (no config.json)")
+        return store
+
+    def config(self) -> RunConfig:
+        try:
+            return RunConfig.from_dict(json.loads((self.path / "config.json").read_text()))
+        except (ValueError, TypeError, KeyError) as error:
+            raise TicketlabError(f"{self.path / 'config.json'} is damaged: {error}") from None
+
+    def round_dir(self, round: int) -> Path:
+        return self.path / f"round_{round:02d}"
+
+    def mask_path(self, round: int) -> Path:
+        return self.round_dir(round) / "mask.safetensors"
+
+    def weights_path(self, round: int) -> Path:
+        return self.round_dir(round) / "weights.safetensors"
+
+    def checkpoint_path(self, round: int) -> Path:
+        return self.round_dir(round) / "checkpoint.pt"
+
+    def rewind_path(self) -> Path:
+        return self.path / "rewind.safetensors"
+
+    def is_complete(self, round: int) -> bool:
+        return (self.round_dir(round) / "COMPLETE").exists()
+
+    def complete(self, round: int, metrics: dict[str, Any]) -> None:
+        """Record a round's metrics, then mark it complete (the marker is written last)."""
+        write_json(self.round_dir(round) / "metrics.json", metrics)
+        write_json(self.round_dir(round) / "COMPLETE", {"round": round})
+
+    def completed_rounds(self) -> list[int]:
+        return sorted(int(d.name.split("_")[1]) for d in self.path.glob("round_*") if (d / "COMPLETE").exists())
+
+    def metrics(self, round: int) -> dict[str, Any]:
+        return json.loads((self.round_dir(round) / "metrics.json").read_text())

@@ -1,0 +1,229 @@
+"""The one training loop (Hugging Face accelerate): hooks for new behaviour, checkpoint and bit-exact resume.
+
+fp32 on CPU, bf16 autocast on GPU; `accelerate launch` / torchrun run it data-parallel unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, Sampler
+from transformers import get_linear_schedule_with_warmup
+
+from .atomic import atomic_path
+from .config import TrainConfig
+from .errors import TicketlabError
+
+Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
+
+
+class TrainHook:
+    """Extension points of the loop; override what you need."""
+
+    def before_train(self, model: torch.nn.Module) -> None:
+        """Training is about to start (or resume from a checkpoint)."""
+
+    def after_backward(self, model: torch.nn.Module) -> None:
+        """Gradients are ready, before clipping and the optimizer step."""
+
+    def after_step(self, step: int, model: torch.nn.Module) -> None:
+        """Optimizer step `step` (counted from 1) is done."""
+
+
+class MaskEnforcer(TrainHook):
+    """Keeps pruned weights exactly zero: masks gradients, and re-applies the mask after every optimizer step
+    (AdamW's weight decay and momentum would otherwise regrow them)."""
+
+    def __init__(self, weights: Sequence[torch.nn.Parameter], masks: Sequence[torch.Tensor]):
+        pairs = [(w, m) for w, m in zip(weights, masks) if not bool(m.all())]  # a dense matrix needs no work
+        self.weights = [w for w, _ in pairs]
+        self.pruned = [~m.to(w.device) for w, m in pairs]
+
+    @torch.no_grad()
+    def after_backward(self, model: torch.nn.Module) -> None:
+        for w, pruned in zip(self.weights, self.pruned):
+            if w.grad is not None:
+                w.grad.masked_fill_(pruned, 0.0)
+
+    @torch.no_grad()
+    def after_step(self, step: int, model: torch.nn.Module) -> None:
+        for w, pruned in zip(self.weights, self.pruned):
+            w.masked_fill_(pruned, 0.0)
+
+
+class EpochShuffle(Sampler[int]):
+    """A fixed random order per (seed, epoch), independent of any other random state, so resuming is exact."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    train_loss: float
+
+
+@functools.cache
+def accelerator() -> Accelerator:
+    """The process's accelerator: bf16 autocast on GPU, plain fp32 on CPU."""
+    return Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+
+
+def total_steps(examples: int, config: TrainConfig) -> int:
+    """Optimizer steps of one training run (on one process)."""
+    return math.ceil(examples / config.batch_size) * config.epochs
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; biases and LayerNorm (every 1-D parameter) get no weight decay, as in Hugging Face's Trainer."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate)
+
+
+def training_step(model, batch, optimizer, scheduler, hooks: Sequence[TrainHook], max_grad_norm: float) -> torch.Tensor:
+    """One optimizer step; returns the (detached) loss."""
+    acc = accelerator()
+    loss = model(**batch).loss
+    acc.backward(loss)
+    for hook in hooks:
+        hook.after_backward(model)
+    if max_grad_norm > 0:
+        acc.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def train(
+    model: torch.nn.Module,
+    features: list[dict],
+    collate: Collate,
+    config: TrainConfig,
+    *,
+    hooks: Sequence[TrainHook] = (),
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 100,
+    description: str = "training",
+) -> TrainResult:
+    """Fine-tune `model` in place. With `checkpoint`, saves there every `checkpoint_every` steps and
+    resumes from it bit for bit when it exists (model, optimizer, schedule, random state, position)."""
+    if not features:
+        raise TicketlabError("the training split is empty")
+    acc = accelerator()
+    sampler = EpochShuffle(len(features), config.seed)
+    # The loader's own generator: starting an iterator must not draw from the global (dropout) random stream,
+    # or a resumed run, which starts one mid-epoch, would drop out differently from an uninterrupted one.
+    loader = DataLoader(features, batch_size=config.batch_size, sampler=sampler, collate_fn=collate, generator=torch.Generator())
+    optimizer = make_optimizer(model, config)
+    steps_all = len(loader) * config.epochs  # counted before sharding: the prepared scheduler steps once per process
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * steps_all), steps_all)
+    prepared, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
+    steps_per_epoch = len(loader)
+    total = steps_per_epoch * config.epochs
+
+    step, loss_sum = 0, torch.zeros((), device=acc.device)
+    if checkpoint is not None and checkpoint.exists():
+        step, loss_sum = _load_checkpoint(checkpoint, acc.unwrap_model(prepared), optimizer, scheduler)
+        loss_sum = loss_sum.to(acc.device)
+
+    prepared.train()
+    for hook in hooks:
+        hook.before_train(acc.unwrap_model(prepared))
+    with _progress(description, total, step) as advance:
+        while step < total:
+            epoch, offset = divmod(step, steps_per_epoch)
+            sampler.set_epoch(epoch)
+            batches = acc.skip_first_batches(loader, offset) if offset else loader
+            for batch in batches:
+                loss_sum += training_step(prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm)
+                step += 1
+                for hook in hooks:
+                    hook.after_step(step, acc.unwrap_model(prepared))
+                if checkpoint is not None and step % checkpoint_every == 0 and step < total:
+                    _save_checkpoint(checkpoint, step, loss_sum, acc.unwrap_model(prepared), optimizer, scheduler)
+                advance()
+    acc.free_memory()
+    return TrainResult(steps=total, train_loss=float(acc.reduce(loss_sum, "mean")) / max(total, 1))
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, features: list[dict], collate: Collate, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of every example (batched by length for speed; the order of the results is not kept)."""
+    acc = accelerator()
+    by_length = sorted(features, key=lambda f: len(f["input_ids"]))
+    loader = acc.prepare(DataLoader(by_length, batch_size=batch_size * 2, collate_fn=collate))
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for batch in loader:
+        out = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        out, gold = acc.gather_for_metrics((out.float(), batch["labels"]))
+        logits.append(out.cpu())
+        labels.append(gold.cpu())
+    model.train(was_training)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def _save_checkpoint(path: Path, step: int, loss_sum: torch.Tensor, model, optimizer, scheduler) -> None:
+    acc = accelerator()
+    if acc.is_main_process:
+        state = {
+            "step": step,
+            "loss_sum": loss_sum.cpu(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    acc.wait_for_everyone()
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["step"], state["loss_sum"]
+
+
+@contextmanager
+def _progress(description: str, total: int, done: int) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on the main process only; yields the function that advances it."""
+    if not accelerator().is_main_process:
+        yield lambda: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task(description, total=total, completed=done)
+        yield lambda: bar.advance(task)
