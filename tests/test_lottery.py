@@ -36,19 +36,15 @@ def test_rounds_follow_the_schedule_with_nested_masks_of_prunable_weights_only(t
     total = sum(w.numel() for w in prunable_weights(theta0(tiny_model_dir, 3)).values())
     assert [r["round"] for r in result.rounds] == list(range(len(levels)))
     previous = None
-    for round, level in enumerate(levels):
-        mask = ticketlab.load_ticket(result.path, round=round)
+    for r, level in enumerate(levels):
+        mask = ticketlab.load_ticket(result.path, round=r)
         assert set(mask) == prunable
-        assert sum(int((~m).sum()) for m in mask.values()) == round_half_even(level * total)
-        assert result.rounds[round]["sparsity"] == pytest.approx(sparsity(mask))
+        assert sum(int((~m).sum()) for m in mask.values()) == round(level * total)
+        assert result.rounds[r]["sparsity"] == pytest.approx(sparsity(mask))
         if previous is not None:
             assert all(not (mask[n] & ~previous[n]).any() for n in mask)
         previous = mask
     assert 0.0 <= result.rounds[-1]["dev"]["accuracy"] <= 1.0 and "test" in result.rounds[-1]
-
-
-def round_half_even(x):
-    return round(x)
 
 
 def test_every_round_starts_from_theta0_on_the_kept_weights(tiny_model_dir, tmp_path):
@@ -102,3 +98,11 @@ def test_per_matrix_scope(tiny_model_dir, tmp_path):
     result = ticketlab.find(str(tiny_model_dir), sparsity=0.1, out=tmp_path, scope="per-matrix", **FAST)
     mask = ticketlab.load_ticket(result.path)
     assert all(int((~m).sum()) == round(0.1 * m.numel()) for m in mask.values())
+
+
+def test_a_short_run_does_not_shorten_the_next_ones_data(tiny_model_dir, tmp_path):
+    from ticketlab.tasks import TASKS
+
+    full = len(TASKS.get("rotten-tomatoes").splits(None)["train"])
+    ticketlab.find(str(tiny_model_dir), sparsity=0.1, out=tmp_path, **FAST)
+    assert len(TASKS.get("rotten-tomatoes").splits(None)["train"]) == full > FAST["train_examples"]

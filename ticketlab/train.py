@@ -104,8 +104,10 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return torch.optim.AdamW(groups, lr=config.learning_rate)
 
 
-def training_step(model, batch, optimizer, scheduler, hooks: Sequence[TrainHook], max_grad_norm: float) -> torch.Tensor:
-    """One optimizer step; returns the (detached) loss."""
+def training_step(
+    model, batch, optimizer, scheduler, hooks: Sequence[TrainHook], max_grad_norm: float, step: int
+) -> torch.Tensor:
+    """Optimizer step number `step` (from 1), hooks included; returns the (detached) loss."""
     acc = accelerator()
     loss = model(**batch).loss
     acc.backward(loss)
@@ -116,6 +118,8 @@ def training_step(model, batch, optimizer, scheduler, hooks: Sequence[TrainHook]
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    for hook in hooks:
+        hook.after_step(step, acc.unwrap_model(model))
     return loss.detach()
 
 
@@ -160,10 +164,8 @@ def train(
             sampler.set_epoch(epoch)
             batches = acc.skip_first_batches(loader, offset) if offset else loader
             for batch in batches:
-                loss_sum += training_step(prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm)
                 step += 1
-                for hook in hooks:
-                    hook.after_step(step, acc.unwrap_model(prepared))
+                loss_sum += training_step(prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm, step)
                 if checkpoint is not None and step % checkpoint_every == 0 and step < total:
                     _save_checkpoint(checkpoint, step, loss_sum, acc.unwrap_model(prepared), optimizer, scheduler)
                 advance()

@@ -31,7 +31,8 @@ class RottenTomatoes(Task):
     recipe = TrainConfig(epochs=1, batch_size=32, learning_rate=3e-4, max_length=64)
 
     def splits(self, data: str | None) -> dict[str, list[tuple[str, int]]]:
-        return _read_splits(Path(data) if data else asset_path(self.name))
+        cached = _read_splits(Path(data) if data else asset_path(self.name))
+        return {name: list(examples) for name, examples in cached.items()}  # callers may cut their copy
 
     def encode(self, tokenizer, examples: list[tuple[str, int]], max_length: int) -> list[dict]:
         texts = [text for text, _ in examples]
