@@ -18,7 +18,7 @@ from transformers import DataCollatorWithPadding
 
 from ticketlab.config import TrainConfig
 from ticketlab.masks import apply_mask, ones_like
-from ticketlab.models import load_model, load_tokenizer, prunable_weights, resolve_model
+from ticketlab.models import load_pretrained, load_tokenizer, prunable_weights, resolve_model
 from ticketlab.pruning import magnitude_prune
 from ticketlab.tasks import TASKS
 from ticketlab.train import MaskEnforcer, make_optimizer, training_step
@@ -40,7 +40,7 @@ def main() -> None:
     collate = DataCollatorWithPadding(tokenizer)
     batches = [collate(features[i : i + config.batch_size]) for i in range(0, len(features), config.batch_size)]
 
-    dense = load_model(path, task.auto_class, seed=0, num_labels=task.num_labels)
+    dense = load_pretrained(path, task.auto_class, seed=0, num_labels=task.num_labels)
     masked = copy.deepcopy(dense)
     weights = prunable_weights(masked)
     mask = magnitude_prune(weights, ones_like(weights), args.sparsity)

@@ -7,7 +7,7 @@ from transformers import AutoModelForSequenceClassification
 
 import ticketlab
 from ticketlab.masks import sparsity
-from ticketlab.models import backbone, head_parameters, load_model, prunable_weights
+from ticketlab.models import backbone, head_parameters, load_pretrained, prunable_weights
 from ticketlab.pruning import sparsity_schedule
 from ticketlab.store import RunStore
 from ticketlab.train import TrainHook
@@ -26,7 +26,7 @@ class RecordStart(TrainHook):
 
 
 def theta0(model_dir, seed):
-    return load_model(model_dir, AutoModelForSequenceClassification, seed, num_labels=2)
+    return load_pretrained(model_dir, AutoModelForSequenceClassification, seed, num_labels=2)
 
 
 def test_rounds_follow_the_schedule_with_nested_masks_of_prunable_weights_only(tiny_model_dir, tmp_path):

@@ -10,7 +10,7 @@ from .api import apply_ticket, read_ticket
 from .atomic import atomic_path
 from .errors import TicketlabError
 from .masks import save_mask
-from .models import load_model, load_tokenizer, resolve_model
+from .models import load_pretrained, load_tokenizer, resolve_model
 
 
 def export_pruned(ticket: str | Path, model: str, out: str | Path) -> Path:
@@ -22,7 +22,7 @@ def export_pruned(ticket: str | Path, model: str, out: str | Path) -> Path:
         raise TicketlabError(f"{out} exists already; choose a new folder")
     mask, metadata = read_ticket(ticket)
     model_path = resolve_model(model)
-    pruned = apply_ticket(load_model(model_path, AutoModel, seed=int(metadata.get("seed", 0))), mask)
+    pruned = apply_ticket(load_pretrained(model_path, AutoModel, seed=int(metadata.get("seed", 0))), mask)
     with atomic_path(out) as tmp:
         pruned.save_pretrained(tmp)
         load_tokenizer(model_path).save_pretrained(tmp)

@@ -12,14 +12,23 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model as load_weights, save_file, save_model
 from transformers import DataCollatorWithPadding
 
 from .atomic import atomic_path, remove
 from .config import PruneConfig, RunConfig, TrainConfig
 from .errors import TicketlabError
 from .masks import Mask, apply_mask, load_mask, ones_like, save_mask, sparsity
-from .models import EMBEDDED_MODELS, backbone, head_parameters, load_model as load_pretrained, load_tokenizer, model_fingerprint, prunable_weights, resolve_model
+from .models import (
+    EMBEDDED_MODELS,
+    backbone,
+    head_parameters,
+    load_pretrained,
+    load_tokenizer,
+    model_fingerprint,
+    prunable_weights,
+    resolve_model,
+)
 from .pruning import METHODS, sparsity_schedule
 from .store import RunStore
 from .tasks import TASKS
@@ -80,6 +89,8 @@ def find(
     Re-running the same call skips complete rounds and resumes an interrupted one. Only the last round's trained
     weights are kept unless `save_weights`.
     """
+    if checkpoint_every < 1:
+        raise TicketlabError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
     config = resolve_config(model, task, data, sparsity, **options)
     return run_lottery(config, Path(out), save_weights, checkpoint_every, hooks)
 
@@ -129,7 +140,7 @@ class _Lottery:
         started = time.perf_counter()
         resuming = store.checkpoint_path(round).exists()
         if round > 0 and not resuming:
-            load_model(self.model, str(store.weights_path(round - 1)))  # to prune, and for the trained head
+            load_weights(self.model, str(store.weights_path(round - 1)))  # to prune, and for the trained head
         mask = self._mask(round, level)
         if not resuming:
             self._rewind(round, mask)

@@ -42,7 +42,7 @@ def model_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_model(path: Path, auto_class: type, seed: int, **kwargs) -> nn.Module:
+def load_pretrained(path: Path, auto_class: type, seed: int, **kwargs) -> nn.Module:
     """Load pre-trained weights in fp32 (magnitude ranking wants full precision); newly initialised parts
     (task head, a missing pooler) are drawn from `seed`, so θ0 is the same every time."""
     torch.manual_seed(seed)
