@@ -14,7 +14,7 @@ from .errors import TicketlabError
 from .export import export_pruned
 from .lottery import LotteryResult, find
 from .models import EMBEDDED_MODELS
-from .pruning import SCHEDULES
+from .pruning import SCHEDULES, SCOPES
 from .store import RunStore
 from .tasks import TASKS
 
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune = find_cmd.add_argument_group("pruning (defaults: the BERT-tickets code)")
     prune.add_argument("--schedule", choices=SCHEDULES, help="linear: RATE of the original weights per round; geometric: of the remaining")
     prune.add_argument("--rate", type=_fraction, help="fraction pruned per round (default 0.1 linear, 0.2 geometric)")
-    prune.add_argument("--scope", choices=("global", "per-matrix"), help="one global ranking (default) or each matrix to the same sparsity")
+    prune.add_argument("--scope", choices=SCOPES, help="one global ranking (default) or each matrix to the same sparsity")
     prune.add_argument("--rewind-step", type=int, help="rewind to the weights after this step of round 0 (default 0: θ0)")
     prune.add_argument("--rewind-head", action="store_true", default=None, help="reset the task head too (default: it keeps its trained values)")
 

@@ -29,7 +29,7 @@ from .models import (
     prunable_weights,
     resolve_model,
 )
-from .pruning import METHODS, sparsity_schedule
+from .pruning import METHODS, SCOPES, sparsity_schedule
 from .store import RunStore
 from .tasks import TASKS
 from .train import MaskEnforcer, TrainHook, accelerator, predict, total_steps, train
@@ -238,8 +238,8 @@ class _SaveRewindPoint(TrainHook):
 def _validate(train: TrainConfig, prune: PruneConfig) -> None:
     sparsity_schedule(prune.schedule, prune.rate, prune.sparsity)  # raises on a bad target, rate or schedule
     METHODS.get(prune.method)
-    if prune.scope not in ("global", "per-matrix"):
-        raise TicketlabError(f"unknown pruning scope {prune.scope!r}; known: global, per-matrix")
+    if prune.scope not in SCOPES:
+        raise TicketlabError(f"unknown pruning scope {prune.scope!r}; known: {', '.join(SCOPES)}")
     positive = {"epochs": train.epochs, "batch_size": train.batch_size, "learning_rate": train.learning_rate, "max_length": train.max_length}
     if train.train_examples is not None:
         positive["train_examples"] = train.train_examples

@@ -9,6 +9,8 @@ import torch
 from ..errors import TicketlabError
 from ..masks import Mask
 
+SCOPES = ("global", "per-matrix")
+
 
 def magnitude_prune(
     weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], sparsity: float, scope: str = "global"
@@ -25,7 +27,7 @@ def magnitude_prune(
         for name in weights:
             new.update(_prune_together({name: weights[name]}, {name: mask[name]}, sparsity))
         return new
-    raise TicketlabError(f"unknown pruning scope {scope!r}; known: global, per-matrix")
+    raise TicketlabError(f"unknown pruning scope {scope!r}; known: {', '.join(SCOPES)}")
 
 
 def _prune_together(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], sparsity: float) -> Mask:
