@@ -29,7 +29,7 @@ from .models import (
     prunable_weights,
     resolve_model,
 )
-from .pruning import METHODS, SCOPES, sparsity_schedule
+from .pruning import METHODS, check_scope, sparsity_schedule
 from .store import RunStore
 from .tasks import TASKS
 from .train import MaskEnforcer, TrainHook, accelerator, predict, total_steps, train
@@ -119,8 +119,6 @@ class _Lottery:
         self.hooks = list(hooks)
         self.task = TASKS.get(config.task)
         model_path = resolve_model(config.model)
-        if model_fingerprint(model_path) != config.model_hash:
-            raise TicketlabError(f"the weights in {model_path} changed since this run started")
         tokenizer = load_tokenizer(model_path)
         splits = self.task.splits(config.data)
         splits["train"] = splits["train"][: config.train.train_examples]
@@ -238,8 +236,7 @@ class _SaveRewindPoint(TrainHook):
 def _validate(train: TrainConfig, prune: PruneConfig) -> None:
     sparsity_schedule(prune.schedule, prune.rate, prune.sparsity)  # raises on a bad target, rate or schedule
     METHODS.get(prune.method)
-    if prune.scope not in SCOPES:
-        raise TicketlabError(f"unknown pruning scope {prune.scope!r}; known: {', '.join(SCOPES)}")
+    check_scope(prune.scope)
     positive = {"epochs": train.epochs, "batch_size": train.batch_size, "learning_rate": train.learning_rate, "max_length": train.max_length}
     if train.train_examples is not None:
         positive["train_examples"] = train.train_examples

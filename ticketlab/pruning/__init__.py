@@ -1,10 +1,10 @@
 """Pruning methods, registered by name: each is a pure function (weights, mask, sparsity, scope) -> mask."""
 
 from ..registry import Registry
-from .magnitude import SCOPES, magnitude_prune
+from .magnitude import SCOPES, check_scope, magnitude_prune
 from .schedules import SCHEDULES, sparsity_schedule
 
 METHODS = Registry("pruning method")
 METHODS.register("magnitude")(magnitude_prune)
 
-__all__ = ["METHODS", "SCHEDULES", "SCOPES", "magnitude_prune", "sparsity_schedule"]
+__all__ = ["METHODS", "SCHEDULES", "SCOPES", "check_scope", "magnitude_prune", "sparsity_schedule"]

@@ -20,14 +20,19 @@ def magnitude_prune(
     Ranked in fp32, weights already pruned rank lowest (so masks are nested), ties broken by position.
     scope "global" ranks all weights at once (the BERT-tickets code); "per-matrix" prunes each matrix to `sparsity`.
     """
+    check_scope(scope)
     if scope == "global":
         return _prune_together(weights, mask, sparsity)
-    if scope == "per-matrix":
-        new: Mask = {}
-        for name in weights:
-            new.update(_prune_together({name: weights[name]}, {name: mask[name]}, sparsity))
-        return new
-    raise TicketlabError(f"unknown pruning scope {scope!r}; known: {', '.join(SCOPES)}")
+    new: Mask = {}
+    for name in weights:
+        new.update(_prune_together({name: weights[name]}, {name: mask[name]}, sparsity))
+    return new
+
+
+def check_scope(scope: str) -> None:
+    """Raise for a scope other than "global" or "per-matrix"."""
+    if scope not in SCOPES:
+        raise TicketlabError(f"unknown pruning scope {scope!r}; known: {', '.join(SCOPES)}")
 
 
 def _prune_together(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], sparsity: float) -> Mask:
