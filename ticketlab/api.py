@@ -7,8 +7,8 @@ from pathlib import Path
 from torch import nn
 
 from .errors import TicketlabError
-from .masks import Mask, apply_mask, check_fits, load_mask
-from .models import prunable_weights
+from .masks import Mask, apply_mask, fit_mask, load_mask
+from .models import layer_stack_weights, prunable_weights
 from .store import RunStore
 
 
@@ -40,8 +40,8 @@ def read_ticket(source: str | Path, round: int | None = None) -> tuple[Mask, dic
 
 
 def apply_ticket(model: nn.Module, mask: Mask) -> nn.Module:
-    """Zero the weights the ticket prunes; refuses a mask made for another model (names, shapes)."""
+    """Zero the weights the ticket prunes; refuses a mask made for another model (names, shapes).
+    A weight outside the layer stack that the ticket does not cover (the pooler, for an MLM ticket) stays dense."""
     weights = prunable_weights(model)
-    check_fits(mask, weights)
-    apply_mask(weights, mask)
+    apply_mask(weights, fit_mask(mask, weights, required=layer_stack_weights(model)))
     return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Sequence
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     find_cmd.add_argument("--model", default="splade-tiny", help=f"{' | '.join(EMBEDDED_MODELS)} | a local Hugging Face folder")
     find_cmd.add_argument("--task", default="rotten-tomatoes", help=f"one of: {', '.join(TASKS)}")
     find_cmd.add_argument("--data", help="the task's data files instead of its default")
+    find_cmd.add_argument("--metric", help="the metric deciding matching, METRIC or SPLIT/METRIC (default: the paper's)")
     find_cmd.add_argument("--sparsity", type=_fraction, default=PruneConfig.sparsity, help="target sparsity (default %(default)s)")
     find_cmd.add_argument("--out", default="runs", help="run store folder (default %(default)s)")
     find_cmd.add_argument("--save-weights", action="store_true", help="keep every round's trained weights (default: the last round's)")
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--rewind-step", type=int, help="rewind to the weights after this step of round 0 (default 0: θ0)")
     prune.add_argument("--rewind-head", action="store_true", default=None, help="reset the task head too (default: it keeps its trained values)")
 
+    verbs.add_parser("tasks", help="list the tasks with their metrics and the files they read")
     apply_cmd = verbs.add_parser("apply", help="write a model with a ticket applied (pruned weights zeroed) as a Hugging Face folder")
     apply_cmd.add_argument("ticket", help="a mask file, or a run folder (its last round; RUN:ROUND for another)")
     apply_cmd.add_argument("--model", default="splade-tiny", help="the ticket's base model")
@@ -76,10 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
+    logging.basicConfig(format="ticketlab: %(message)s", level=logging.INFO)
     verb = args.pop("verb")
     try:
         if verb == "find":
-            print_rounds(find(**args))
+            metric = args.pop("metric")
+            TASKS.get(args["task"]).decider(metric)  # a bad --metric fails before any training
+            print_rounds(find(**args), metric)
+        elif verb == "tasks":
+            print_tasks()
         elif verb == "apply":
             print(export_pruned(**args))
     except TicketlabError as error:
@@ -91,21 +99,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def print_rounds(result: LotteryResult) -> None:
-    """The table closing `ticketlab find`: one row per round."""
+def print_rounds(result: LotteryResult, metric: str | None = None) -> None:
+    """The table closing `ticketlab find`: one row per round, every metric of every evaluation split, and the
+    change of the deciding metric against the dense round 0."""
     task = TASKS.get(RunStore.open(result.path).config().task)
-    dense = result.rounds[0]["dev"][task.metric]
-    table = Table(title=f"IMP on {task.name}: dev {task.metric}", caption=str(result.path))
-    for column in ("round", "sparsity", f"dev {task.metric}", f"dense {task.metric}", "wall time"):
+    split, decider = task.decider(metric)
+    dense = result.rounds[0][split][decider]
+    table = Table(title=f"IMP on {task.name} (matching decided by {split} {decider})", caption=str(result.path))
+    columns = [(s, m) for s in task.eval_splits for m in task.metrics]
+    for column in ("round", "sparsity", *(f"{s} {m}" for s, m in columns), f"Δ {decider} vs dense", "wall time"):
         table.add_column(column, justify="right")
     for record in result.rounds:
         table.add_row(
             str(record["round"]),
             f"{record['sparsity']:.1%}",
-            f"{record['dev'][task.metric]:.4f}",
-            f"{dense:.4f}",
+            *(f"{record[s][m]:.4f}" for s, m in columns),
+            f"{record[split][decider] - dense:+.4f}",
             f"{record['wall_time_s']:.0f} s",
         )
+    Console().print(table)
+
+
+def print_tasks() -> None:
+    """`ticketlab tasks`: every task with its metrics (the deciding one first) and the files it reads."""
+    table = Table(title="tasks (--task NAME --data PATH)", show_lines=True)
+    for column in ("task", "metrics (* decides matching)", "evaluated on", "--data", "what"):
+        table.add_column(column, overflow="fold")
+    for task in (TASKS.get(name) for name in TASKS):
+        metrics = ", ".join(f"{m}*" if m == task.metric else m for m in task.metrics)
+        table.add_row(task.name, metrics, ", ".join(task.eval_splits), task.files, task.description)
     Console().print(table)
 
 

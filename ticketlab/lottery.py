@@ -13,8 +13,6 @@ from typing import Any, Sequence
 
 import torch
 from safetensors.torch import load_file, load_model as load_weights, save_file, save_model
-from transformers import DataCollatorWithPadding
-
 from .atomic import atomic_path, remove
 from .config import PruneConfig, RunConfig, TrainConfig
 from .errors import TicketlabError
@@ -23,6 +21,7 @@ from .models import (
     EMBEDDED_MODELS,
     backbone,
     head_parameters,
+    hidden_size,
     load_pretrained,
     load_tokenizer,
     model_fingerprint,
@@ -47,7 +46,8 @@ class LotteryResult:
 
 def resolve_config(model: str, task: str, data: str | None, sparsity: float, **options: Any) -> RunConfig:
     """Fill the task's recipe and the paper's pruning defaults in around the given options (None: default)."""
-    recipe = TASKS.get(task).recipe
+    model_path = resolve_model(model)
+    recipe = TASKS.get(task).recipe_for(hidden_size(model_path))
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     prune_names = {f.name for f in dataclasses.fields(PruneConfig)} - {"sparsity"}
     unknown = sorted(set(options) - train_names - prune_names)
@@ -59,7 +59,6 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
     train_config = dataclasses.replace(recipe, **{k: v for k, v in given.items() if k in train_names})
     prune_config = PruneConfig(sparsity=sparsity, **{k: v for k, v in given.items() if k in prune_names})
     _validate(train_config, prune_config)
-    model_path = resolve_model(model)
     if data is not None and not Path(data).exists():
         raise TicketlabError(f"data not found: {data}")
     return RunConfig(
@@ -120,18 +119,18 @@ class _Lottery:
         self.task = TASKS.get(config.task)
         model_path = resolve_model(config.model)
         tokenizer = load_tokenizer(model_path)
-        splits = self.task.splits(config.data)
-        splits["train"] = splits["train"][: config.train.train_examples]
-        self.features = {name: self.task.encode(tokenizer, examples, config.train.max_length) for name, examples in splits.items()}
-        self.collate = DataCollatorWithPadding(tokenizer)
-        self.model = load_pretrained(model_path, self.task.auto_class, config.train.seed, num_labels=self.task.num_labels)
+        self.examples = self.task.splits(config.data)
+        self.examples["train"] = self.examples["train"][: config.train.train_examples]
+        self.features = {name: self.task.encode(tokenizer, examples, config.train.max_length) for name, examples in self.examples.items()}
+        self.train_collate, self.eval_collate = self.task.collator(tokenizer, train=True), self.task.collator(tokenizer, train=False)
+        steps = total_steps(len(self.features["train"]), config.train)
+        if config.prune.rewind_step > steps:
+            raise TicketlabError(f"--rewind-step {config.prune.rewind_step} is past the {steps} steps of a round")
+        self.model = load_pretrained(model_path, self.task.auto_class, config.train.seed, **self.task.model_options())
         self.model.to(accelerator().device)
         self.weights = prunable_weights(self.model)
         self.theta0 = {k: v.detach().clone() for k, v in backbone(self.model).state_dict().items()}
         self.head0 = {k: v.detach().clone() for k, v in head_parameters(self.model).items()}
-        steps = total_steps(len(self.features["train"]), config.train)
-        if config.prune.rewind_step > steps:
-            raise TicketlabError(f"--rewind-step {config.prune.rewind_step} is past the {steps} steps of a round")
 
     def run_round(self, round: int, level: float) -> None:
         store, config = self.store, self.config
@@ -149,14 +148,14 @@ class _Lottery:
         result = train(
             self.model,
             self.features["train"],
-            self.collate,
+            self.train_collate,
             config.train,
             hooks=hooks + self.hooks,
             checkpoint=store.checkpoint_path(round),
             checkpoint_every=self.checkpoint_every,
             description=f"round {round} · sparsity {level:.1%}",
         )
-        metrics = {name: self.evaluate(name) for name in self.features if name != "train"}
+        metrics = {split: self.evaluate(split) for split in self.task.eval_splits}
         if accelerator().is_main_process:
             with atomic_path(store.weights_path(round)) as tmp:
                 save_model(self.model, str(tmp))
@@ -174,8 +173,9 @@ class _Lottery:
         accelerator().wait_for_everyone()
 
     def evaluate(self, split: str) -> dict[str, float]:
-        logits, labels = predict(self.model, self.features[split], self.collate, self.config.train.batch_size)
-        return self.task.metrics(logits, labels)
+        features = self.features[split]
+        outputs = predict(self.model, features, self.eval_collate, self.config.train.batch_size, self.task.outputs)
+        return self.task.score(self.examples[split], features, outputs)
 
     def _mask(self, round: int, level: float) -> Mask:
         """Round 0 is dense; round r prunes the model's weights (round r-1's, trained) to `level`.

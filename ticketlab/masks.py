@@ -7,7 +7,7 @@ Masks live outside the model. They name parameters relative to the model's backb
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Collection, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -55,19 +55,31 @@ def load_mask(path: Path) -> tuple[Mask, dict[str, str]]:
     return {name: m.bool() for name, m in mask.items()}, metadata
 
 
-def check_fits(mask: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]) -> None:
-    """Raise unless the mask names exactly these weights with their shapes."""
-    missing = sorted(set(weights) - set(mask))
-    extra = sorted(set(mask) - set(weights))
+def fit_mask(mask: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor], required: Collection[str]) -> Mask:
+    """The mask for exactly these weights; raises unless it covers every `required` weight with its shape.
+
+    Outside `required` (the pooler after the layer stack), a weight the mask lacks stays dense and a mask entry
+    the model lacks is dropped: a ticket found on MLM (no pooler) fits a classifier, and the other way round.
+    """
+    missing = sorted(set(required) - set(mask))
+    extra = sorted(set(mask) - set(weights) - set(_outside(mask, required)))
     if extra:
         raise TicketlabError(f"mask does not fit this model: it has no prunable weight {extra[0]!r} ({len(extra)} such names)")
     if missing:
         raise TicketlabError(f"mask does not fit this model: no mask for {missing[0]!r} ({len(missing)} weights uncovered)")
+    fitted = {name: mask[name] if name in mask else torch.ones_like(w, dtype=torch.bool, device="cpu") for name, w in weights.items()}
     for name, w in weights.items():
-        if tuple(mask[name].shape) != tuple(w.shape):
+        if tuple(fitted[name].shape) != tuple(w.shape):
             raise TicketlabError(
-                f"mask does not fit this model: {name} is {tuple(mask[name].shape)} in the mask, {tuple(w.shape)} in the model"
+                f"mask does not fit this model: {name} is {tuple(fitted[name].shape)} in the mask, {tuple(w.shape)} in the model"
             )
+    return fitted
+
+
+def _outside(mask: Mapping[str, torch.Tensor], required: Collection[str]) -> list[str]:
+    """Mask entries that name no required weight and sit outside the required weights' modules."""
+    roots = {name.split(".")[0] for name in required}
+    return [name for name in mask if name.split(".")[0] not in roots]
 
 
 @torch.no_grad()

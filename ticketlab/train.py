@@ -10,7 +10,7 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from .config import TrainConfig
 from .errors import TicketlabError
 
 Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
+Outputs = Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 class TrainHook:
@@ -174,21 +175,35 @@ def train(
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, features: list[dict], collate: Collate, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of every example (batched by length for speed; the order of the results is not kept)."""
+def predict(
+    model: torch.nn.Module, features: list[dict], collate: Collate, batch_size: int, outputs: Outputs
+) -> dict[str, np.ndarray]:
+    """Run `model` over `features` and keep `outputs(model_output, batch)` of every batch, rows in feature order.
+
+    Batches are formed by length for speed; rows of different lengths are zero-padded at the end of dim 1.
+    """
     acc = accelerator()
-    by_length = sorted(features, key=lambda f: len(f["input_ids"]))
-    loader = acc.prepare(DataLoader(by_length, batch_size=batch_size * 2, collate_fn=collate))
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    loader = acc.prepare(DataLoader([features[i] for i in order], batch_size=batch_size * 2, collate_fn=collate))
     was_training = model.training
     model.eval()
-    logits, labels = [], []
+    kept: dict[str, list[np.ndarray]] = {}
     for batch in loader:
-        out = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        out, gold = acc.gather_for_metrics((out.float(), batch["labels"]))
-        logits.append(out.cpu())
-        labels.append(gold.cpu())
+        out = model(**batch)
+        rows = {k: acc.pad_across_processes(v, dim=1) if v.ndim > 1 else v for k, v in outputs(out, batch).items()}
+        for name, value in acc.gather_for_metrics(rows).items():
+            kept.setdefault(name, []).append(value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy())
     model.train(was_training)
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+    unsort = np.argsort(order)
+    return {name: _concatenate(parts)[unsort] for name, parts in kept.items()}
+
+
+def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
+    """Stack batches whose rows differ in length along dim 1, zero-padding the shorter ones."""
+    if parts[0].ndim > 1:
+        width = max(p.shape[1] for p in parts)
+        parts = [np.pad(p, [(0, 0), (0, width - p.shape[1])] + [(0, 0)] * (p.ndim - 2)) for p in parts]
+    return np.concatenate(parts)
 
 
 def _save_checkpoint(path: Path, step: int, loss_sum: torch.Tensor, model, optimizer, scheduler) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import torch
@@ -15,7 +16,8 @@ from ..errors import TicketlabError
 EMBEDDED_MODELS = ("splade-tiny", "minilm-l6")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
-transformers.logging.set_verbosity_error()  # "newly initialised head" notices are expected here
+transformers.logging.set_verbosity_error()  # load_pretrained says what is newly initialised, in one line
+log = logging.getLogger(__name__)
 transformers.utils.logging.disable_progress_bar()
 
 
@@ -44,12 +46,28 @@ def model_fingerprint(path: Path) -> str:
 
 def load_pretrained(path: Path, auto_class: type, seed: int, **kwargs) -> nn.Module:
     """Load pre-trained weights in fp32 (magnitude ranking wants full precision); newly initialised parts
-    (task head, a missing pooler) are drawn from `seed`, so θ0 is the same every time."""
+    (task head, a missing pooler or MLM head) are drawn from `seed`, so θ0 is the same every time, and logged."""
     torch.manual_seed(seed)
     try:
-        return auto_class.from_pretrained(path, dtype=torch.float32, **kwargs)
+        model, info = auto_class.from_pretrained(path, dtype=torch.float32, output_loading_info=True, **kwargs)
     except (OSError, ValueError, KeyError) as error:
         raise TicketlabError(f"cannot load a model from {path}: {str(error).strip().splitlines()[0]}") from None
+    if info["missing_keys"]:
+        output = model.get_output_embeddings()
+        tied = output is not None and output.weight is model.get_input_embeddings().weight
+        log.info(
+            "not in the pre-trained weights, newly initialised from seed %d: %s%s",
+            seed, ", ".join(sorted(info["missing_keys"])), " (decoder tied to the word embeddings)" if tied else "",
+        )
+    return model
+
+
+def hidden_size(path: Path) -> int:
+    """The model's width, which picks a task's recipe (the paper's for BERT-base and wider)."""
+    try:
+        return transformers.AutoConfig.from_pretrained(path).hidden_size
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        raise TicketlabError(f"cannot read the config of {path}: {str(error).strip().splitlines()[0]}") from None
 
 
 def load_tokenizer(path: Path):
@@ -71,8 +89,7 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     attention output, FFN in and out of every layer, then the pooler). Whatever comes before the layer stack
     (embeddings, ELECTRA's embedding projection), LayerNorm, biases and the task head are never pruned.
     """
-    base = backbone(model)
-    children = list(base.named_children())
+    children = list(backbone(model).named_children())
     stack = _layer_stack_index(children)
     weights: dict[str, nn.Parameter] = {}
     for child_name, child in children[stack:]:
@@ -80,6 +97,13 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
             if isinstance(module, nn.Linear):
                 weights[".".join(filter(None, (child_name, module_name, "weight")))] = module.weight
     return weights
+
+
+def layer_stack_weights(model: nn.Module) -> list[str]:
+    """Names of the prunable weights inside the transformer layers (every one but the pooler's)."""
+    children = list(backbone(model).named_children())
+    stack = children[_layer_stack_index(children)][0]
+    return [name for name in prunable_weights(model) if name.startswith(stack + ".")]
 
 
 def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

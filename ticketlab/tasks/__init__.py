@@ -2,9 +2,11 @@
 
 from ..registry import Registry
 from .base import Task
+from .mlm import MaskedLanguageModeling
 from .sentiment import RottenTomatoes
 
 TASKS: Registry[Task] = Registry("task")
-TASKS.register(RottenTomatoes.name)(RottenTomatoes())
+for task in (RottenTomatoes(), MaskedLanguageModeling()):
+    TASKS.register(task.name)(task)
 
 __all__ = ["TASKS", "Task"]

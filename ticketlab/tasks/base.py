@@ -1,33 +1,73 @@
-"""What every task gives the training loop: splits, encoding, metrics and a default recipe."""
+"""What every task gives the training loop: splits, encoding, batching, metrics and default recipes."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import torch
+from transformers import DataCollatorWithPadding
 
 from ..config import TrainConfig
+from ..errors import TicketlabError
+
+Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
+BASE_HIDDEN_SIZE = 768  # models this wide or wider (BERT-base, -large) get the paper's recipe
 
 
 class Task(ABC):
-    """A downstream task. Subclasses set the class attributes and implement the three methods."""
+    """A task: subclasses set the class attributes and implement `splits`, `encode` and `score`.
+
+    Features are dicts of token lists; keys the model does not take (offsets, example ids) may ride along:
+    `collator` drops them. Evaluation runs the model over a split's features, keeps `outputs` of every
+    batch (rows in feature order) and hands them to `score` together with the split's examples and features.
+    """
 
     name: str
     description: str
-    metric: str  # the metric that decides whether a subnetwork matches the dense model
-    num_labels: int
+    files: str  # what `--data` points at
+    metrics: tuple[str, ...]  # every metric reported on each evaluation split
+    metric: str  # the paper's metric that decides whether a subnetwork matches the dense model
+    eval_splits: tuple[str, ...] = ("dev",)  # labelled evaluation splits; the first one decides matching
+    num_labels: int = 2
     auto_class: type  # the transformers Auto* class that adds this task's head
-    recipe: TrainConfig  # default hyperparameters, each overridable from the command line
+    recipe: TrainConfig  # the paper's hyperparameters, for BERT-base-size models
+    small_recipe: TrainConfig  # for the small embedded models (hidden size under 768)
+
+    def model_options(self) -> dict[str, Any]:
+        """Keyword arguments for `auto_class.from_pretrained` (head size, problem type)."""
+        return {"num_labels": self.num_labels}
+
+    def recipe_for(self, hidden_size: int) -> TrainConfig:
+        return self.recipe if hidden_size >= BASE_HIDDEN_SIZE else self.small_recipe
 
     @abstractmethod
     def splits(self, data: str | None) -> dict[str, list[Any]]:
-        """Examples of "train", "dev" and "test" (where there is one); `data` overrides the default files."""
+        """Examples of "train" and of each of `eval_splits`; `data` overrides the default files."""
 
     @abstractmethod
     def encode(self, tokenizer, examples: list[Any], max_length: int) -> list[dict]:
-        """Tokenized features (unpadded), with "labels"."""
+        """Tokenized features (unpadded), with the labels the model's loss takes."""
+
+    def collator(self, tokenizer, train: bool) -> Collate:
+        """Pads a list of features into a batch of tensors (`train`: for training, else for evaluation)."""
+        return DataCollatorWithPadding(tokenizer)
+
+    def outputs(self, output: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What evaluation keeps of one batch: tensors with one row per feature."""
+        return {"logits": output.logits.float(), "labels": batch["labels"]}
 
     @abstractmethod
-    def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        """Every standard metric of the task; includes `self.metric`."""
+    def score(self, examples: list[Any], features: list[dict], outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        """Every metric in `metrics`, from the outputs of every feature of a split."""
+
+    def decider(self, spec: str | None = None) -> tuple[str, str]:
+        """(split, metric) that decides matching: `spec` is "METRIC" or "SPLIT/METRIC" (default: the paper's)."""
+        split, _, metric = (spec or self.metric).rpartition("/")
+        split = split or self.eval_splits[0]
+        if split not in self.eval_splits:
+            raise TicketlabError(f"task {self.name} has no evaluation split {split!r}; it has: {', '.join(self.eval_splits)}")
+        if metric not in self.metrics:
+            raise TicketlabError(f"task {self.name} has no metric {metric!r}; it reports: {', '.join(self.metrics)}")
+        return split, metric

@@ -1,0 +1,158 @@
+"""Masked language modeling: reading text, blocks, masking, metrics, the tied head, MLM tickets downstream."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_model
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from ticketlab import find, load_ticket
+from ticketlab.api import apply_ticket
+from ticketlab.errors import TicketlabError
+from ticketlab.masks import sparsity
+from ticketlab.models import layer_stack_weights, load_pretrained, prunable_weights
+from ticketlab.store import RunStore
+from ticketlab.tasks import TASKS
+from ticketlab.tasks.mlm import _plain_text
+
+MLM = TASKS.get("mlm")
+WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
+
+
+def documents(count: int, words: int = 40) -> list[str]:
+    rng = np.random.default_rng(count)
+    return [" ".join(rng.choice(WORDS, words)) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_one_document_per_line_holds_out_a_fixed_tenth(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(documents(30)) + "\n", encoding="utf-8")
+    splits = MLM.splits(str(corpus))
+    assert (len(splits["train"]), len(splits["dev"])) == (27, 3)
+    assert sorted(splits["train"] + splits["dev"]) == sorted(documents(30))
+    assert MLM.splits(str(corpus)) == splits
+
+
+def test_a_folder_of_txt_files_is_one_document_each_and_train_dev_files_are_taken_as_they_are(tmp_path):
+    for i, text in enumerate(documents(4)):
+        (tmp_path / "docs" / f"{i}.txt").parent.mkdir(exist_ok=True)
+        (tmp_path / "docs" / f"{i}.txt").write_text(text + "\nsecond line", encoding="utf-8")
+    splits = MLM.splits(str(tmp_path / "docs"))
+    assert len(splits["train"]) + len(splits["dev"]) == 4 and all("\nsecond line" in d for d in splits["train"])
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "train.txt").write_text("a b c\nd e f\n", encoding="utf-8")
+    (tmp_path / "split" / "validation.txt").write_text("g h i\n", encoding="utf-8")
+    assert MLM.splits(str(tmp_path / "split")) == {"train": ["a b c", "d e f"], "dev": ["g h i"]}
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "absent.txt", "data not found"),
+        (lambda p: (p / "empty.txt").write_text("\n\n") and p / "empty.txt", "empty.txt: no text"),
+        (lambda p: (p / "one.txt").write_text("only one\n") and p / "one.txt", "one.txt: 1 document"),
+        (lambda p: (p / "latin1.txt").write_bytes(b"caf\xe9\nabc\n") and p / "latin1.txt", r"latin1.txt: not UTF-8 text \(byte 3\)"),
+        (lambda p: (p / "train.txt").write_text("x\n") and p, "has train.txt but no dev.txt"),
+    ],
+)
+def test_bad_text_gives_a_one_line_error_naming_the_file(tmp_path, make, message):
+    with pytest.raises(TicketlabError, match=message) as error:
+        MLM.splits(str(make(tmp_path)))
+    assert "\n" not in str(error.value)
+
+
+def test_blocks_concatenate_documents_and_drop_the_remainder(tokenizer):
+    docs = documents(5, words=30)
+    blocks = MLM.encode(tokenizer, docs, 16)
+    flat = [i for d in tokenizer(docs)["input_ids"] for i in d]
+    assert len(blocks) == len(flat) // 16
+    assert [i for b in blocks for i in b["input_ids"]] == flat[: 16 * len(blocks)]
+    assert all(len(b["input_ids"]) == len(b["special_tokens_mask"]) == 16 for b in blocks)
+    assert [b["block"] for b in blocks] == list(range(len(blocks)))
+
+
+def test_evaluation_masks_a_block_the_same_way_in_any_batch_and_training_masks_afresh(tokenizer):
+    blocks = MLM.encode(tokenizer, documents(40), 32)
+    evaluation = MLM.collator(tokenizer, train=False)
+    alone = evaluation([blocks[3]])
+    among = evaluation([blocks[7], blocks[3], blocks[1]])
+    assert torch.equal(alone["input_ids"][0], among["input_ids"][1]) and torch.equal(alone["labels"][0], among["labels"][1])
+    training = MLM.collator(tokenizer, train=True)
+    assert not torch.equal(training(blocks[:8])["labels"], training(blocks[:8])["labels"])
+
+
+def test_masking_selects_15_percent_of_ordinary_tokens_80_10_10(tokenizer):
+    blocks = MLM.encode(tokenizer, documents(400), 64)
+    batch = MLM.collator(tokenizer, train=False)(blocks)
+    original = torch.tensor([b["input_ids"] for b in blocks])
+    special = torch.tensor([b["special_tokens_mask"] for b in blocks]).bool()
+    selected = batch["labels"] != -100
+    assert not (selected & special).any()
+    assert torch.equal(batch["labels"][selected], original[selected])
+    assert selected.sum() / (~special).sum() == pytest.approx(0.15, abs=0.01)
+    chosen = batch["input_ids"][selected]
+    masked = (chosen == tokenizer.mask_token_id).float().mean()
+    kept = (chosen == original[selected]).float().mean()
+    assert masked == pytest.approx(0.8, abs=0.02) and kept == pytest.approx(0.1 + 0.1 / tokenizer.vocab_size, abs=0.02)
+
+
+def test_metrics_are_masked_token_accuracy_loss_and_perplexity():
+    logits = torch.log_softmax(torch.randn(3, 5, 7), -1)
+    labels = torch.full((3, 5), -100)
+    labels[0, 1], labels[1, 0], labels[1, 4], labels[2, 2] = 3, 6, 0, logits[2, 2].argmax()
+    rows = MLM.outputs(type("Out", (), {"logits": logits})(), {"labels": labels})
+    scores = MLM.score([], [], {k: v.numpy() for k, v in rows.items()})
+    picked = [(0, 1), (1, 0), (1, 4), (2, 2)]
+    loss = -sum(float(logits[b, t, labels[b, t]]) for b, t in picked) / 4
+    accuracy = sum(int(logits[b, t].argmax() == labels[b, t]) for b, t in picked) / 4
+    assert scores["loss"] == pytest.approx(loss, rel=1e-5)
+    assert scores["perplexity"] == pytest.approx(math.exp(loss), rel=1e-5)
+    assert scores["accuracy"] == accuracy and accuracy >= 0.25
+
+
+def test_wiki_leftovers_are_removed():
+    text = "'''Anarchism''' is a ''political'' philosophy.\n\n==Etymology==\n\n The term\n=== Sub ===\n"
+    assert _plain_text(text) == "Anarchism is a political philosophy.\nThe term"
+
+
+def test_a_checkpoint_without_mlm_head_gets_a_tied_new_one_and_says_so(tiny_model_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="ticketlab"):
+        model = load_pretrained(tiny_model_dir, AutoModelForMaskedLM, seed=0)
+    assert "cls.predictions.transform.dense.weight" in caplog.text and "tied to the word embeddings" in caplog.text
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
+def test_imp_on_mlm_keeps_the_decoder_tied_and_its_ticket_fits_a_classifier(tiny_model_dir, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(documents(40)), encoding="utf-8")
+    result = find(str(tiny_model_dir), "mlm", data=str(corpus), sparsity=0.2, out=tmp_path / "runs",
+                  schedule="linear", rate=0.1, max_length=32, batch_size=8)
+    assert [r["round"] for r in result.rounds] == [0, 1, 2]
+    assert set(result.rounds[2]["dev"]) == {"accuracy", "loss", "perplexity"}
+
+    trained = AutoModelForMaskedLM.from_pretrained(tiny_model_dir)
+    load_model(trained, str(RunStore.open(result.path).weights_path(2)))
+    assert trained.get_output_embeddings().weight is trained.get_input_embeddings().weight
+    ticket = load_ticket(result.path)
+    assert sparsity(ticket) == pytest.approx(0.2, abs=1e-3)
+    assert all((w[~ticket[n]] == 0).all() for n, w in prunable_weights(trained).items())
+
+    classifier = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    assert "pooler.dense.weight" in prunable_weights(classifier) and "pooler.dense.weight" not in ticket
+    apply_ticket(classifier, ticket)
+    weights = prunable_weights(classifier)
+    assert all((weights[n][~ticket[n]] == 0).all() for n in layer_stack_weights(classifier))
+    assert (weights["pooler.dense.weight"] != 0).all()
+    classifier_ticket = {n: torch.rand(w.shape) > 0.5 for n, w in weights.items()}
+    apply_ticket(trained, classifier_ticket)  # the pooler's entry has no weight here and is dropped
+    assert all((w[~classifier_ticket[n]] == 0).all() for n, w in prunable_weights(trained).items())
