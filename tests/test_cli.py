@@ -1,6 +1,7 @@
 """Bad input: one line on stderr, a non-zero exit, no traceback, and nothing damaged."""
 
 import hashlib
+import os
 import subprocess
 import sys
 
@@ -15,7 +16,9 @@ TINY = ["--train-examples", "32", "--batch-size", "16", "--epochs", "1", "--spar
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ticketlab", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    """`ticketlab ARGS` in a subprocess, its tables printed 200 columns wide."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "ticketlab", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 def snapshot(folder):

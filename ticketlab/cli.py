@@ -121,14 +121,14 @@ def print_rounds(result: LotteryResult, metric: str | None = None) -> None:
 
 
 def print_tasks() -> None:
-    """`ticketlab tasks`: every task with its metrics (the deciding one first) and the files it reads."""
-    table = Table(title="tasks (--task NAME --data PATH)", show_lines=True)
-    for column in ("task", "metrics (* decides matching)", "evaluated on", "--data", "what"):
-        table.add_column(column, overflow="fold")
-    for task in (TASKS.get(name) for name in TASKS):
+    """`ticketlab tasks`: every task, its metrics (* decides matching), evaluation splits and the files it reads."""
+    console = Console(highlight=False)
+    for name in TASKS:
+        task = TASKS.get(name)
         metrics = ", ".join(f"{m}*" if m == task.metric else m for m in task.metrics)
-        table.add_row(task.name, metrics, ", ".join(task.eval_splits), task.files, task.description)
-    Console().print(table)
+        console.print(f"[bold]{name}[/bold]  {metrics}  on {', '.join(task.eval_splits)}")
+        console.print(f"    {task.description}\n    --data: {task.files}", markup=False)
+    console.print("* the metric that decides matching (change it with --metric)")
 
 
 if __name__ == "__main__":

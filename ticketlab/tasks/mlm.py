@@ -29,7 +29,7 @@ class MaskedLanguageModeling(Task):
     name = "mlm"
     description = (
         "masked language modeling: 15% of tokens selected, 80% [MASK] / 10% random / 10% kept, in blocks of "
-        "max_length tokens (embedded: 107 articles of gensim's shortened English Wikipedia, markup stripped)"
+        "max_length tokens (embedded: 106 articles of gensim's shortened English Wikipedia, markup stripped)"
     )
     files = "a text file (one document per line), a folder of .txt files (one document each), or a folder with train.txt and dev.txt"
     metrics = ("accuracy", "loss", "perplexity")  # masked-token accuracy; cross-entropy and its exp on masked tokens

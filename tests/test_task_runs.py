@@ -1,0 +1,70 @@
+"""Every task family through `ticketlab find` on files in the real formats; `ticketlab tasks`; bad data and metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_cli import TINY, run_cli, snapshot
+from test_glue import write_glue
+from test_squad import write_squad
+
+import ticketlab
+from ticketlab.tasks import TASKS
+
+
+def test_tasks_lists_every_task_with_its_metrics_and_files():
+    done = run_cli("tasks")
+    assert done.returncode == 0, done.stderr
+    for name in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "squad", "mlm", "rotten-tomatoes"):
+        task = TASKS.get(name)
+        assert f"{name}  " in done.stdout and task.files.split()[0] in done.stdout
+        assert f"{task.metric}*" in done.stdout
+
+
+def test_mnli_reports_matched_and_mismatched_and_a_chosen_deciding_metric(tiny_model_dir, tmp_path):
+    write_glue(tmp_path / "glue_data", "mnli")
+    out = tmp_path / "runs"
+    done = run_cli("find", "--task", "mnli", "--data", tmp_path / "glue_data", "--model", tiny_model_dir, *TINY,
+                   "--metric", "dev_mismatched/accuracy", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "decided by dev_mismatched accuracy" in done.stdout and "dev_matched accuracy" in done.stdout
+    metrics = json.loads(next(out.glob("*/round_01/metrics.json")).read_text())
+    assert set(metrics) >= {"dev_matched", "dev_mismatched"} and 0 <= metrics["dev_mismatched"]["accuracy"] <= 1
+
+
+def test_stsb_regression_and_squad_spans_run_through_imp(tiny_model_dir, tmp_path):
+    write_glue(tmp_path / "glue_data", "stsb")
+    stsb = ticketlab.find(str(tiny_model_dir), "stsb", data=str(tmp_path / "glue_data"), sparsity=0.1, out=tmp_path, epochs=1)
+    assert set(stsb.rounds[1]["dev"]) == {"pearson", "spearmanr", "pearson_and_spearmanr"}
+    squad = ticketlab.find(str(tiny_model_dir), "squad", data=str(write_squad(tmp_path / "squad")), sparsity=0.1,
+                           out=tmp_path, epochs=1, max_length=64)
+    assert all(0 <= squad.rounds[1]["dev"][m] <= 100 for m in ("exact_match", "f1"))
+
+
+def test_bad_data_or_metric_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path):
+    glue = tmp_path / "glue_data"
+    write_glue(glue, "rte")
+    (glue / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n", encoding="utf-8")
+    out = tmp_path / "runs"
+    cases = {
+        "no data for a task that ships none": (["--task", "squad"], "SQuAD does not ship"),
+        "label outside the set": (["--task", "rte", "--data", glue], "dev.tsv:2: label 'maybe'"),
+        "missing folder": (["--task", "mrpc", "--data", tmp_path / "nowhere"], "data not found"),
+        "unknown metric": (["--task", "rte", "--data", glue, "--metric", "f1"], "has no metric 'f1'"),
+        "unknown split": (["--task", "mnli", "--data", glue, "--metric", "test/accuracy"], "no evaluation split 'test'"),
+    }
+    for case, (args, message) in cases.items():
+        done = run_cli("find", "--model", tiny_model_dir, *TINY, *args, "--out", out)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0 and len(lines) == 1 and message in lines[0], (case, done.stderr)
+    assert not out.exists() or snapshot(out) == {}
+
+
+@pytest.mark.integration
+def test_the_embedded_wikipedia_is_plain_text_with_a_fixed_held_out_split():
+    splits = TASKS.get("mlm").splits(None)
+    assert (len(splits["train"]), len(splits["dev"])) == (95, 11)
+    text = "\n".join(splits["train"] + splits["dev"])
+    assert len(text) > 2_000_000
+    assert not any(markup in text for markup in ("'''", "[[", "]]", "{{", "}}", "\n=="))
