@@ -14,7 +14,6 @@ import statistics
 import time
 
 import torch
-from transformers import DataCollatorWithPadding
 
 from ticketlab.config import TrainConfig
 from ticketlab.masks import apply_mask, ones_like
@@ -37,10 +36,10 @@ def main() -> None:
     path = resolve_model(args.model)
     tokenizer = load_tokenizer(path)
     features = task.encode(tokenizer, task.splits(None)["train"][: config.batch_size * args.steps], config.max_length)
-    collate = DataCollatorWithPadding(tokenizer)
+    collate = task.collator(tokenizer, train=True)
     batches = [collate(features[i : i + config.batch_size]) for i in range(0, len(features), config.batch_size)]
 
-    dense = load_pretrained(path, task.auto_class, seed=0, num_labels=task.num_labels)
+    dense = load_pretrained(path, task.auto_class, seed=0, **task.model_options())
     masked = copy.deepcopy(dense)
     weights = prunable_weights(masked)
     mask = magnitude_prune(weights, ones_like(weights), args.sparsity)

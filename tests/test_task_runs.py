@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,6 +11,8 @@ from test_glue import write_glue
 from test_squad import write_squad
 
 import ticketlab
+from ticketlab.config import TrainConfig
+from ticketlab.lottery import resolve_config
 from ticketlab.tasks import TASKS
 
 
@@ -68,3 +71,15 @@ def test_the_embedded_wikipedia_is_plain_text_with_a_fixed_held_out_split():
     text = "\n".join(splits["train"] + splits["dev"])
     assert len(text) > 2_000_000
     assert not any(markup in text for markup in ("'''", "[[", "]]", "{{", "}}", "\n=="))
+
+
+def test_bert_base_size_models_get_the_papers_recipe_and_small_ones_the_small_recipe(tiny_model_dir, tmp_path):
+    base = tmp_path / "bert-base-config"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 768}), encoding="utf-8")
+    for name in ("mrpc", "squad", "mlm"):
+        task = TASKS.get(name)
+        assert resolve_config(str(base), name, None, 0.5).train == task.recipe
+        assert resolve_config(str(tiny_model_dir), name, None, 0.5, epochs=1).train == dataclasses.replace(task.small_recipe, epochs=1)
+    assert TASKS.get("mrpc").recipe == TrainConfig(epochs=3, batch_size=32, learning_rate=2e-5, max_length=128)
+    assert TASKS.get("squad").recipe == TrainConfig(epochs=2, batch_size=16, learning_rate=3e-5, max_length=384)
