@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import ticketlab
 
-ARGS = ["--sparsity", "0.2", "--train-examples", "320", "--batch-size", "4", "--epochs", "1", "--checkpoint-every", "1"]
+ARGS = ["--sparsity", "0.2", "--train-examples", "160", "--batch-size", "4", "--epochs", "1", "--checkpoint-every", "1"]
 
 
 def command(model_dir, out):
