@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,8 +11,8 @@ from transformers import DataCollatorWithPadding
 
 from ..config import TrainConfig
 from ..errors import TicketlabError
+from ..train import Collate
 
-Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
 BASE_HIDDEN_SIZE = 768  # models this wide or wider (BERT-base, -large) get the paper's recipe
 
 
