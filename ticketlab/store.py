@@ -5,6 +5,8 @@
         round_00/ mask.safetensors  metrics.json  weights.safetensors  COMPLETE   (round 0: the dense model)
         round_01/ ...                                                           (checkpoint.pt while it trains)
         rewind.safetensors                                                      (with a rewind step)
+        branches/<name>/round_XX/ mask.safetensors  metrics.json  COMPLETE      controls and transfers: the mask
+                                                                                derives from round XX of a run
 
 Every file is written under a temporary name and renamed into place; a round counts only once COMPLETE exists.
 """
@@ -72,6 +74,13 @@ class RunStore:
 
     def completed_rounds(self) -> list[int]:
         return sorted(int(d.name.split("_")[1]) for d in self.path.glob("round_*") if (d / "COMPLETE").exists())
+
+    def branch(self, name: str) -> "RunStore":
+        """The rounds of a branch of this run (a control experiment or a transfer), kept in its own folder."""
+        return RunStore(self.path / "branches" / name)
+
+    def branches(self) -> list[str]:
+        return sorted(d.name for d in (self.path / "branches").glob("*") if d.is_dir())
 
     def metrics(self, round: int) -> dict[str, Any]:
         return json.loads((self.round_dir(round) / "metrics.json").read_text())

@@ -1,0 +1,1 @@
+"""Reports: read the run store, never train."""
