@@ -23,6 +23,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_masked_step.py
+	$(PY) benchmarks/bench_mlm_step.py
 
 clean:
 	rm -rf $(VENV) runs

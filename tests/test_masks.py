@@ -5,7 +5,7 @@ from transformers import BertForSequenceClassification
 from conftest import tiny_bert_config
 from ticketlab import apply_ticket
 from ticketlab.errors import TicketlabError
-from ticketlab.masks import load_mask, ones_like, save_mask, sparsity
+from ticketlab.masks import iou, load_mask, ones_like, save_mask, sparsity
 from ticketlab.models import prunable_weights
 from ticketlab.pruning import magnitude_prune
 
@@ -62,3 +62,15 @@ def test_truncated_mask_file_is_a_clear_error(tmp_path):
     (tmp_path / "m.safetensors").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(TicketlabError):
         load_mask(tmp_path / "m.safetensors")
+
+
+def test_iou_counts_the_weights_both_masks_have():
+    a = {"w": torch.tensor([True, True, False, False]), "pooler": torch.tensor([True, False])}
+    b = {"w": torch.tensor([True, False, True, False])}
+    assert iou(a, b) == 1 / 3  # the pooler only a has is left out
+    assert iou(a, a) == 1.0
+    assert iou(a, {name: ~m for name, m in a.items()}) == 0.0
+    with pytest.raises(TicketlabError, match="shape of w"):
+        iou(a, {"w": torch.ones(2, 2, dtype=torch.bool)})
+    with pytest.raises(TicketlabError, match="no weight in common"):
+        iou(a, {"other": torch.ones(4, dtype=torch.bool)})

@@ -1,7 +1,9 @@
-"""Masked language modeling: reading text, blocks, masking, metrics, the tied head, MLM tickets downstream."""
+"""Masked language modeling: reading text, blocks, masking, metrics, logits at masked positions only, the tied head,
+MLM tickets downstream."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
@@ -9,16 +11,19 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_model
-from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, BertForMaskedLM
 
+from conftest import tiny_bert_config
 from ticketlab import find, load_ticket
 from ticketlab.api import apply_ticket
+from ticketlab.config import TrainConfig
 from ticketlab.errors import TicketlabError
 from ticketlab.masks import sparsity
 from ticketlab.models import layer_stack_weights, load_pretrained, prunable_weights
 from ticketlab.store import RunStore
 from ticketlab.tasks import TASKS
 from ticketlab.tasks.mlm import _plain_text
+from ticketlab.train import TrainHook, call_model, make_optimizer, predict, train, training_step
 
 MLM = TASKS.get("mlm")
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
@@ -156,3 +161,55 @@ def test_imp_on_mlm_keeps_the_decoder_tied_and_its_ticket_fits_a_classifier(tiny
     classifier_ticket = {n: torch.rand(w.shape) > 0.5 for n, w in weights.items()}
     apply_ticket(trained, classifier_ticket)  # the pooler's entry has no weight here and is dropped
     assert all((w[~classifier_ticket[n]] == 0).all() for n, w in prunable_weights(trained).items())
+
+
+def masked_lm(tokenizer, tied: bool) -> BertForMaskedLM:
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_bert_config(vocab_size=tokenizer.vocab_size, tie_word_embeddings=tied))
+    assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == tied
+    return model
+
+
+class RecordGradients(TrainHook):
+    def after_backward(self, model):
+        self.gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_a_training_step_with_logits_at_masked_positions_only_has_the_full_loss_and_gradients(tokenizer, tied):
+    model = masked_lm(tokenizer, tied)
+    batch = MLM.collator(tokenizer, train=True)(MLM.encode(tokenizer, documents(20), 32))
+    masked = batch["labels"] != -100
+    with torch.no_grad():
+        full_logits, selected_logits = call_model(model, batch).logits, MLM.forward(model, batch).logits
+    assert full_logits.shape[:2] == masked.shape and selected_logits.shape == (masked.sum(), tokenizer.vocab_size)
+    config = TrainConfig()
+    runs = []
+    for forward in (call_model, MLM.forward):
+        copied, record = copy.deepcopy(model), RecordGradients()
+        optimizer = make_optimizer(copied, config)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        torch.manual_seed(1)  # the same dropout
+        runs.append((training_step(copied, batch, optimizer, scheduler, [record], 1.0, 1, forward), record.gradients))
+    (full_loss, full_gradients), (selected_loss, selected_gradients) = runs
+    assert float(selected_loss) == pytest.approx(float(full_loss), rel=1e-5)
+    assert full_gradients.keys() == selected_gradients.keys()
+    for name, gradient in full_gradients.items():
+        torch.testing.assert_close(selected_gradients[name], gradient, rtol=1e-4, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_evaluation_with_logits_at_masked_positions_only_has_the_full_metrics(tokenizer, tied):
+    model = masked_lm(tokenizer, tied)
+    features = MLM.encode(tokenizer, documents(40), 32)
+    config = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-2)
+    train(model, features, MLM.collator(tokenizer, train=True), config, forward=MLM.forward)  # so that some guesses are right
+    collate = MLM.collator(tokenizer, train=False)
+    full = predict(model, features, collate, 4, MLM.outputs)
+    selected = predict(model, features, collate, 4, MLM.outputs, MLM.forward)
+    assert np.array_equal(selected["correct"], full["correct"]) and np.array_equal(selected["count"], full["count"])
+    np.testing.assert_allclose(selected["loss_sum"], full["loss_sum"], rtol=1e-5)
+    full_scores, selected_scores = (MLM.score([], features, outputs) for outputs in (full, selected))
+    assert selected_scores["accuracy"] == full_scores["accuracy"] > 0
+    for metric in ("loss", "perplexity"):
+        assert selected_scores[metric] == pytest.approx(full_scores[metric], rel=1e-5)

@@ -11,13 +11,17 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import PruneConfig
+from .controls import CONTROLS
 from .errors import TicketlabError
+from .experiment import load_recipe, presets, run_experiment
 from .export import export_pruned
 from .lottery import LotteryResult, find
 from .models import EMBEDDED_MODELS
 from .pruning import SCHEDULES, SCOPES
+from .report.build import build_report, print_tables
 from .store import RunStore
 from .tasks import TASKS
+from .transfer import grid, transfer
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,34 +51,82 @@ def build_parser() -> argparse.ArgumentParser:
     find_cmd.add_argument("--task", default="rotten-tomatoes", help=f"one of: {', '.join(TASKS)}")
     find_cmd.add_argument("--data", help="the task's data files instead of its default")
     find_cmd.add_argument("--metric", help="the metric deciding matching, METRIC or SPLIT/METRIC (default: the paper's)")
-    find_cmd.add_argument("--sparsity", type=_fraction, default=PruneConfig.sparsity, help="target sparsity (default %(default)s)")
-    find_cmd.add_argument("--out", default="runs", help="run store folder (default %(default)s)")
-    find_cmd.add_argument("--save-weights", action="store_true", help="keep every round's trained weights (default: the last round's)")
-    find_cmd.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)")
+    find_cmd.add_argument("--controls", type=_controls, default=(), help=f"control experiments at every sparsity: all, or some of {', '.join(CONTROLS)}")
+    find_cmd.add_argument("--save-weights", action="store_true", help="keep every round's trained weights (default: the dense and the last)")
+    _add_run_options(find_cmd)
 
-    prune = find_cmd.add_argument_group("pruning (defaults: the BERT-tickets code)")
-    prune.add_argument("--schedule", choices=SCHEDULES, help="linear: RATE of the original weights per round; geometric: of the remaining")
-    prune.add_argument("--rate", type=_fraction, help="fraction pruned per round (default 0.1 linear, 0.2 geometric)")
-    prune.add_argument("--scope", choices=SCOPES, help="one global ranking (default) or each matrix to the same sparsity")
-    prune.add_argument("--rewind-step", type=int, help="rewind to the weights after this step of round 0 (default 0: θ0)")
-    prune.add_argument("--rewind-head", action="store_true", default=None, help="reset the task head too (default: it keeps its trained values)")
+    transfer_cmd = verbs.add_parser("transfer", help="train a ticket found on one task on another task, from θ0")
+    transfer_cmd.add_argument("--ticket", required=True, help="RUN[:ROUND] (default: its last round) or a mask file")
+    transfer_cmd.add_argument("--task", required=True, help=f"the target task, one of: {', '.join(TASKS)}")
+    transfer_cmd.add_argument("--model", help="the ticket's base model, where it moved (default: as the ticket records it)")
+    transfer_cmd.add_argument("--data", help="the target task's data files instead of its default")
+    _add_run_options(transfer_cmd)
+
+    grid_cmd = verbs.add_parser("grid", help="transfer the IMP tickets of every task to every other task")
+    grid_cmd.add_argument("--tasks", required=True, type=lambda text: text.split(","), help="comma-separated, e.g. mlm,rotten-tomatoes")
+    grid_cmd.add_argument("--model", default="splade-tiny")
+    grid_cmd.add_argument("--data", action="append", type=_assignment, default=[], metavar="TASK=PATH", help="a task's data files (repeat)")
+    grid_cmd.add_argument("--target", type=_fraction, help="sparsity IMP prunes to (default: --sparsity)")
+    _add_run_options(grid_cmd, sparsity_help="sparsity of the tickets transferred")
+
+    report_cmd = verbs.add_parser("report", help="tables, verdicts and plots of runs, from the run store alone (no training)")
+    report_cmd.add_argument("runs", nargs="+", help="run folders, or folders of runs")
+    report_cmd.add_argument("--out", help="report folder (default: report/ beside the runs)")
+    report_cmd.add_argument("--metric", action="append", type=_assignment, default=[], metavar="TASK=[SPLIT/]METRIC", help="the metric deciding matching for a task")
+
+    experiment_cmd = verbs.add_parser("experiment", help="a recipe's lottery runs, controls, seeds and transfer grid, then its report")
+    recipe = experiment_cmd.add_mutually_exclusive_group(required=True)
+    recipe.add_argument("--preset", help=f"one of: {', '.join(presets())}")
+    recipe.add_argument("--recipe", help="a recipe YAML file")
+    experiment_cmd.add_argument("--out", help="run store folder (default: runs/<recipe name>)")
+    experiment_cmd.add_argument("--seeds", type=int, help="override the recipe's number of seeds")
 
     verbs.add_parser("tasks", help="list the tasks with their metrics and the files they read")
     apply_cmd = verbs.add_parser("apply", help="write a model with a ticket applied (pruned weights zeroed) as a Hugging Face folder")
     apply_cmd.add_argument("ticket", help="a mask file, or a run folder (its last round; RUN:ROUND for another)")
     apply_cmd.add_argument("--model", default="splade-tiny", help="the ticket's base model")
     apply_cmd.add_argument("--out", required=True, help="a new folder")
+    return parser
 
-    train = find_cmd.add_argument_group("training (defaults: the task's recipe)")
+
+def _add_run_options(command: argparse.ArgumentParser, sparsity_help: str = "target sparsity") -> None:
+    """Options of every verb that trains: where runs go, seeds, pruning and training."""
+    command.add_argument("--sparsity", type=_fraction, default=PruneConfig.sparsity, help=f"{sparsity_help} (default %(default)s)")
+    command.add_argument("--seeds", type=int, default=1, help="run with this many seeds: --seed, --seed + 1, ... (default 1)")
+    command.add_argument("--out", default="runs", help="run store folder (default %(default)s)")
+    command.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)")
+
+    prune = command.add_argument_group("pruning (defaults: the BERT-tickets code)")
+    prune.add_argument("--schedule", choices=SCHEDULES, help="linear: RATE of the original weights per round; geometric: of the remaining")
+    prune.add_argument("--rate", type=_fraction, help="fraction pruned per round (default 0.1 linear, 0.2 geometric)")
+    prune.add_argument("--scope", choices=SCOPES, help="one global ranking (default) or each matrix to the same sparsity")
+    prune.add_argument("--rewind-step", type=int, help="rewind to the weights after this step of round 0 (default 0: θ0)")
+    prune.add_argument("--rewind-head", action="store_true", default=None, help="reset the task head too (default: it keeps its trained values)")
+
+    train = command.add_argument_group("training (defaults: the task's recipe)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", dest="learning_rate", type=float)
     train.add_argument("--max-length", type=int)
     train.add_argument("--train-examples", type=int, help="use the first N training examples")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=int, help="the first seed (default 0)")
     train.add_argument("--weight-decay", type=float)
     train.add_argument("--warmup-ratio", type=float)
-    return parser
+
+
+def _controls(text: str) -> tuple[str, ...]:
+    names = tuple(CONTROLS) if text == "all" else tuple(text.split(","))
+    unknown = [name for name in names if name not in CONTROLS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown control {unknown[0]!r}; known: all, {', '.join(CONTROLS)}")
+    return names
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    if not key or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form NAME=VALUE")
+    return key, value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,14 +134,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="ticketlab: %(message)s", level=logging.INFO)
     verb = args.pop("verb")
     try:
-        if verb == "find":
-            metric = args.pop("metric")
-            TASKS.get(args["task"]).decider(metric)  # a bad --metric fails before any training
-            print_rounds(find(**args), metric)
-        elif verb == "tasks":
+        if verb == "tasks":
             print_tasks()
         elif verb == "apply":
             print(export_pruned(**args))
+        elif verb == "report":
+            metrics = dict(args["metric"])
+            out = build_report(args["runs"], args["out"], metrics)
+            print_tables(args["runs"], metrics)
+            print(out / "report.md")
+        elif verb == "experiment":
+            out = run_experiment(load_recipe(args["preset"] or args["recipe"]), args["out"], args["seeds"])
+            print_tables([out.parent])
+            print(out / "report.md")
+        else:
+            _train_verb(verb, args)
     except TicketlabError as error:
         print(f"ticketlab: error: {error}", file=sys.stderr)
         return 2
@@ -97,6 +156,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def _train_verb(verb: str, args: dict) -> None:
+    """find, transfer and grid: each seed in turn, then the tables (over seeds, with more than one)."""
+    seeds = args.pop("seeds")
+    if seeds < 1:
+        raise TicketlabError(f"--seeds must be at least 1, got {seeds}")
+    first = args.pop("seed")
+    seed_list = range(first or 0, (first or 0) + seeds)
+    if verb == "grid":
+        tasks, level, target = args.pop("tasks"), args.pop("sparsity"), args.pop("target")
+        print_tables(grid(tasks, level, seeds=seed_list, sparsity=target, data=dict(args.pop("data")), **args))
+        return
+    runs = []
+    for seed in [None] if first is None and seeds == 1 else seed_list:  # None: the recipe's seed, a ticket's own
+        if verb == "find":
+            metric = args["metric"]
+            TASKS.get(args["task"]).decider(metric)  # a bad --metric fails before any training
+            result = find(**{k: v for k, v in args.items() if k != "metric"}, seed=seed)
+            print_rounds(result, metric)
+            runs.append(result.path)
+        else:
+            record = transfer(**args, seed=seed)
+            print(f"transfer of {args['ticket']} to {args['task']}, seed {seed}: " + ", ".join(
+                f"{split} {metric} {value:.4f}" for split, values in record.items() if isinstance(values, dict) and split != "source"
+                for metric, value in values.items()))
+    if verb == "find" and (seeds > 1 or args["controls"]):
+        print_tables(runs, {args["task"]: args["metric"]} if args["metric"] else None)
 
 
 def print_rounds(result: LotteryResult, metric: str | None = None) -> None:

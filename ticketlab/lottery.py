@@ -1,34 +1,39 @@
 """Iterative magnitude pruning: train -> prune -> rewind the kept weights -> train again, round by round.
 
 Every round is idempotent: a complete round is skipped, an interrupted one resumes from its checkpoint.
+The control experiments and transfers are branches of a run: the same training, from a mask and start weights
+that derive from the run's rounds (see ticketlab.controls).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from safetensors.torch import load_file, load_model as load_weights, save_file, save_model
 from .atomic import atomic_path, remove
 from .config import PruneConfig, RunConfig, TrainConfig
+from .controls import CONTROLS
 from .errors import TicketlabError
-from .masks import Mask, apply_mask, load_mask, ones_like, save_mask, sparsity
+from .masks import Mask, apply_mask, fit_mask, load_mask, ones_like, save_mask, sparsity
 from .models import (
     EMBEDDED_MODELS,
     backbone,
     head_parameters,
     hidden_size,
     load_pretrained,
+    layer_stack_weights,
     load_tokenizer,
     model_fingerprint,
     prunable_weights,
     resolve_model,
 )
-from .pruning import METHODS, check_scope, sparsity_schedule
+from .pruning import METHODS, check_scope, round_at, sparsity_schedule
 from .store import RunStore
 from .tasks import TASKS
 from .train import MaskEnforcer, TrainHook, accelerator, predict, total_steps, train
@@ -78,6 +83,7 @@ def find(
     data: str | None = None,
     sparsity: float = PruneConfig.sparsity,
     out: str | Path = "runs",
+    controls: Sequence[str] = (),
     save_weights: bool = False,
     checkpoint_every: int = 100,
     hooks: Sequence[TrainHook] = (),
@@ -85,37 +91,84 @@ def find(
 ) -> LotteryResult:
     """Find a lottery ticket by IMP. `options` are TrainConfig and PruneConfig fields (e.g. epochs=1, scope="per-matrix").
 
-    Re-running the same call skips complete rounds and resumes an interrupted one. Only the last round's trained
-    weights are kept unless `save_weights`.
+    `controls` (names in ticketlab.controls.CONTROLS) then run as branches at every pruned round.
+    Re-running the same call skips complete rounds and resumes an interrupted one. Only the dense and the last
+    round's trained weights are kept unless `save_weights`.
     """
     if checkpoint_every < 1:
         raise TicketlabError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+    for name in controls:
+        CONTROLS.get(name)
     config = resolve_config(model, task, data, sparsity, **options)
-    return run_lottery(config, Path(out), save_weights, checkpoint_every, hooks)
+    result = run_lottery(config, Path(out), save_weights, checkpoint_every, hooks)
+    if controls:
+        run_controls(config, Path(out), controls, checkpoint_every=checkpoint_every, hooks=hooks)
+    return result
 
 
 def run_lottery(
-    config: RunConfig, out: Path, save_weights: bool, checkpoint_every: int, hooks: Sequence[TrainHook]
+    config: RunConfig,
+    out: Path,
+    save_weights: bool = False,
+    checkpoint_every: int = 100,
+    hooks: Sequence[TrainHook] = (),
+    last_round: int | None = None,
 ) -> LotteryResult:
-    """Run every round of `config` that the run store under `out` does not hold complete yet."""
+    """Run every round of `config` (up to `last_round`) that the run store under `out` does not hold complete yet."""
     store = RunStore(out / config.name())
     levels = sparsity_schedule(config.prune.schedule, config.prune.rate, config.prune.sparsity)
-    if all(store.is_complete(r) for r in range(len(levels))):
-        return LotteryResult(store.path, [store.metrics(r) for r in range(len(levels))])
-    lottery = _Lottery(config, store, save_weights, checkpoint_every, hooks)  # checks everything before writing
-    store.initialize(config)
-    for round, level in enumerate(levels):
-        if not store.is_complete(round):
-            lottery.run_round(round, level)
-    return LotteryResult(store.path, [store.metrics(r) for r in range(len(levels))])
+    rounds = range(len(levels) if last_round is None else last_round + 1)
+    if not all(store.is_complete(r) for r in rounds):
+        lottery = _Lottery(config, store, save_weights, checkpoint_every, hooks)  # checks everything before writing
+        store.initialize(config)
+        for round in rounds:
+            if not store.is_complete(round):
+                lottery.run_round(round, levels[round])
+    return LotteryResult(store.path, [store.metrics(r) for r in rounds])
+
+
+def run_controls(
+    config: RunConfig,
+    out: Path,
+    controls: Sequence[str],
+    rounds: Sequence[int] | None = None,
+    checkpoint_every: int = 100,
+    hooks: Sequence[TrainHook] = (),
+) -> None:
+    """Train each control at each pruned round of a complete lottery run (`rounds`: only these)."""
+    store = RunStore(out / config.name())
+    levels = sparsity_schedule(config.prune.schedule, config.prune.rate, config.prune.sparsity)
+    rounds = list(range(1, len(levels)) if rounds is None else rounds)
+    incomplete = [r for r in [0, *rounds] if not store.is_complete(r)]
+    if incomplete:
+        raise TicketlabError(f"{store.path}: round {incomplete[0]} of the lottery run is not complete; run find first")
+    lottery: _Lottery | None = None
+    for name in controls:
+        control = CONTROLS.get(name)
+        for round in rounds:
+            if store.branch(name).is_complete(round):
+                continue
+            lottery = lottery or _Lottery(config, store, False, checkpoint_every, hooks)
+            rng = _generator(config.train.seed, name, round)
+            mask = control.mask(lottery, round, levels[round], rng)
+            if mask is not None:
+                lottery.run_branch(name, round, levels[round], mask, lambda: lottery.start_control(control, round, rng))
+
+
+def _generator(*key: object) -> torch.Generator:
+    """A generator seeded by a stable hash of `key` (the run's seed, the control, the round)."""
+    digest = hashlib.sha256("/".join(map(str, key)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
 class _Lottery:
-    """The state shared by the rounds of one run: data, model, θ0."""
+    """The state shared by the rounds of one run: data, model, θ0. It is the `Parent` the controls read."""
 
     def __init__(self, config: RunConfig, store: RunStore, save_weights: bool, checkpoint_every: int, hooks: Sequence[TrainHook]):
         self.config, self.store, self.save_weights, self.checkpoint_every = config, store, save_weights, checkpoint_every
         self.hooks = list(hooks)
+        self.scope = config.prune.scope
+        self.levels = sparsity_schedule(config.prune.schedule, config.prune.rate, config.prune.sparsity)
         self.task = TASKS.get(config.task)
         model_path = resolve_model(config.model)
         tokenizer = load_tokenizer(model_path)
@@ -133,49 +186,118 @@ class _Lottery:
         self.head0 = {k: v.detach().clone() for k, v in head_parameters(self.model).items()}
 
     def run_round(self, round: int, level: float) -> None:
-        store, config = self.store, self.config
-        started = time.perf_counter()
+        """IMP round `round`: prune the previous round's trained weights to `level`, rewind, train, record."""
+        store = self.store
         resuming = store.checkpoint_path(round).exists()
         if round > 0 and not resuming:
             load_weights(self.model, str(store.weights_path(round - 1)))  # to prune, and for the trained head
         mask = self._mask(round, level)
         if not resuming:
             self._rewind(round, mask)
-        hooks: list[TrainHook] = [MaskEnforcer(list(self.weights.values()), [mask[n] for n in self.weights])]
-        if round == 0 and config.prune.rewind_step > 0:
-            hooks.append(_SaveRewindPoint(config.prune.rewind_step, store.rewind_path()))
-        torch.manual_seed(config.train.seed + round)  # this round's dropout (a checkpoint restores its own state)
+            self._save(store.head_path(round), {k: p.detach() for k, p in head_parameters(self.model).items()})
+        hooks: list[TrainHook] = []
+        if round == 0 and self.config.prune.rewind_step > 0:
+            hooks.append(_SaveRewindPoint(self.config.prune.rewind_step, store.rewind_path()))
+        record = self._train(store, round, level, mask, hooks, f"round {round} · sparsity {level:.1%}")
+        if accelerator().is_main_process:
+            with atomic_path(store.weights_path(round)) as tmp:
+                save_model(self.model, str(tmp))
+            store.complete(round, record)
+            remove(store.checkpoint_path(round))
+            if round > 1 and not self.save_weights:
+                remove(store.weights_path(round - 1))  # the dense round 0 stays: the one-shot control prunes it
+        accelerator().wait_for_everyone()
+
+    def run_branch(self, name: str, round: int, level: float, mask: Mask, start: Callable[[], None], **record: Any) -> None:
+        """Train `mask` from the weights `start` sets, as branch `name` of round `round`; `record` adds to its
+        metrics.json (its "arm" defaults to `name`)."""
+        rounds = self.store.branch(name)
+        if not rounds.checkpoint_path(round).exists():
+            start()
+            apply_mask(self.weights, mask)
+        if accelerator().is_main_process:
+            save_mask(rounds.mask_path(round), mask, {**self._provenance(round, mask), "branch": name})
+        metrics = self._train(rounds, round, level, mask, [], f"{name} · sparsity {level:.1%}")
+        if accelerator().is_main_process:
+            rounds.complete(round, {"arm": name, **metrics, **record})
+            remove(rounds.checkpoint_path(round))
+        accelerator().wait_for_everyone()
+
+    def start_control(self, control: Any, round: int, rng: torch.Generator) -> None:
+        """Start weights of a control at `round`: IMP's starting head of that round, θ0 changed by the control."""
+        self.model.load_state_dict(load_file(str(self.store.head_path(round))), strict=False)
+        backbone(self.model).load_state_dict(self.theta0)
+        start = control.weights({n: self.theta0[n] for n in self.weights}, self, rng)
+        with torch.no_grad():
+            for name, weight in self.weights.items():
+                weight.copy_(start[name])
+
+    def start_from_theta0(self) -> None:
+        """θ0 and a fresh head (from the run's seed): how a transferred ticket starts."""
+        self.model.load_state_dict(self.head0, strict=False)
+        backbone(self.model).load_state_dict(self.theta0)
+
+    def fit(self, mask: Mask) -> Mask:
+        """A ticket of another task, fitted to this model (see ticketlab.masks.fit_mask)."""
+        return fit_mask(mask, self.weights, required=layer_stack_weights(self.model))
+
+    # -- the Parent protocol of ticketlab.controls --
+
+    def imp_mask(self, round: int) -> Mask:
+        return load_mask(self.store.mask_path(round))[0]
+
+    def round_at(self, level: float) -> int | None:
+        return round_at(self.levels, level)
+
+    def dense_weights(self) -> dict[str, torch.Tensor]:
+        trained = load_file(str(self.store.weights_path(0)))
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        return {name: trained[names[id(w)]] for name, w in self.weights.items()}
+
+    def initial_weights(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            fresh = type(self.model)(self.model.config)
+        return {name: w.detach() for name, w in prunable_weights(fresh).items()}
+
+    # -- shared by rounds and branches --
+
+    def _train(self, rounds: RunStore, round: int, level: float, mask: Mask, hooks: list[TrainHook], description: str) -> dict[str, Any]:
+        """Train from the model's current weights with `mask` enforced, evaluate, and return the round's record."""
+        started = time.perf_counter()
+        enforcer = MaskEnforcer(list(self.weights.values()), [mask[n] for n in self.weights])
+        torch.manual_seed(self.config.train.seed + round)  # this round's dropout (a checkpoint restores its own state)
         result = train(
             self.model,
             self.features["train"],
             self.train_collate,
-            config.train,
-            hooks=hooks + self.hooks,
-            checkpoint=store.checkpoint_path(round),
+            self.config.train,
+            hooks=[enforcer, *hooks, *self.hooks],
+            checkpoint=rounds.checkpoint_path(round),
             checkpoint_every=self.checkpoint_every,
-            description=f"round {round} · sparsity {level:.1%}",
+            description=description,
+            forward=self.task.forward,
         )
         metrics = {split: self.evaluate(split) for split in self.task.eval_splits}
-        if accelerator().is_main_process:
-            with atomic_path(store.weights_path(round)) as tmp:
-                save_model(self.model, str(tmp))
-            store.complete(round, {
-                "round": round,
-                "sparsity": sparsity(mask),
-                "steps": result.steps,
-                "train_loss": result.train_loss,
-                "wall_time_s": time.perf_counter() - started,
-                **metrics,
-            })
-            remove(store.checkpoint_path(round))
-            if round > 0 and not self.save_weights:
-                remove(store.weights_path(round - 1))
-        accelerator().wait_for_everyone()
+        return {
+            "round": round,
+            "level": level,
+            "sparsity": sparsity(mask),
+            "steps": result.steps,
+            "train_loss": result.train_loss,
+            "wall_time_s": time.perf_counter() - started,
+            **metrics,
+        }
 
     def evaluate(self, split: str) -> dict[str, float]:
         features = self.features[split]
-        outputs = predict(self.model, features, self.eval_collate, self.config.train.batch_size, self.task.outputs)
+        outputs = predict(self.model, features, self.eval_collate, self.config.train.batch_size, self.task.outputs, self.task.forward)
         return self.task.score(self.examples[split], features, outputs)
+
+    def _save(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
+        if accelerator().is_main_process:
+            with atomic_path(path) as tmp:
+                save_file({k: v.cpu().contiguous() for k, v in tensors.items()}, str(tmp))
 
     def _mask(self, round: int, level: float) -> Mask:
         """Round 0 is dense; round r prunes the model's weights (round r-1's, trained) to `level`.
@@ -197,8 +319,7 @@ class _Lottery:
         """Start weights of a round: θ0 (or θi) for the backbone, the kept weights only; the head keeps the
         values it was trained to in the previous round (loaded already) unless `rewind_head`."""
         if round == 0:
-            self.model.load_state_dict(self.head0, strict=False)
-            backbone(self.model).load_state_dict(self.theta0)
+            self.start_from_theta0()
         else:
             rewind = self.store.rewind_path() if self.config.prune.rewind_step else None
             backbone(self.model).load_state_dict(load_file(str(rewind)) if rewind else self.theta0)
@@ -214,6 +335,7 @@ class _Lottery:
             "model_hash": config.model_hash,
             "task": config.task,
             "round": round,
+            "level": f"{self.levels[round]:.6f}",
             "sparsity": f"{sparsity(mask):.6f}",
             "seed": config.train.seed,
             "config_hash": config.hash(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Collection, Mapping
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -29,6 +30,21 @@ def sparsity(mask: Mapping[str, torch.Tensor]) -> float:
     total = sum(m.numel() for m in mask.values())
     kept = sum(int(m.sum()) for m in mask.values())
     return 1.0 - kept / total if total else 0.0
+
+
+def iou(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    """Intersection over union of the kept weights, over the weights both masks have (1.0 when neither keeps any)."""
+    common = a.keys() & b.keys()
+    if not common:
+        raise TicketlabError("the masks have no weight in common")
+    both = either = 0
+    for name in common:
+        if a[name].shape != b[name].shape:
+            raise TicketlabError(f"the masks disagree on the shape of {name}: {tuple(a[name].shape)} and {tuple(b[name].shape)}")
+        x, y = a[name].numpy(), b[name].numpy()  # numpy counts bools many times faster than torch
+        both += np.count_nonzero(x & y)
+        either += np.count_nonzero(x | y)
+    return both / either if either else 1.0
 
 
 def save_mask(path: Path, mask: Mapping[str, torch.Tensor], metadata: Mapping[str, object]) -> None:

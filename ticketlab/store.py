@@ -2,8 +2,9 @@
 
     <out>/<task>_<model>_<schedule>-<target>_<hash>/
         config.json
-        round_00/ mask.safetensors  metrics.json  weights.safetensors  COMPLETE   (round 0: the dense model)
-        round_01/ ...                                                           (checkpoint.pt while it trains)
+        round_00/ mask.safetensors  head.safetensors  metrics.json  weights.safetensors  COMPLETE
+                                                            (round 0: the dense model; head: the start values)
+        round_01/ ...                                       (checkpoint.pt while it trains)
         rewind.safetensors                                                      (with a rewind step)
         branches/<name>/round_XX/ mask.safetensors  metrics.json  COMPLETE      controls and transfers: the mask
                                                                                 derives from round XX of a run
@@ -57,6 +58,10 @@ class RunStore:
 
     def weights_path(self, round: int) -> Path:
         return self.round_dir(round) / "weights.safetensors"
+
+    def head_path(self, round: int) -> Path:
+        """The task head's values at the start of the round (what the round's controls start from)."""
+        return self.round_dir(round) / "head.safetensors"
 
     def checkpoint_path(self, round: int) -> Path:
         return self.round_dir(round) / "checkpoint.pt"

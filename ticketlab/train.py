@@ -25,6 +25,12 @@ from .errors import TicketlabError
 
 Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
 Outputs = Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor]], Any]  # (model, batch) -> output with `.loss`
+
+
+def call_model(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
+    """The plain way a batch goes through a model."""
+    return model(**batch)
 
 
 class TrainHook:
@@ -106,11 +112,18 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
 
 
 def training_step(
-    model, batch, optimizer, scheduler, hooks: Sequence[TrainHook], max_grad_norm: float, step: int
+    model,
+    batch,
+    optimizer,
+    scheduler,
+    hooks: Sequence[TrainHook],
+    max_grad_norm: float,
+    step: int,
+    forward: Forward = call_model,
 ) -> torch.Tensor:
     """Optimizer step number `step` (from 1), hooks included; returns the (detached) loss."""
     acc = accelerator()
-    loss = model(**batch).loss
+    loss = forward(model, batch).loss
     acc.backward(loss)
     for hook in hooks:
         hook.after_backward(model)
@@ -134,9 +147,11 @@ def train(
     checkpoint: Path | None = None,
     checkpoint_every: int = 100,
     description: str = "training",
+    forward: Forward = call_model,
 ) -> TrainResult:
-    """Fine-tune `model` in place. With `checkpoint`, saves there every `checkpoint_every` steps and
-    resumes from it bit for bit when it exists (model, optimizer, schedule, random state, position)."""
+    """Fine-tune `model` in place, each batch through `forward` (a task's may differ from the plain call).
+    With `checkpoint`, saves there every `checkpoint_every` steps and resumes from it bit for bit when it exists
+    (model, optimizer, schedule, random state, position)."""
     if not features:
         raise TicketlabError("the training split is empty")
     acc = accelerator()
@@ -166,7 +181,7 @@ def train(
             batches = acc.skip_first_batches(loader, offset) if offset else loader
             for batch in batches:
                 step += 1
-                loss_sum += training_step(prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm, step)
+                loss_sum += training_step(prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm, step, forward)
                 if checkpoint is not None and step % checkpoint_every == 0 and step < total:
                     _save_checkpoint(checkpoint, step, loss_sum, acc.unwrap_model(prepared), optimizer, scheduler)
                 advance()
@@ -176,9 +191,15 @@ def train(
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, features: list[dict], collate: Collate, batch_size: int, outputs: Outputs
+    model: torch.nn.Module,
+    features: list[dict],
+    collate: Collate,
+    batch_size: int,
+    outputs: Outputs,
+    forward: Forward = call_model,
 ) -> dict[str, np.ndarray]:
-    """Run `model` over `features` and keep `outputs(model_output, batch)` of every batch, rows in feature order.
+    """Run `model` over `features` (each batch through `forward`) and keep `outputs(model_output, batch)`
+    of every batch, rows in feature order.
 
     Batches are formed by length for speed; rows of different lengths are zero-padded at the end of dim 1.
     """
@@ -189,7 +210,7 @@ def predict(
     model.eval()
     kept: dict[str, list[np.ndarray]] = {}
     for batch in loader:
-        out = model(**batch)
+        out = forward(model, batch)
         rows = {k: acc.pad_across_processes(v, dim=1) if v.ndim > 1 else v for k, v in outputs(out, batch).items()}
         for name, value in acc.gather_for_metrics(rows).items():
             kept.setdefault(name, []).append(value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy())

@@ -2,9 +2,10 @@
 
 from ..registry import Registry
 from .magnitude import SCOPES, check_scope, magnitude_prune
-from .schedules import SCHEDULES, sparsity_schedule
+from .random import random_prune
+from .schedules import SCHEDULES, round_at, sparsity_schedule
 
 METHODS = Registry("pruning method")
 METHODS.register("magnitude")(magnitude_prune)
 
-__all__ = ["METHODS", "SCHEDULES", "SCOPES", "check_scope", "magnitude_prune", "sparsity_schedule"]
+__all__ = ["METHODS", "SCHEDULES", "SCOPES", "check_scope", "magnitude_prune", "random_prune", "round_at", "sparsity_schedule"]

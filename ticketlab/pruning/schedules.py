@@ -25,3 +25,8 @@ def sparsity_schedule(schedule: str, rate: float, target: float) -> list[float]:
         level = r * rate if schedule == "linear" else 1.0 - (1.0 - rate) ** r
         levels.append(min(round(level, 12), target))
     return levels
+
+
+def round_at(levels: list[float], level: float) -> int | None:
+    """The round of a schedule at this sparsity level, if it has one."""
+    return next((round for round, candidate in enumerate(levels) if abs(candidate - level) < 1e-9), None)

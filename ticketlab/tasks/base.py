@@ -20,8 +20,9 @@ class Task(ABC):
     """A task: subclasses set the class attributes and implement `splits`, `encode` and `score`.
 
     Features are dicts of token lists; keys the model does not take (offsets, example ids) may ride along:
-    `collator` drops them. Evaluation runs the model over a split's features, keeps `outputs` of every
-    batch (rows in feature order) and hands them to `score` together with the split's examples and features.
+    `collator` drops them. A batch goes through the model by `forward`, in training and evaluation alike.
+    Evaluation keeps `outputs` of every batch (rows in feature order) and hands them to `score` together with
+    the split's examples and features.
     """
 
     name: str
@@ -53,6 +54,10 @@ class Task(ABC):
     def collator(self, tokenizer, train: bool) -> Collate:
         """Pads a list of features into a batch of tensors (`train`: for training, else for evaluation)."""
         return DataCollatorWithPadding(tokenizer)
+
+    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
+        """One batch through the model: an output with the `.loss` training takes and what `outputs` reads."""
+        return model(**batch)
 
     def outputs(self, output: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """What evaluation keeps of one batch: tensors with one row per feature."""

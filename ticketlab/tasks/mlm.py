@@ -12,10 +12,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
+from transformers.modeling_outputs import MaskedLMOutput
 
 from ..assets import asset_path
 from ..config import TrainConfig
 from ..errors import TicketlabError
+from ..train import accelerator
 from .base import Collate, Task
 
 SPLIT_SEED = 1234  # the held-out documents never move with the training seed
@@ -65,14 +67,35 @@ class MaskedLanguageModeling(Task):
             return lambda features: masking([{k: f[k] for k in MODEL_KEYS} for f in features])
         return functools.partial(_fixed_masks, masking)
 
-    def outputs(self, output, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per block: summed loss, correct predictions and number of masked tokens."""
-        logits, labels = output.logits.float(), batch["labels"]
+    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> MaskedLMOutput:
+        """Vocabulary logits only at the masked positions (labels != -100), the only ones loss and metrics read.
+
+        The output embeddings (the decoder) see only those rows of their input: this fits any masked LM whose decoder
+        is its last step, position by position (BERT, RoBERTa, ALBERT, DistilBERT, ELECTRA, DeBERTa-v2, ModernBERT).
+        The call still goes through the (possibly wrapped) model: data-parallel gradient sync and mixed precision stay.
+        """
+        labels = batch["labels"]
         masked = labels != -100
-        loss = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=-100)
+        decoder = accelerator().unwrap_model(model).get_output_embeddings()
+        handle = decoder.register_forward_pre_hook(lambda _, args: (args[0][masked],))
+        try:
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        finally:
+            handle.remove()
+        return MaskedLMOutput(loss=F.cross_entropy(logits.float(), labels[masked]), logits=logits)
+
+    def outputs(self, output, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per block: summed loss, correct predictions and number of masked tokens, from logits at the masked
+        positions (as `forward` gives them) or at every position."""
+        labels = batch["labels"]
+        masked = labels != -100
+        logits = output.logits.float()
+        if logits.ndim == 3:
+            logits = logits[masked]
+        targets = labels[masked]
         return {
-            "loss_sum": loss.sum(1),
-            "correct": ((logits.argmax(-1) == labels) & masked).sum(1),
+            "loss_sum": _per_block(F.cross_entropy(logits, targets, reduction="none"), masked),
+            "correct": _per_block(logits.argmax(-1) == targets, masked),
             "count": masked.sum(1),
         }
 
@@ -82,6 +105,11 @@ class MaskedLanguageModeling(Task):
             raise TicketlabError("no token was masked in the held-out text; it is too short")
         loss = float(outputs["loss_sum"].sum()) / count
         return {"accuracy": float(outputs["correct"].sum()) / count, "loss": loss, "perplexity": math.exp(loss)}
+
+
+def _per_block(values: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Row sums of `values`, given one per masked position in row-major order."""
+    return torch.zeros(masked.shape, dtype=values.dtype, device=values.device).masked_scatter(masked, values).sum(1)
 
 
 def _fixed_masks(masking: DataCollatorForLanguageModeling, features: list[dict]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,108 @@
+"""`ticketlab report`: the tables, verdicts and plots of a set of runs, regenerated from the run store alone
+(no training, no model loaded) into a folder: report.md, CSV tables and PNGs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+from rich.console import Console
+
+from ..atomic import atomic_path
+from ..errors import TicketlabError
+from ..tasks import TASKS
+from .plots import draw_all
+from .results import Result, collect
+from .tables import Deciders, Tables, make_tables, matching_view, rich_table, task_views, transfer_views
+
+CELLS = "mean ± std (min–max) over seeds; std is the sample standard deviation (ddof=1), 0 with a single seed"
+DEFINITIONS_TEXT = """\
+- **matching (paper)**, Chen et al. 2020: the subnetwork's mean over seeds is within one standard deviation of the
+  dense model's mean (mean ≥ dense mean − dense std; for loss and perplexity, where lower is better,
+  mean ≤ dense mean + dense std).
+- **matching (strict)**: for every seed, the subnetwork is at least as good as the dense model of the same seed.
+- Ties count as matching. The dense model of a seed is round 0 of that seed's IMP run. Subnetworks are grouped by
+  their nominal sparsity level. `*` marks the metric that decides matching (`--metric TASK=[SPLIT/]METRIC`).
+- Cells: """ + CELLS + "."
+
+FILES = {
+    "results.csv": "every metric of every arm and level: n, mean, std, min, max over seeds; matching flags on the deciding metric",
+    "matching.csv": "per task: the dense baseline and the highest matching sparsity under each definition",
+    "table2.csv": "per task: the dense model, then every arm at the highest matching sparsity (every metric)",
+    "transfer.csv": "source x target at each level: the target's deciding metric, minus dense, minus random pruning",
+}
+
+
+def load_results(paths: Iterable[str | Path], metrics: dict[str, str] | None = None) -> tuple[list[Result], Deciders]:
+    """The results in `paths` and the (split, metric) deciding matching for each of their tasks;
+    `metrics` maps a task to "METRIC" or "SPLIT/METRIC" instead of the paper's."""
+    paths, metrics = list(paths), metrics or {}
+    results = collect(paths)
+    if not results:
+        raise TicketlabError(f"no complete round in {', '.join(map(str, paths))}")
+    tasks = sorted({r.task for r in results})
+    unknown = sorted(set(metrics) - set(tasks))
+    if unknown:
+        raise TicketlabError(f"--metric {unknown[0]}=...: no run is on task {unknown[0]!r} (tasks: {', '.join(tasks)})")
+    return results, {task: TASKS.get(task).decider(metrics.get(task)) for task in tasks}
+
+
+def build_report(paths: Iterable[str | Path], out: str | Path | None = None, metrics: dict[str, str] | None = None) -> Path:
+    """Write report.md, the CSV tables and the plots into `out` (default: report/ beside the runs); returns `out`."""
+    results, deciders = load_results(paths, metrics)
+    tables = make_tables(results, deciders)
+    runs = sorted({r.run.resolve() for r in results})
+    out = Path(out) if out is not None else Path(os.path.commonpath([run.parent for run in runs])) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    frames = dict(zip(FILES, (tables.long, tables.matching, tables.table2, tables.transfer)))
+    for name, frame in frames.items():
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False)
+    plots = draw_all(results, deciders, out)
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(markdown(tables, deciders, runs, plots, out))
+    return out
+
+
+def print_tables(paths: Iterable[str | Path], metrics: dict[str, str] | None = None, console: Console | None = None) -> None:
+    """Print the highest matching sparsities, Table 2 of every task and the transfer matrices."""
+    results, deciders = load_results(paths, metrics)
+    tables = make_tables(results, deciders)
+    console = console or Console()
+    console.print(rich_table(matching_view(tables), "Highest matching sparsity (IMP)"))
+    for task, view in task_views(tables, deciders).items():
+        console.print(rich_table(view, f"{task}: dense and every arm at the highest matching sparsity", CELLS))
+    for level, view in transfer_views(tables).items():
+        console.print(rich_table(view, f"Transfer at sparsity {level:.1%}: mean (minus dense / minus random pruning)", labels=1))
+
+
+def markdown(tables: Tables, deciders: Deciders, runs: list[Path], plots: list[Path], out: Path) -> str:
+    """report.md: definitions, tables, the plots (relative links), the files and runs it was built from."""
+    lines = ["# Lottery ticket report", "", f"Built by `ticketlab report` from {len(runs)} runs.", "",
+             "## Definitions", "", DEFINITIONS_TEXT, "",
+             "## Highest matching sparsity (IMP)", "", _markdown_table(matching_view(tables)), ""]
+    for task, view in task_views(tables, deciders).items():
+        lines += [f"## Table 2: {task}", "", _markdown_table(view), ""]
+    transfers = transfer_views(tables)
+    if transfers:
+        lines += ["## Transfer", "", "Cells: the target's deciding metric, mean over seeds (minus the target's dense mean / "
+                  "minus random pruning's mean on the target at the same sparsity). Diagonal: the target's own IMP ticket.", ""]
+        for level, view in transfers.items():
+            lines += [f"### Sparsity {level:.1%}", "", _markdown_table(view), ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{plot.stem}]({_relative(plot, out)})\n" for plot in plots]
+    lines += ["## Files", ""] + [f"- [{name}]({name}): {text}" for name, text in FILES.items()]
+    lines += ["", "## Runs", ""] + [f"- `{_relative(run, out)}`" for run in runs]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    rows = [list(map(str, frame.columns)), ["---"] * len(frame.columns)]
+    rows += [[str(value).replace("|", "\\|") for value in row] for row in frame.itertuples(index=False)]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def _relative(path: Path, out: Path) -> str:
+    return Path(os.path.relpath(Path(path).resolve(), out.resolve())).as_posix()

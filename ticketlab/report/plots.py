@@ -1,0 +1,339 @@
+"""The figures of `ticketlab report`: metric vs sparsity, the transfer matrix, and what the tickets keep.
+
+Each figure is drawn on a bare matplotlib Figure (no pyplot state, no GUI backend) and saved as PNG.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import PercentFormatter
+
+from ..errors import TicketlabError
+from ..masks import load_mask
+from .anatomy import Grid, attention_heads, head_kept, layer_type_sparsity, overlap_grid, random_iou
+from .results import Result
+from .tables import arm_label, arm_order
+from .verdict import LOWER_IS_BETTER, summarize
+
+log = logging.getLogger(__name__)
+
+Decider = tuple[str, str]  # (split, metric)
+
+CONTROL_COLORS = {  # tab10 indices: an arm has the same colour in every figure
+    "one-shot": 0, "random": 1, "random-per-matrix": 8, "reinit": 2, "shuffle": 4, "noise": 6, "inverted": 3,
+}
+SPARE_COLORS = (9, 5, 7)  # for IMP with rewinding and any other arm
+MARKERS = "sD^vPX<>*ph"
+DIVERGING = colormaps["RdBu"].with_extremes(bad="0.93")  # red: worse, blue: better
+SEQUENTIAL = colormaps["viridis"].with_extremes(bad="white")  # dark: little kept
+SEQUENTIAL_R = colormaps["viridis_r"].with_extremes(bad="white")  # dark: much pruned
+
+
+def draw_all(results: list[Result], deciders: dict[str, Decider], out: Path) -> list[Path]:
+    """Draw every figure the results allow into `out`; the PNG files written.
+
+    Per task: `curve_<task>` (deciding metric vs sparsity), `layers_<task>` and `heads_<task>` (what its IMP ticket
+    keeps at its highest sparsity); per transfer level: `transfer_<level>`; once: `overlap_<level>` (IoU of the
+    tickets). With several base models every name ends in `_<model>`.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = sorted({r.model for r in results})
+    written = []
+    for model in models:
+        suffix = f"_{_slug(Path(model).name)}" if len(models) > 1 else ""
+        for stem, figure in _figures([r for r in results if r.model == model], deciders):
+            path = out / f"{_slug(stem)}{suffix}.png"
+            figure.savefig(path, dpi=150, bbox_inches="tight")
+            written.append(path)
+    return written
+
+
+def _figures(results: list[Result], deciders: dict[str, Decider]) -> Iterator[tuple[str, Figure]]:
+    tasks = sorted({r.task for r in results if r.arm != "transfer"})
+    for task in tasks:
+        yield f"curve_{task}", curve_figure(results, task, deciders[task])
+    for level in sorted({_level(r) for r in results if r.arm == "transfer"}):
+        yield f"transfer_{_percent(level)}", transfer_figure(results, deciders, level)
+    if (level := _overlap_level(results)) is not None and (figure := overlap_figure(results, level)) is not None:
+        yield f"overlap_{_percent(level)}", figure
+    for task in tasks:
+        if (figure := layers_figure(results, task)) is not None:
+            yield f"layers_{task}", figure
+    model = results[0].model
+    try:
+        heads = attention_heads(model)
+    except TicketlabError as error:
+        log.warning("no attention-head figures: %s", error)
+        return
+    for task in tasks:
+        if (figure := heads_figure(results, task, heads)) is not None:
+            yield f"heads_{task}", figure
+
+
+def curve_figure(results: list[Result], task: str, decider: Decider) -> Figure:
+    """The deciding metric vs sparsity: IMP and every control, mean over seeds with a min–max band; dense as a line."""
+    split, metric = decider
+    figure = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = figure.add_subplot()
+    if dense := _by_seed([r for r in results if r.task == task and _is_dense(r)], decider):
+        spread = summarize(dense.values())
+        ax.axhspan(spread.min, spread.max, color="0.5", alpha=0.15, lw=0)
+        ax.axhline(spread.mean, color="0.3", ls="--", lw=1.2, label=f"dense ({spread.n} seed{'s' * (spread.n > 1)})")
+    pruned = [r for r in results if r.task == task and r.arm != "transfer" and _level(r) > 0]
+    arms = sorted({r.arm for r in pruned}, key=arm_order)
+    for arm, style in zip(arms, _styles(arms)):
+        at = defaultdict(list)
+        for r in pruned:
+            if r.arm == arm and (value := _value(r, decider)) is not None:
+                at[_level(r)].append(value)
+        levels = sorted(at)
+        spreads = [summarize(at[level]) for level in levels]
+        ax.fill_between(levels, [s.min for s in spreads], [s.max for s in spreads], color=style["color"], alpha=0.15, lw=0)
+        ax.plot(levels, [s.mean for s in spreads], label=arm_label(arm), **style)
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("sparsity (share of prunable weights removed)")
+    ax.set_ylabel(f"{metric} on {split}" + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    figure.suptitle(f"{task}: {metric} vs sparsity  ·  {_model_name(results)}", fontweight="bold")
+    ax.set_title("lines: mean over seeds; bands: min to max", fontsize=9, color="0.35")
+    return figure
+
+
+def transfer_matrix(results: list[Result], deciders: dict[str, Decider], level: float, against: str) -> tuple[Grid, Grid]:
+    """Tickets found on a source task (rows) trained on a target task (columns) at one level, against a reference.
+
+    `against` is "dense" (the target's dense model) or an arm on the target at the same level ("random").
+    The first grid: the target's deciding metric minus the reference's, means over the seeds both have. The second:
+    that difference relative to the reference, signed so that positive is better (flipped for a loss), for colour.
+    The diagonal is IMP on the task itself.
+    """
+    at_level = [r for r in results if _level(r) == round(level, 6)]
+    cells: dict[tuple[str, str], list[Result]] = defaultdict(list)
+    for r in at_level:
+        if r.arm == "transfer":
+            cells[r.source, r.task].append(r)
+    tasks = sorted({task for pair in cells for task in pair})
+    for r in at_level:
+        if r.arm == "imp" and r.task in tasks:
+            cells[r.task, r.task].append(r)
+    def reference(target: str) -> list[Result]:
+        if against == "dense":
+            return [r for r in results if r.task == target and _is_dense(r)]
+        return [r for r in at_level if r.task == target and r.arm == against]
+
+    delta, gain = np.full((2, len(tasks), len(tasks)), np.nan)
+    for (source, target), found in cells.items():
+        i, j = tasks.index(source), tasks.index(target)
+        decider = deciders[target]
+        values, baseline = _by_seed(found, decider), _by_seed(reference(target), decider)
+        if seeds := values.keys() & baseline.keys():
+            ours, theirs = np.mean([values[s] for s in seeds]), np.mean([baseline[s] for s in seeds])
+            delta[i, j] = ours - theirs
+            sign = -1 if decider[1] in LOWER_IS_BETTER else 1
+            gain[i, j] = sign * delta[i, j] / abs(theirs) if theirs else np.nan
+    return Grid(tuple(tasks), tuple(tasks), delta), Grid(tuple(tasks), tuple(tasks), gain)
+
+
+def transfer_figure(results: list[Result], deciders: dict[str, Decider], level: float) -> Figure:
+    """The transfer matrix at one level: against the dense model, and against random pruning; colours centred at 0."""
+    panels = [("vs dense", transfer_matrix(results, deciders, level, "dense")),
+              ("vs random pruning at the same sparsity", transfer_matrix(results, deciders, level, "random"))]
+    norm = diverging_norm(*(100 * gain.values for _, (_, gain) in panels))
+    tasks = panels[0][1][0].rows
+    size = len(tasks)
+    figure = Figure(figsize=(2.2 + 2 * (1.1 * size + 0.8), 2.2 + 0.75 * size), layout="constrained")
+    axes = figure.subplots(1, 2)
+    columns = [f"{t}\n{deciders[t][1]}{' ↓' if deciders[t][1] in LOWER_IS_BETTER else ''}" for t in tasks]
+    for ax, (title, (delta, gain)) in zip(axes, panels):
+        text = np.vectorize(lambda v: "n/a" if np.isnan(v) else f"{v:+.3g}")(delta.values)
+        image = _heatmap(ax, 100 * gain.values, delta.rows, columns, DIVERGING, norm, text)
+        for k in range(size):
+            ax.add_patch(Rectangle((k - 0.5, k - 0.5), 1, 1, fill=False, ec="0.15", lw=1.5))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("target task · its deciding metric")
+    axes[0].set_ylabel("ticket found on")
+    bar = figure.colorbar(image, ax=axes, shrink=0.85)
+    bar.set_label("change relative to the reference, %\n(blue: better, red: worse)")
+    figure.suptitle(f"Transfer of IMP tickets at {_percent(level)}% sparsity  ·  {_model_name(results)}", fontweight="bold")
+    figure.text(0.5, -0.02, "Numbers: target's deciding metric minus the reference's (↓: lower is better), mean over shared seeds.\n"
+                "Framed diagonal: the task's own IMP ticket.", ha="center", va="top", fontsize=8.5, color="0.3")
+    return figure
+
+
+def overlap_figure(results: list[Result], level: float) -> Figure | None:
+    """IoU between the IMP tickets of every two tasks at one level (diagonal: between seeds of one task)."""
+    tickets = {task: [load_mask(r.mask)[0] for r in found] for task, found in _tickets_at(results, level).items()}
+    grid = overlap_grid(tickets)
+    if np.isnan(grid.values).all():
+        return None
+    size = len(grid.rows)
+    figure = Figure(figsize=(2.4 + 0.9 * size, 1.6 + 0.7 * size), layout="constrained")
+    ax = figure.add_subplot()
+    text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.2f}")(grid.values)
+    image = _heatmap(ax, grid.values, grid.rows, grid.columns, SEQUENTIAL, Normalize(0, 1), text)
+    figure.colorbar(image, ax=ax, label="IoU of the kept weights")
+    figure.suptitle(f"Overlap of IMP tickets at {_percent(level)}% sparsity  ·  {_model_name(results)}", fontweight="bold")
+    ax.set_title(f"diagonal: between seeds of a task; two random masks: {random_iou(level):.2f}", fontsize=9, color="0.35")
+    return figure
+
+
+def layers_figure(results: list[Result], task: str) -> Figure | None:
+    """Sparsity per layer and matrix type of the task's IMP tickets at their highest level, mean over seeds."""
+    if not (found := _highest_tickets(results, task)):
+        return None
+    grids = [layer_type_sparsity(load_mask(r.mask)[0]) for r in found]
+    grid = grids[0]
+    values = np.mean([g.values for g in grids], axis=0)
+    figure = Figure(figsize=(max(6.5, 1.6 + 0.85 * len(grid.columns)), 1.4 + 0.4 * len(grid.rows)), layout="constrained")
+    ax = figure.add_subplot()
+    text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.0%}")(values)
+    columns = [c.replace("attention ", "attention\n") for c in grid.columns]
+    norm = Normalize(float(np.nanmin(values)), 1.0)  # from the least pruned cell to all pruned: differences show
+    image = _heatmap(ax, values, grid.rows, columns, SEQUENTIAL_R, norm, text)
+    ax.axhline(len(grid.rows) - 1.5, color="white", lw=3)
+    ax.axvline(len(grid.columns) - 1.5, color="white", lw=3)
+    ax.set_ylabel("layer")
+    figure.colorbar(image, ax=ax, label="sparsity (share removed)", format=PercentFormatter(1.0))
+    figure.suptitle(f"{task}: where the IMP ticket prunes  ·  {_model_name(results)}", fontweight="bold")
+    ax.set_title(_ticket_caption(found), fontsize=9, color="0.35")
+    return figure
+
+
+def heads_figure(results: list[Result], task: str, heads: int) -> Figure | None:
+    """Fraction of weights kept in each attention head of the task's IMP tickets at their highest level."""
+    if not (found := _highest_tickets(results, task)):
+        return None
+    grids = [head_kept(load_mask(r.mask)[0], heads) for r in found]
+    values = np.mean([g.values for g in grids], axis=0)
+    rows, columns = grids[0].rows, grids[0].columns
+    figure = Figure(figsize=(max(6.5, 2.2 + 0.55 * len(columns)), 1.4 + 0.38 * len(rows)), layout="constrained")
+    ax = figure.add_subplot()
+    text = np.vectorize(lambda v: f"{v:.0%}")(values)
+    norm = Normalize(0.0, float(values.max()))  # from all pruned to the fullest head: differences show
+    image = _heatmap(ax, values, rows, columns, SEQUENTIAL, norm, text)
+    ax.set_xlabel("attention head")
+    ax.set_ylabel("layer")
+    figure.colorbar(image, ax=ax, label="fraction of weights kept", format=PercentFormatter(1.0))
+    figure.suptitle(f"{task}: weights kept per attention head  ·  {_model_name(results)}", fontweight="bold")
+    ax.set_title(_ticket_caption(found) + "; Q, K, V rows and attention-output columns", fontsize=9, color="0.35")
+    return figure
+
+
+def diverging_norm(*values: np.ndarray) -> Normalize:
+    """Colour limits symmetric about 0 over all `values`: a loss and a gain of one size get opposite colours of one strength."""
+    finite = np.abs(np.concatenate([np.ravel(v) for v in values]))
+    finite = finite[np.isfinite(finite)]
+    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    return Normalize(-limit, limit)
+
+
+def _heatmap(ax: Axes, values: np.ndarray, rows, columns, cmap: Colormap, norm: Normalize, text: np.ndarray):
+    """An annotated heatmap; NaN cells take the colormap's `bad` colour."""
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.tick_params(length=0)
+    ax.spines[:].set_visible(False)
+    small = len(columns) > 8
+    for (i, j), label in np.ndenumerate(text):
+        value = values[i, j]
+        ink = "0.45" if np.isnan(value) else _ink(cmap(norm(value)))
+        ax.text(j, i, label, ha="center", va="center", color=ink, fontsize=7 if small else 9)
+    return image
+
+
+def _ink(rgba: tuple[float, ...]) -> str:
+    """Black or white text, whichever reads on this colour."""
+    r, g, b = rgba[:3]
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+
+
+def _styles(arms: list[str]) -> list[dict]:
+    spare = iter(SPARE_COLORS)
+    tab10 = colormaps["tab10"].colors
+    styles = []
+    for k, arm in enumerate(arms):
+        if arm == "imp":
+            styles.append(dict(color="black", marker="o", lw=2.2, ms=5, zorder=3))
+        else:
+            color = tab10[CONTROL_COLORS[arm] if arm in CONTROL_COLORS else next(spare, 7)]
+            styles.append(dict(color=color, marker=MARKERS[k % len(MARKERS)], lw=1.4, ms=4.5))
+    return styles
+
+
+def _tickets_at(results: list[Result], level: float) -> dict[str, list[Result]]:
+    """IMP tickets at `level`, by task."""
+    found: dict[str, list[Result]] = defaultdict(list)
+    for r in sorted(results, key=lambda r: (r.task, r.seed)):
+        if r.arm == "imp" and _level(r) == round(level, 6):
+            found[r.task].append(r)
+    return dict(found)
+
+
+def _highest_tickets(results: list[Result], task: str) -> list[Result]:
+    """The task's IMP tickets at its highest level above 0 (one per seed)."""
+    levels = [_level(r) for r in results if r.task == task and r.arm == "imp" and _level(r) > 0]
+    return _tickets_at(results, max(levels)).get(task, []) if levels else []
+
+
+def _overlap_level(results: list[Result]) -> float | None:
+    """The highest level that the most tasks have IMP tickets at."""
+    tasks: dict[float, set[str]] = defaultdict(set)
+    for r in results:
+        if r.arm == "imp" and _level(r) > 0:
+            tasks[_level(r)].add(r.task)
+    return max(tasks, key=lambda level: (len(tasks[level]), level)) if tasks else None
+
+
+def _ticket_caption(found: list[Result]) -> str:
+    seeds = len({r.seed for r in found})
+    return f"IMP ticket at {_percent(_level(found[0]))}% sparsity, mean over {seeds} seed{'s' * (seeds > 1)}"
+
+
+def _by_seed(results: list[Result], decider: Decider) -> dict[int, float]:
+    """The deciding metric per seed (the mean where a seed has several results)."""
+    values: dict[int, list[float]] = defaultdict(list)
+    for r in results:
+        if (value := _value(r, decider)) is not None:
+            values[r.seed].append(value)
+    return {seed: float(np.mean(v)) for seed, v in values.items()}
+
+
+def _value(result: Result, decider: Decider) -> float | None:
+    split, metric = decider
+    return result.metrics.get(split, {}).get(metric)
+
+
+def _is_dense(result: Result) -> bool:
+    """IMP's round 0: the dense model of its seed."""
+    return result.arm == "imp" and _level(result) == 0
+
+
+def _level(result: Result) -> float:
+    return round(result.level, 6)
+
+
+def _percent(level: float) -> str:
+    return f"{100 * level:.4g}"
+
+
+def _model_name(results: list[Result]) -> str:
+    return Path(results[0].model).name
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)

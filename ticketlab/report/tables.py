@@ -1,0 +1,252 @@
+"""The tables of a report, from stored results: every metric over seeds with the matching verdicts, the highest
+matching sparsity per task, Table 2 (dense, IMP and every control at that sparsity) and the transfer matrix.
+
+`deciders` maps each task to the (split, metric) that decides matching (`TASKS.get(task).decider(spec)`).
+Results group by nominal sparsity `level`; a task's dense baseline is IMP's round 0 (level 0) of each seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import pandas as pd
+from rich.table import Table
+
+from ..errors import TicketlabError
+from ..tasks import TASKS
+from .results import Result
+from .verdict import LOWER_IS_BETTER, highest_matching, is_matching_paper, is_matching_strict, summarize
+
+Deciders = dict[str, tuple[str, str]]
+
+ARM_LABELS = {  # display order
+    "dense": "dense",
+    "imp": "IMP",
+    "imp-rewind": "IMP, rewind to step {step}",
+    "one-shot": "one-shot magnitude",
+    "random": "random pruning",
+    "random-per-matrix": "random pruning per matrix",
+    "reinit": "random re-init",
+    "shuffle": "shuffled θ0",
+    "noise": "noisy θ0",
+    "inverted": "inverted mask",
+    "transfer": "transfer from {source}",
+}
+KEYS = ["task", "arm", "source", "level", "split", "metric"]
+STATS = ["n", "mean", "std", "min", "max"]
+FLAGS = ["matching_paper", "matching_strict"]
+DEFINITIONS = ("paper", "strict")
+
+
+def arm_label(arm: str, source: str | None = None) -> str:
+    """How tables and plots name an arm, e.g. "IMP, rewind to step 100", "transfer from mlm"."""
+    return ARM_LABELS.get(_family(arm), arm).format(step=arm.rpartition("-")[2], source=source)
+
+
+def arm_order(arm: str, source: str | None = None) -> tuple:
+    """Sort key: the order of ARM_LABELS, rewind steps ascending, transfers by source, unknown arms last."""
+    family = _family(arm)
+    rank = list(ARM_LABELS).index(family) if family in ARM_LABELS else len(ARM_LABELS)
+    return rank, int(arm.rpartition("-")[2]) if family == "imp-rewind" else 0, source or "", arm
+
+
+def metric_columns(task: str, deciders: Deciders) -> list[tuple[str, str]]:
+    """Every (split, metric) of a task, the deciding one first."""
+    spec = TASKS.get(task)
+    pairs = [(split, metric) for split in spec.eval_splits for metric in spec.metrics]
+    return [deciders[task]] + [pair for pair in pairs if pair != deciders[task]]
+
+
+@dataclass(frozen=True)
+class Tables:
+    long: pd.DataFrame  # one row per task, arm, source, level, split, metric: stats over seeds, flags
+    matching: pd.DataFrame  # one row per task: the deciding metric, the dense baseline, highest matching levels
+    table2: pd.DataFrame  # rows of `long` at each task's dense and highest matching levels
+    transfer: pd.DataFrame  # source x target at each transfer level (diagonal: the target's own IMP ticket)
+
+
+def make_tables(results: Iterable[Result], deciders: Deciders) -> Tables:
+    """Every table of the report; TicketlabError when a task or seed lacks its dense round."""
+    long = long_table(results, deciders)
+    matching = matching_table(long, deciders)
+    return Tables(long, matching, table2(long, matching), transfer_matrix(long))
+
+
+def long_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFrame:
+    """n, mean, std, min, max over seeds of every metric; matching flags on the deciding metric's rows."""
+    values = _values(results)
+    dense = _dense_baselines(values, deciders)
+    rows = []
+    for key, group in values.groupby(KEYS, sort=False):
+        row = dict(zip(KEYS, key), sparsity=group.sparsity.mean(), **summarize(group.value)._asdict())
+        task, split, metric = row["task"], row["split"], row["metric"]
+        row["decides"] = deciders[task] == (split, metric)
+        if row["decides"]:
+            per_seed = dict(zip(group.seed, group.value))
+            row["matching_paper"] = is_matching_paper(per_seed, dense[task], metric)
+            row["matching_strict"] = is_matching_strict(per_seed, dense[task], metric)
+        rows.append(row)
+    orders = {task: metric_columns(task, deciders) for task in deciders}
+
+    def order(row: dict) -> tuple:
+        pairs, pair = orders[row["task"]], (row["split"], row["metric"])
+        rank = pairs.index(pair) if pair in pairs else len(pairs)
+        return row["task"], arm_order(row["arm"], row["source"]), row["level"], rank, pair
+
+    frame = pd.DataFrame(sorted(rows, key=order), columns=[*KEYS, "sparsity", *STATS, "decides", *FLAGS])
+    return frame.astype({flag: "boolean" for flag in FLAGS})
+
+
+def matching_table(long: pd.DataFrame, deciders: Deciders) -> pd.DataFrame:
+    """Per task: the deciding metric, the dense mean and std, and IMP's highest matching sparsity by each definition."""
+    rows = []
+    for task, (split, metric) in deciders.items():
+        imp = long[(long.task == task) & (long.arm == "imp") & long.decides]
+        dense = imp[imp.level == 0].iloc[0]
+        pruned = imp[imp.level > 0]
+        rows.append({
+            "task": task, "split": split, "metric": metric, "lower_is_better": metric in LOWER_IS_BETTER,
+            "seeds": dense.n, "dense_mean": dense["mean"], "dense_std": dense["std"],
+            **{f"highest_{d}": highest_matching(dict(zip(pruned.level, pruned[f"matching_{d}"]))) for d in DEFINITIONS},
+        })
+    return pd.DataFrame(rows)
+
+
+def table2(long: pd.DataFrame, matching: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 of the paper, every metric: per task the dense model, then every arm at the highest matching
+    sparsity; `selected_by` names the definition(s) that chose the level (both when they agree)."""
+    parts = []
+    for m in matching.itertuples():
+        task_rows = long[long.task == m.task]
+        parts.append(task_rows[(task_rows.arm == "imp") & (task_rows.level == 0)].assign(arm="dense", selected_by="dense"))
+        levels: dict[float, list[str]] = {}
+        for definition in DEFINITIONS:
+            if pd.notna(level := getattr(m, f"highest_{definition}")):
+                levels.setdefault(level, []).append(definition)
+        for level, definitions in levels.items():
+            parts.append(task_rows[task_rows.level == level].assign(selected_by=" & ".join(definitions)))
+    frame = pd.concat(parts, ignore_index=True)
+    frame.insert(2, "label", [arm_label(a, s) for a, s in zip(frame.arm, frame.source)])
+    return frame[["selected_by", *frame.columns.drop("selected_by")]]
+
+
+def transfer_matrix(long: pd.DataFrame) -> pd.DataFrame:
+    """The deciding metric of every transfer (source -> target, level) and of IMP on the target at the same level
+    (the diagonal), minus the target's dense mean and minus random pruning's mean on the target at that level."""
+    deciding = long[long.decides]
+    transfers = deciding[deciding.arm == "transfer"]
+    diagonal = deciding[(deciding.arm == "imp") & deciding.level.isin(transfers.level.unique())].assign(source=lambda f: f.task)
+    dense = deciding[(deciding.arm == "imp") & (deciding.level == 0)].set_index("task")["mean"]
+    random = deciding[deciding.arm == "random"].set_index(["task", "level"])["mean"]
+    matrix = pd.concat([diagonal, transfers], ignore_index=True).rename(columns={"task": "target"})
+    matrix["minus_dense"] = matrix["mean"] - matrix.target.map(dense)
+    random_means = [random.get((target, level), float("nan")) for target, level in zip(matrix.target, matrix.level)]
+    matrix["minus_random"] = matrix["mean"] - random_means
+    columns = ["source", "target", "level", "split", "metric", *STATS, "minus_dense", "minus_random", *FLAGS]
+    return matrix[columns].sort_values(["level", "source", "target"], ignore_index=True)
+
+
+def matching_view(tables: Tables) -> pd.DataFrame:
+    """The highest matching sparsity of every task, for display."""
+    return pd.DataFrame({
+        "task": tables.matching.task,
+        "decided by": [f"{s} {m}" + (" (lower is better)" if low else "") for s, m, low in
+                       zip(tables.matching.split, tables.matching.metric, tables.matching.lower_is_better)],
+        "seeds": tables.matching.seeds.astype(str),
+        "dense": [f"{mean:.4f} ± {std:.4f}" for mean, std in zip(tables.matching.dense_mean, tables.matching.dense_std)],
+        **{f"highest matching ({d})": ["none" if pd.isna(level) else f"{level:.1%}" for level in tables.matching[f"highest_{d}"]]
+           for d in DEFINITIONS},
+    })
+
+
+def task_views(tables: Tables, deciders: Deciders) -> dict[str, pd.DataFrame]:
+    """Table 2 for display, one frame of strings per task: a row per arm, a column per metric (* decides)."""
+    views = {}
+    for task, rows in tables.table2.groupby("task", sort=False):
+        columns = metric_columns(task, deciders)
+        cells = []
+        for (selected, label, level), group in rows.groupby(["selected_by", "label", "level"], sort=False):
+            stats = {(r.split, r.metric): r for r in group.itertuples()}
+            decider = stats.get(columns[0])
+            cells.append({
+                "at": selected, "subnetwork": label, "sparsity": f"{level:.1%}", "seeds": str(decider.n if decider else ""),
+                **{_column_name(pair, pair == columns[0]): _cell(stats.get(pair)) for pair in columns},
+                "matching (paper / strict)": _flags(decider),
+            })
+        views[task] = pd.DataFrame(cells)
+    return views
+
+
+def transfer_views(tables: Tables) -> dict[float, pd.DataFrame]:
+    """The transfer matrix for display, one frame per level: rows source, columns target, cells
+    "mean (minus dense / minus random pruning)"."""
+    views = {}
+    for level, rows in tables.transfer.groupby("level"):
+        cells = rows.assign(cell=[
+            f"{r.mean:.4f} ({r.minus_dense:+.4f} / {'—' if pd.isna(r.minus_random) else f'{r.minus_random:+.4f}'})"
+            for r in rows.itertuples()
+        ])
+        view = cells.pivot(index="source", columns="target", values="cell").fillna("")
+        views[level] = view.reset_index().rename(columns={"source": "source \\ target"})
+    return views
+
+
+def rich_table(frame: pd.DataFrame, title: str, caption: str | None = None, labels: int = 2) -> Table:
+    """A frame of strings as a rich Table: the first `labels` columns left-aligned, the rest right-aligned."""
+    table = Table(title=title, caption=caption)
+    for i, column in enumerate(frame.columns):
+        table.add_column(str(column), justify="left" if i < labels else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*map(str, row))
+    return table
+
+
+def _family(arm: str) -> str:
+    return "imp-rewind" if arm.startswith("imp-rewind-") else arm
+
+
+def _values(results: Iterable[Result]) -> pd.DataFrame:
+    """One row per result, split and metric. Levels are rounded to 1e-6: 1 - s carries float noise."""
+    frame = pd.DataFrame([
+        {"task": r.task, "arm": r.arm, "source": r.source or "", "level": round(r.level, 6), "seed": r.seed, "split": split,
+         "metric": metric, "value": value, "sparsity": r.sparsity, "run": str(r.run), "round_dir": str(r.mask.parent)}
+        for r in results for split, values in r.metrics.items() for metric, value in values.items()
+    ])
+    clash = frame[frame.duplicated([*KEYS, "seed"], keep=False)].sort_values([*KEYS, "seed"])
+    if not clash.empty:
+        first, second = clash.iloc[0], clash.iloc[1]
+        raise TicketlabError(f"{first.task} {first.arm} at sparsity {first.level:g} with seed {first.seed} is in two places "
+                             f"({first.round_dir} and {second.round_dir}): report them separately")
+    return frame
+
+
+def _dense_baselines(values: pd.DataFrame, deciders: Deciders) -> dict[str, dict[int, float]]:
+    """task -> seed -> the deciding metric of IMP's round 0; every seed with results of a task must have one."""
+    dense: dict[str, dict[int, float]] = {}
+    for task, (split, metric) in deciders.items():
+        rows = values[(values.task == task) & (values.arm == "imp") & (values.level == 0)
+                      & (values.split == split) & (values.metric == metric)]
+        dense[task] = dict(zip(rows.seed, rows.value))
+        for seed, run in values[values.task == task].groupby("seed").run.first().items():
+            if seed not in dense[task]:
+                raise TicketlabError(f"no dense model (IMP round 0) of {task} with seed {seed} among the runs, e.g. for {run}")
+    return dense
+
+
+def _column_name(pair: tuple[str, str], decides: bool) -> str:
+    return f"{pair[0]} {pair[1]}{'*' if decides else ''}"
+
+
+def _cell(stats) -> str:
+    if stats is None:
+        return "—"
+    if stats.n == 1:
+        return f"{stats.mean:.4f}"
+    return f"{stats.mean:.4f} ± {stats.std:.4f} ({stats.min:.4f}–{stats.max:.4f})"
+
+
+def _flags(stats) -> str:
+    if stats is None:
+        return "—"
+    return " / ".join("yes" if flag else "no" for flag in (stats.matching_paper, stats.matching_strict))

@@ -1,0 +1,114 @@
+"""Transfer: a ticket found on one task, trained on another from θ0; the grid of every source x target pair.
+
+A transfer is a branch of the target task's lottery run (same model, recipe and seed), so the target's dense
+round 0, its IMP tickets and its controls sit beside it and the report compares them directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .api import read_ticket
+from .config import PruneConfig, RunConfig
+from .errors import TicketlabError
+from .lottery import _Lottery, resolve_config, run_controls, run_lottery
+from .pruning import round_at, sparsity_schedule
+from .store import RunStore
+
+PROVENANCE = ("base_model", "model_hash", "task", "round", "seed", "config_hash")
+
+
+def transfer(
+    ticket: str | Path,
+    task: str,
+    *,
+    model: str | None = None,
+    data: str | None = None,
+    sparsity: float = PruneConfig.sparsity,
+    out: str | Path = "runs",
+    checkpoint_every: int = 100,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train `ticket` ("RUN[:ROUND]" or a mask file) on `task` from the pre-trained weights; returns its record.
+
+    The target run is the one `find` makes with the same options (seed: the ticket's unless given); its dense
+    round 0 is trained first, as the baseline. A ticket of another base model is refused.
+    """
+    mask, provenance = read_ticket(ticket)
+    missing = [key for key in PROVENANCE if key not in provenance]
+    if missing:
+        raise TicketlabError(f"{ticket} carries no provenance ({missing[0]} missing): only tickets that ticketlab found transfer")
+    if options.get("seed") is None:
+        options["seed"] = int(provenance["seed"])
+    config = resolve_config(model or provenance["base_model"], task, data, sparsity, **options)
+    if config.model_hash != provenance["model_hash"]:
+        raise TicketlabError(
+            f"the ticket was found on {provenance['base_model']} (weights {provenance['model_hash']}), "
+            f"not on {model or provenance['base_model']} (weights {config.model_hash}): a ticket fits only its own base model"
+        )
+    run_lottery(config, Path(out), checkpoint_every=checkpoint_every, last_round=0)
+    store = RunStore(Path(out) / config.name())
+    branch = f"transfer_{provenance['task']}_{provenance['config_hash']}"
+    round = int(provenance["round"])
+    if not store.branch(branch).is_complete(round):
+        lottery = _Lottery(config, store, False, checkpoint_every, ())
+        source = {key: provenance[key] for key in ("task", "round", "config_hash", "sparsity")}
+        level = float(provenance.get("level", provenance["sparsity"]))
+        lottery.run_branch(branch, round, level, lottery.fit(mask), lottery.start_from_theta0, arm="transfer", source=source)
+    return store.branch(branch).metrics(round)
+
+
+def grid(
+    tasks: Sequence[str],
+    level: float,
+    *,
+    model: str = "splade-tiny",
+    seeds: Sequence[int] = (0,),
+    sparsity: float | None = None,
+    out: str | Path = "runs",
+    data: Mapping[str, str] | None = None,
+    task_options: Mapping[str, Mapping[str, Any]] | None = None,
+    checkpoint_every: int = 100,
+    **options: Any,
+) -> list[Path]:
+    """Every source x target transfer of the IMP tickets at sparsity `level`, for each seed.
+
+    Each task's lottery run (IMP to `sparsity`, default `level`) is found first; each target also gets the random
+    pruning control at `level`, which the transfer matrix compares against. Returns the lottery run folders.
+    """
+    if len(set(tasks)) < 2:
+        raise TicketlabError("a transfer grid needs at least two different tasks")
+    data, task_options = data or {}, task_options or {}
+    unknown = sorted((set(data) | set(task_options)) - set(tasks))
+    if unknown:
+        raise TicketlabError(f"data or options given for {unknown[0]!r}, which is not among the grid's tasks")
+    out, target = Path(out), level if sparsity is None else sparsity
+    runs: list[Path] = []
+    for seed in seeds:
+        configs = {
+            task: resolve_config(model, task, data.get(task), target, **{**options, **task_options.get(task, {}), "seed": seed})
+            for task in tasks
+        }
+        rounds = {task: _round_at(config, level) for task, config in configs.items()}
+        for task, config in configs.items():
+            runs.append(run_lottery(config, out, checkpoint_every=checkpoint_every).path)
+            run_controls(config, out, ["random"], rounds=[rounds[task]], checkpoint_every=checkpoint_every)
+        for source, source_config in configs.items():
+            ticket = f"{out / source_config.name()}:{rounds[source]}"
+            for task in tasks:
+                if task != source:
+                    transfer(ticket, task, model=model, data=data.get(task), sparsity=target, out=out,
+                             checkpoint_every=checkpoint_every, **{**options, **task_options.get(task, {}), "seed": seed})
+    return runs
+
+
+def _round_at(config: RunConfig, level: float) -> int:
+    levels = sparsity_schedule(config.prune.schedule, config.prune.rate, config.prune.sparsity)
+    round = round_at(levels, level)
+    if round is not None:
+        return round
+    raise TicketlabError(
+        f"the pruning schedule ({config.prune.schedule}, rate {config.prune.rate:g}, to {config.prune.sparsity:g}) "
+        f"has no round at sparsity {level:g}; its levels: {', '.join(f'{l:g}' for l in levels[1:])}"
+    )
