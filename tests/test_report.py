@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +81,6 @@ def store(tmp_path_factory) -> Path:
 @pytest.fixture
 def build(monkeypatch):
     """ticketlab.report.build with draw_all replaced by a fake that writes one PNG and records its call."""
-    if importlib.util.find_spec("ticketlab.report.plots") is None:  # written in parallel: stub it until it lands
-        monkeypatch.setitem(sys.modules, "ticketlab.report.plots", types.SimpleNamespace(draw_all=None))
     module = importlib.import_module("ticketlab.report.build")
     calls = []
 

@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--recipe", help="a recipe YAML file")
     experiment_cmd.add_argument("--out", help="run store folder (default: runs/<recipe name>)")
     experiment_cmd.add_argument("--seeds", type=int, help="override the recipe's number of seeds")
+    experiment_cmd.add_argument("--model", help="override the recipe's model (e.g. your local bert-base-uncased folder)")
 
     verbs.add_parser("tasks", help="list the tasks with their metrics and the files they read")
     apply_cmd = verbs.add_parser("apply", help="write a model with a ticket applied (pruned weights zeroed) as a Hugging Face folder")
@@ -144,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_tables(args["runs"], metrics)
             print(out / "report.md")
         elif verb == "experiment":
-            out = run_experiment(load_recipe(args["preset"] or args["recipe"]), args["out"], args["seeds"])
+            out = run_experiment(load_recipe(args["preset"] or args["recipe"]), args["out"], args["seeds"], args["model"])
             print_tables([out.parent])
             print(out / "report.md")
         else:

@@ -71,8 +71,14 @@ def load_recipe(source: str | Path) -> Recipe:
     return recipe
 
 
-def run_experiment(recipe: Recipe, out: str | Path | None = None, seeds: int | None = None, checkpoint_every: int = 100) -> Path:
-    """Run every lottery run, control, rewinding run and transfer of `recipe`, then write the report; returns its folder."""
+def run_experiment(
+    recipe: Recipe, out: str | Path | None = None, seeds: int | None = None, model: str | None = None, checkpoint_every: int = 100
+) -> Path:
+    """Run every lottery run, control, rewinding run and transfer of `recipe` (`model`, `seeds`: instead of the
+    recipe's), then write the report; returns its folder."""
+    if seeds is not None and seeds < 1:
+        raise TicketlabError(f"seeds must be at least 1, got {seeds}")
+    recipe = dataclasses.replace(recipe, model=model or recipe.model)
     out = Path(out or Path("runs") / recipe.name)
     seeds = range(seeds or recipe.seeds)
     data = {task: options["data"] for task, options in recipe.tasks.items() if options.get("data")}

@@ -88,4 +88,8 @@ class RunStore:
         return sorted(d.name for d in (self.path / "branches").glob("*") if d.is_dir())
 
     def metrics(self, round: int) -> dict[str, Any]:
-        return json.loads((self.round_dir(round) / "metrics.json").read_text())
+        path = self.round_dir(round) / "metrics.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise TicketlabError(f"{path} is damaged or missing: {error}") from None

@@ -43,6 +43,8 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
         for rounds_store, fixed_arm in rounds:
             for round in rounds_store.completed_rounds():
                 record = rounds_store.metrics(round)
+                if not fixed_arm and "arm" not in record:
+                    raise TicketlabError(f"{rounds_store.round_dir(round)}/metrics.json names no arm")
                 source = record.get("source")
                 results.append(Result(
                     task=config.task,

@@ -1,0 +1,61 @@
+"""Recipes and the report and experiment verbs (the report from a stored fixture: no training)."""
+
+from __future__ import annotations
+
+import pytest
+from store_fixture import write_store
+from test_cli import run_cli
+
+from ticketlab.errors import TicketlabError
+from ticketlab.experiment import RECIPES, load_recipe, presets
+
+
+def test_every_recipe_loads_and_names_known_tasks_and_controls():
+    assert "small" in presets() and {p.stem for p in RECIPES.glob("*.yaml")} == set(presets())
+    small = load_recipe("small")
+    assert small.model == "splade-tiny" and set(small.tasks) == {"rotten-tomatoes", "mlm"} and small.seeds == 3
+    assert small.transfer in (0.2, 0.4, 0.6, 0.8) and len(small.controls) == 7
+    for name in presets():
+        load_recipe(name)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model: splade-tiny\ntasks: {sst3: {}}\n", "unknown task 'sst3'"),
+        ("model: splade-tiny\ntasks: {mlm: {}}\ncontrols: [lottery]\n", "unknown control experiment 'lottery'"),
+        ("model: splade-tiny\ntasks: {mlm: {}}\nseed: 3\n", "unknown setting 'seed'"),
+        ("model: splade-tiny\n", "needs `model` and a mapping `tasks`"),
+        ("model: [unclosed\n", "is not valid YAML"),
+        ("model: splade-tiny\ntasks: {mlm: {}}\nseeds: 0\n", "seeds must be at least 1"),
+    ],
+)
+def test_a_bad_recipe_is_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(TicketlabError, match=message):
+        load_recipe(path)
+
+
+def test_an_unknown_preset_lists_the_presets():
+    done = run_cli("experiment", "--preset", "huge")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "presets: " in done.stderr and "small" in done.stderr
+
+
+def test_report_verb_writes_markdown_csv_and_plots_from_the_store_alone(tmp_path):
+    runs = write_store(tmp_path / "runs")
+    done = run_cli("report", str(runs), "--metric", "mlm=loss")
+    assert done.returncode == 0, done.stderr
+    report = runs / "report"
+    assert done.stdout.strip().endswith(str(report / "report.md"))
+    assert "Highest matching sparsity" in done.stdout
+    for name in ("report.md", "results.csv", "matching.csv", "table2.csv", "transfer.csv"):
+        assert (report / name).stat().st_size > 0
+    pngs = sorted(p.name for p in report.rglob("*.png"))
+    assert any(n.startswith("curve_") for n in pngs) and any(n.startswith("transfer_") for n in pngs)
+    assert all(p in (report / "report.md").read_text() for p in pngs)
+
+
+def test_report_of_a_folder_without_runs_is_one_clear_error(tmp_path):
+    done = run_cli("report", str(tmp_path))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "neither a ticketlab run folder" in done.stderr
