@@ -158,3 +158,21 @@ def test_transfer_refuses_a_ticket_of_another_base_model(controlled, tmp_path):
     done = run_cli("transfer", "--ticket", f"{store.path}:2", "--task", "rotten-tomatoes", "--model", str(other), "--out", str(tmp_path / "runs"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "fits only its own base model" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_grid_transfers_every_pair_for_every_seed_and_reports(tiny_model_dir, tmp_path):
+    data = write_glue(tmp_path / "glue_data", "sst2")
+    out = tmp_path / "runs"
+    done = run_cli("grid", "--tasks", "rotten-tomatoes,sst2", "--data", f"sst2={data}", "--model", str(tiny_model_dir),
+                   "--sparsity", "0.2", "--rate", "0.2", "--seeds", "2", "--out", str(out),
+                   "--train-examples", "32", "--batch-size", "16", "--epochs", "1")
+    assert done.returncode == 0, done.stderr
+    assert "Transfer at sparsity 20.0%" in done.stdout
+    runs = sorted(out.glob("*/config.json"))
+    assert len(runs) == 4  # two tasks x seeds 0, 1
+    for config in runs:
+        store = RunStore(config.parent)
+        assert store.completed_rounds() == [0, 1] and store.branch("random").completed_rounds() == [1]
+        (transferred,) = [b for b in store.branches() if b.startswith("transfer_")]
+        other = "sst2" if store.config().task == "rotten-tomatoes" else "rotten-tomatoes"
+        assert store.branch(transferred).metrics(1)["source"]["task"] == other
