@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_json
+from .atomic import remove, write_json
 from .config import RunConfig
 from .errors import TicketlabError
 
@@ -73,9 +73,12 @@ class RunStore:
         return (self.round_dir(round) / "COMPLETE").exists()
 
     def complete(self, round: int, metrics: dict[str, Any]) -> None:
-        """Record a round's metrics, then mark it complete (the marker is written last)."""
+        """Record a round's metrics, then mark it complete (the marker is written last); temporary files a killed
+        process left behind in the round's folder go."""
         write_json(self.round_dir(round) / "metrics.json", metrics)
         write_json(self.round_dir(round) / "COMPLETE", {"round": round})
+        for stale in self.round_dir(round).glob(".*.tmp*"):
+            remove(stale)
 
     def completed_rounds(self) -> list[int]:
         return sorted(int(d.name.split("_")[1]) for d in self.path.glob("round_*") if (d / "COMPLETE").exists())
