@@ -19,7 +19,7 @@ from .lottery import LotteryResult, find
 from .models import EMBEDDED_MODELS
 from .pruning import SCHEDULES, SCOPES
 from .report.build import build_report, print_tables
-from .store import RunStore
+from .store import RunStore, split_metrics
 from .tasks import TASKS
 from .transfer import grid, transfer
 
@@ -181,8 +181,7 @@ def _train_verb(verb: str, args: dict) -> None:
         else:
             record = transfer(**args, seed=seed)
             print(f"transfer of {args['ticket']} to {args['task']}, seed {seed}: " + ", ".join(
-                f"{split} {metric} {value:.4f}" for split, values in record.items() if isinstance(values, dict) and split != "source"
-                for metric, value in values.items()))
+                f"{split} {metric} {value:.4f}" for split, values in split_metrics(record).items() for metric, value in values.items()))
     if verb == "find" and (seeds > 1 or args["controls"]):
         print_tables(runs, {args["task"]: args["metric"]} if args["metric"] else None)
 

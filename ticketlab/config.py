@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .pruning.schedules import sparsity_schedule
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -35,6 +37,10 @@ class PruneConfig:
     scope: str = "global"  # or "per-matrix"
     rewind_step: int = 0  # 0: rewind to the pre-trained weights θ0; i: to the weights after step i of round 0
     rewind_head: bool = False  # the paper's code keeps the task head's trained values across rounds
+
+    def levels(self) -> list[float]:
+        """Sparsity of every round, the dense round 0 first (raises on a bad target, rate or schedule)."""
+        return sparsity_schedule(self.schedule, self.rate, self.sparsity)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, load_model as load_weights, save_file, save_model
 from .atomic import atomic_path, remove
 from .config import PruneConfig, RunConfig, TrainConfig
-from .controls import CONTROLS
+from .controls import CONTROLS, Control
 from .errors import TicketlabError
 from .masks import Mask, apply_mask, fit_mask, load_mask, ones_like, save_mask, sparsity
 from .models import (
@@ -33,7 +33,7 @@ from .models import (
     prunable_weights,
     resolve_model,
 )
-from .pruning import METHODS, check_scope, round_at, sparsity_schedule
+from .pruning import METHODS, check_scope, round_at
 from .store import RunStore
 from .tasks import TASKS
 from .train import MaskEnforcer, TrainHook, accelerator, predict, total_steps, train
@@ -116,7 +116,7 @@ def run_lottery(
 ) -> LotteryResult:
     """Run every round of `config` (up to `last_round`) that the run store under `out` does not hold complete yet."""
     store = RunStore(out / config.name())
-    levels = sparsity_schedule(config.prune.schedule, config.prune.rate, config.prune.sparsity)
+    levels = config.prune.levels()
     rounds = range(len(levels) if last_round is None else last_round + 1)
     if not all(store.is_complete(r) for r in rounds):
         lottery = _Lottery(config, store, save_weights, checkpoint_every, hooks)  # checks everything before writing
@@ -137,7 +137,7 @@ def run_controls(
 ) -> None:
     """Train each control at each pruned round of a complete lottery run (`rounds`: only these)."""
     store = RunStore(out / config.name())
-    levels = sparsity_schedule(config.prune.schedule, config.prune.rate, config.prune.sparsity)
+    levels = config.prune.levels()
     rounds = list(range(1, len(levels)) if rounds is None else rounds)
     incomplete = [r for r in [0, *rounds] if not store.is_complete(r)]
     if incomplete:
@@ -168,7 +168,7 @@ class _Lottery:
         self.config, self.store, self.save_weights, self.checkpoint_every = config, store, save_weights, checkpoint_every
         self.hooks = list(hooks)
         self.scope = config.prune.scope
-        self.levels = sparsity_schedule(config.prune.schedule, config.prune.rate, config.prune.sparsity)
+        self.levels = config.prune.levels()
         self.task = TASKS.get(config.task)
         model_path = resolve_model(config.model)
         tokenizer = load_tokenizer(model_path)
@@ -184,6 +184,7 @@ class _Lottery:
         self.weights = prunable_weights(self.model)
         self.theta0 = {k: v.detach().clone() for k, v in backbone(self.model).state_dict().items()}
         self.head0 = {k: v.detach().clone() for k, v in head_parameters(self.model).items()}
+        self._dense: dict[str, torch.Tensor] | None = None
 
     def run_round(self, round: int, level: float) -> None:
         """IMP round `round`: prune the previous round's trained weights to `level`, rewind, train, record."""
@@ -223,7 +224,7 @@ class _Lottery:
             remove(rounds.checkpoint_path(round))
         accelerator().wait_for_everyone()
 
-    def start_control(self, control: Any, round: int, rng: torch.Generator) -> None:
+    def start_control(self, control: Control, round: int, rng: torch.Generator) -> None:
         """Start weights of a control at `round`: IMP's starting head of that round, θ0 changed by the control."""
         self.model.load_state_dict(load_file(str(self.store.head_path(round))), strict=False)
         backbone(self.model).load_state_dict(self.theta0)
@@ -250,9 +251,11 @@ class _Lottery:
         return round_at(self.levels, level)
 
     def dense_weights(self) -> dict[str, torch.Tensor]:
-        trained = load_file(str(self.store.weights_path(0)))
-        names = {id(p): name for name, p in self.model.named_parameters()}
-        return {name: trained[names[id(w)]] for name, w in self.weights.items()}
+        if self._dense is None:  # read once: the one-shot control prunes it at every level
+            trained = load_file(str(self.store.weights_path(0)))
+            names = {id(p): name for name, p in self.model.named_parameters()}
+            self._dense = {name: trained[names[id(w)]] for name, w in self.weights.items()}
+        return self._dense
 
     def initial_weights(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         with torch.random.fork_rng(devices=[]):
@@ -356,7 +359,7 @@ class _SaveRewindPoint(TrainHook):
 
 
 def _validate(train: TrainConfig, prune: PruneConfig) -> None:
-    sparsity_schedule(prune.schedule, prune.rate, prune.sparsity)  # raises on a bad target, rate or schedule
+    prune.levels()  # raises on a bad target, rate or schedule
     METHODS.get(prune.method)
     check_scope(prune.scope)
     positive = {"epochs": train.epochs, "batch_size": train.batch_size, "learning_rate": train.learning_rate, "max_length": train.max_length}

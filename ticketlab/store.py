@@ -23,6 +23,11 @@ from .config import RunConfig
 from .errors import TicketlabError
 
 
+def split_metrics(record: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The evaluation splits' metrics of a round's record ({split: {metric: value}})."""
+    return {split: values for split, values in record.items() if isinstance(values, dict) and split != "source"}
+
+
 class RunStore:
     """Paths and records of one run folder."""
 

@@ -13,7 +13,7 @@ from .api import read_ticket
 from .config import PruneConfig, RunConfig
 from .errors import TicketlabError
 from .lottery import _Lottery, resolve_config, run_controls, run_lottery
-from .pruning import round_at, sparsity_schedule
+from .pruning import round_at
 from .store import RunStore
 
 PROVENANCE = ("base_model", "model_hash", "task", "round", "seed", "config_hash")
@@ -104,7 +104,7 @@ def grid(
 
 
 def _round_at(config: RunConfig, level: float) -> int:
-    levels = sparsity_schedule(config.prune.schedule, config.prune.rate, config.prune.sparsity)
+    levels = config.prune.levels()
     round = round_at(levels, level)
     if round is not None:
         return round

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import TicketlabError
-from ..store import RunStore
+from ..store import RunStore, split_metrics
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
                     round=round,
                     level=record.get("level", record["sparsity"]),
                     sparsity=record["sparsity"],
-                    metrics={split: values for split, values in record.items() if isinstance(values, dict) and split != "source"},
+                    metrics=split_metrics(record),
                     mask=rounds_store.mask_path(round),
                     run=store.path,
                 ))
