@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from typing import Sequence
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from .config import PruneConfig
 from .controls import CONTROLS
+from .earlybert import EarlyBertResult, EarlyBirdConfig, earlybert
 from .errors import TicketlabError
 from .experiment import load_recipe, presets, run_experiment
 from .export import export_pruned
@@ -69,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     grid_cmd.add_argument("--target", type=_fraction, help="sparsity IMP prunes to (default: --sparsity)")
     _add_run_options(grid_cmd, sparsity_help="sparsity of the tickets transferred")
 
+    early_cmd = verbs.add_parser("earlybert", help="EarlyBERT: an early-bird structured ticket (heads, FFN neurons), trained as a smaller model")
+    early_cmd.add_argument("--model", default="splade-tiny", help=f"{' | '.join(EMBEDDED_MODELS)} | a local Hugging Face folder")
+    early_cmd.add_argument("--task", default="rotten-tomatoes", help=f"one of: {', '.join(TASKS)}")
+    early_cmd.add_argument("--data", help="the task's data files instead of its default")
+    search = early_cmd.add_argument_group("search (defaults: EarlyBERT's)")
+    search.add_argument("--heads", type=_ratio, default=EarlyBirdConfig.heads, help="fraction of each layer's attention heads pruned (default 1/3)")
+    search.add_argument("--ffn", type=_ratio, default=EarlyBirdConfig.ffn, help="fraction of all FFN neurons pruned, ranked globally (default %(default)s)")
+    search.add_argument("--l1", type=float, default=EarlyBirdConfig.l1, help="L1 coefficient on the slimming coefficients (default %(default)s)")
+    search.add_argument("--draw-every", type=int, metavar="STEPS", help="steps between ticket draws (default: 1%% of the training steps)")
+    search.add_argument("--window", type=int, default=EarlyBirdConfig.window, help="draws the early-bird test compares (default %(default)s)")
+    search.add_argument("--threshold", type=float, default=EarlyBirdConfig.threshold, help="largest normalized Hamming distance of a stable ticket (default %(default)s)")
+    _add_run_options(early_cmd, pruning=False)
+
     report_cmd = verbs.add_parser("report", help="tables, verdicts and plots of runs, from the run store alone (no training)")
     report_cmd.add_argument("runs", nargs="+", help="run folders, or folders of runs")
     report_cmd.add_argument("--out", help="report folder (default: report/ beside the runs)")
@@ -90,13 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_options(command: argparse.ArgumentParser, sparsity_help: str = "target sparsity") -> None:
-    """Options of every verb that trains: where runs go, seeds, pruning and training."""
-    command.add_argument("--sparsity", type=_fraction, default=PruneConfig.sparsity, help=f"{sparsity_help} (default %(default)s)")
+def _add_run_options(command: argparse.ArgumentParser, sparsity_help: str = "target sparsity", pruning: bool = True) -> None:
+    """Options of every verb that trains: where runs go, seeds, training and (with `pruning`) IMP's pruning."""
     command.add_argument("--seeds", type=int, default=1, help="run with this many seeds: --seed, --seed + 1, ... (default 1)")
     command.add_argument("--out", default="runs", help="run store folder (default %(default)s)")
     command.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)")
-
+    _add_training_options(command)
+    if not pruning:
+        return
+    command.add_argument("--sparsity", type=_fraction, default=PruneConfig.sparsity, help=f"{sparsity_help} (default %(default)s)")
     prune = command.add_argument_group("pruning (defaults: the BERT-tickets code)")
     prune.add_argument("--schedule", choices=SCHEDULES, help="linear: RATE of the original weights per round; geometric: of the remaining")
     prune.add_argument("--rate", type=_fraction, help="fraction pruned per round (default 0.1 linear, 0.2 geometric)")
@@ -104,6 +121,8 @@ def _add_run_options(command: argparse.ArgumentParser, sparsity_help: str = "tar
     prune.add_argument("--rewind-step", type=int, help="rewind to the weights after this step of round 0 (default 0: θ0)")
     prune.add_argument("--rewind-head", action="store_true", default=None, help="reset the task head too (default: it keeps its trained values)")
 
+
+def _add_training_options(command: argparse.ArgumentParser) -> None:
     train = command.add_argument_group("training (defaults: the task's recipe)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
@@ -113,6 +132,18 @@ def _add_run_options(command: argparse.ArgumentParser, sparsity_help: str = "tar
     train.add_argument("--seed", type=int, help="the first seed (default 0)")
     train.add_argument("--weight-decay", type=float)
     train.add_argument("--warmup-ratio", type=float)
+
+
+def _ratio(text: str) -> float:
+    """A fraction, also written as one, e.g. 1/3."""
+    numerator, _, denominator = text.partition("/")
+    try:
+        value = float(numerator) / float(denominator or 1)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction like 1/3") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1)")
+    return value
 
 
 def _controls(text: str) -> tuple[str, ...]:
@@ -160,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train_verb(verb: str, args: dict) -> None:
-    """find, transfer and grid: each seed in turn, then the tables (over seeds, with more than one)."""
+    """find, transfer, grid and earlybert: each seed in turn, then the tables (over seeds, with more than one)."""
     seeds = args.pop("seeds")
     if seeds < 1:
         raise TicketlabError(f"--seeds must be at least 1, got {seeds}")
@@ -170,9 +201,15 @@ def _train_verb(verb: str, args: dict) -> None:
         tasks, level, target = args.pop("tasks"), args.pop("sparsity"), args.pop("target")
         print_tables(grid(tasks, level, seeds=seed_list, sparsity=target, data=dict(args.pop("data")), **args))
         return
+    if verb == "earlybert":
+        settings = EarlyBirdConfig(**{field.name: args.pop(field.name) for field in dataclasses.fields(EarlyBirdConfig)})
     runs = []
     for seed in [None] if first is None and seeds == 1 else seed_list:  # None: the recipe's seed, a ticket's own
-        if verb == "find":
+        if verb == "earlybert":
+            outcome = earlybert(**args, settings=settings, seed=seed)
+            print_earlybert(outcome)
+            runs.append(outcome.run)
+        elif verb == "find":
             metric = args["metric"]
             TASKS.get(args["task"]).decider(metric)  # a bad --metric fails before any training
             result = find(**{k: v for k, v in args.items() if k != "metric"}, seed=seed)
@@ -203,6 +240,33 @@ def print_rounds(result: LotteryResult, metric: str | None = None) -> None:
             *(f"{record[s][m]:.4f}" for s, m in columns),
             f"{record[split][decider] - dense:+.4f}",
             f"{record['wall_time_s']:.0f} s",
+        )
+    Console().print(table)
+
+
+def print_earlybert(result: EarlyBertResult) -> None:
+    """The table closing `ticketlab earlybert`: dense, the early-bird ticket and the random structured ticket."""
+    task = TASKS.get(RunStore.open(result.run).config().task)
+    split, decider = task.decider()
+    search = result.earlybert["search"]
+    found = f"early bird at step {search['draw_step']}" if search["early_bird"] else f"no early bird, drawn at step {search['draw_step']}"
+    table = Table(title=f"EarlyBERT on {task.name} ({found} of {result.dense['steps']})", caption=str(result.run))
+    columns = [(s, m) for s in task.eval_splits for m in task.metrics]
+    for column in ("", *(f"{s} {m}" for s, m in columns), f"Δ {decider}", "heads, FFN kept", "sparsity", "time (s)", "× dense"):
+        table.add_column(column, justify="right")
+    dense_time = result.dense.get("train_time_s")  # runs stored before EarlyBERT lack it
+    table.add_row("dense", *(f"{result.dense[s][m]:.4f}" for s, m in columns), "", "", "", f"{dense_time:.1f}" if dense_time else "", "1")
+    for label, record in (("EarlyBERT", result.earlybert), ("random", result.random)):
+        shape = record["structure"]
+        search_time = record.get("search", {}).get("time_s")
+        table.add_row(
+            label,
+            *(f"{record[s][m]:.4f}" for s, m in columns),
+            f"{record[split][decider] - result.dense[split][decider]:+.4f}",
+            f"{sum(map(len, shape['heads']))}/{sum(shape['heads_total'])}, {sum(shape['ffn_kept']) / sum(shape['ffn_total']):.0%}",
+            f"{record['sparsity']:.1%}",
+            f"{search_time:.1f}+{record['train_time_s']:.1f}" if search_time else f"{record['train_time_s']:.1f}",
+            f"{record['time_ratio']:.2f}" if record["time_ratio"] is not None else "",
         )
     Console().print(table)
 

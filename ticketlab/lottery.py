@@ -36,7 +36,7 @@ from .models import (
 from .pruning import METHODS, check_scope, round_at
 from .store import RunStore
 from .tasks import TASKS
-from .train import MaskEnforcer, TrainHook, accelerator, predict, total_steps, train
+from .train import MaskEnforcer, TrainHook, TrainResult, accelerator, predict, total_steps, train
 
 DEFAULT_RATES = {"linear": 0.1, "geometric": 0.2}
 
@@ -119,7 +119,7 @@ def run_lottery(
     levels = config.prune.levels()
     rounds = range(len(levels) if last_round is None else last_round + 1)
     if not all(store.is_complete(r) for r in rounds):
-        lottery = _Lottery(config, store, save_weights, checkpoint_every, hooks)  # checks everything before writing
+        lottery = Lottery(config, store, save_weights, checkpoint_every, hooks)  # checks everything before writing
         store.initialize(config)
         for round in rounds:
             if not store.is_complete(round):
@@ -142,26 +142,26 @@ def run_controls(
     incomplete = [r for r in [0, *rounds] if not store.is_complete(r)]
     if incomplete:
         raise TicketlabError(f"{store.path}: round {incomplete[0]} of the lottery run is not complete; run find first")
-    lottery: _Lottery | None = None
+    lottery: Lottery | None = None
     for name in controls:
         control = CONTROLS.get(name)
         for round in rounds:
             if store.branch(name).is_complete(round):
                 continue
-            lottery = lottery or _Lottery(config, store, False, checkpoint_every, hooks)
-            rng = _generator(config.train.seed, name, round)
+            lottery = lottery or Lottery(config, store, False, checkpoint_every, hooks)
+            rng = seeded_generator(config.train.seed, name, round)
             mask = control.mask(lottery, round, levels[round], rng)
             if mask is not None:
                 lottery.run_branch(name, round, levels[round], mask, lambda: lottery.start_control(control, round, rng))
 
 
-def _generator(*key: object) -> torch.Generator:
+def seeded_generator(*key: object) -> torch.Generator:
     """A generator seeded by a stable hash of `key` (the run's seed, the control, the round)."""
     digest = hashlib.sha256("/".join(map(str, key)).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
-class _Lottery:
+class Lottery:
     """The state shared by the rounds of one run: data, model, θ0. It is the `Parent` the controls read."""
 
     def __init__(self, config: RunConfig, store: RunStore, save_weights: bool, checkpoint_every: int, hooks: Sequence[TrainHook]):
@@ -171,7 +171,7 @@ class _Lottery:
         self.levels = config.prune.levels()
         self.task = TASKS.get(config.task)
         model_path = resolve_model(config.model)
-        tokenizer = load_tokenizer(model_path)
+        self.tokenizer = tokenizer = load_tokenizer(model_path)
         self.examples = self.task.splits(config.data)
         self.examples["train"] = self.examples["train"][: config.train.train_examples]
         self.features = {name: self.task.encode(tokenizer, examples, config.train.max_length) for name, examples in self.examples.items()}
@@ -217,7 +217,7 @@ class _Lottery:
             start()
             apply_mask(self.weights, mask)
         if accelerator().is_main_process:
-            save_mask(rounds.mask_path(round), mask, {**self._provenance(round, mask), "branch": name})
+            save_mask(rounds.mask_path(round), mask, {**self.provenance(round, mask), "branch": name})
         metrics = self._train(rounds, round, level, mask, [], f"{name} · sparsity {level:.1%}")
         if accelerator().is_main_process:
             rounds.complete(round, {"arm": name, **metrics, **record})
@@ -267,34 +267,45 @@ class _Lottery:
 
     def _train(self, rounds: RunStore, round: int, level: float, mask: Mask, hooks: list[TrainHook], description: str) -> dict[str, Any]:
         """Train from the model's current weights with `mask` enforced, evaluate, and return the round's record."""
-        started = time.perf_counter()
         enforcer = MaskEnforcer(list(self.weights.values()), [mask[n] for n in self.weights])
-        torch.manual_seed(self.config.train.seed + round)  # this round's dropout (a checkpoint restores its own state)
-        result = train(
-            self.model,
-            self.features["train"],
-            self.train_collate,
-            self.config.train,
-            hooks=[enforcer, *hooks, *self.hooks],
-            checkpoint=rounds.checkpoint_path(round),
-            checkpoint_every=self.checkpoint_every,
-            description=description,
-            forward=self.task.forward,
-        )
-        metrics = {split: self.evaluate(split) for split in self.task.eval_splits}
+        record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description)
+        return {"round": round, "level": level, "sparsity": sparsity(mask), **record}
+
+    def train_model(self, model: torch.nn.Module, rounds: RunStore, round: int, hooks: list[TrainHook], description: str) -> dict[str, Any]:
+        """Train `model` (this run's, or one built from it), checkpointing in `rounds`' round folder, then evaluate
+        it. Returns steps, train loss, training time, wall time (with evaluation) and every split's metrics."""
+        started = time.perf_counter()
+        result = self.run_training(model, rounds.checkpoint_path(round), hooks, description, round)
+        train_time = time.perf_counter() - started
+        metrics = {split: self.evaluate(split, model) for split in self.task.eval_splits}
         return {
-            "round": round,
-            "level": level,
-            "sparsity": sparsity(mask),
             "steps": result.steps,
             "train_loss": result.train_loss,
+            "train_time_s": train_time,
             "wall_time_s": time.perf_counter() - started,
             **metrics,
         }
 
-    def evaluate(self, split: str) -> dict[str, float]:
+    def run_training(self, model: torch.nn.Module, checkpoint: Path, hooks: list[TrainHook], description: str, round: int) -> TrainResult:
+        """The run's recipe and training data on `model`, resumable from `checkpoint`."""
+        torch.manual_seed(self.config.train.seed + round)  # this round's dropout (a checkpoint restores its own state)
+        return train(
+            model,
+            self.features["train"],
+            self.train_collate,
+            self.config.train,
+            hooks=[*hooks, *self.hooks],
+            checkpoint=checkpoint,
+            checkpoint_every=self.checkpoint_every,
+            description=description,
+            forward=self.task.forward,
+        )
+
+    def evaluate(self, split: str, model: torch.nn.Module | None = None) -> dict[str, float]:
+        """Metrics of `model` (default: the run's) on an evaluation split."""
         features = self.features[split]
-        outputs = predict(self.model, features, self.eval_collate, self.config.train.batch_size, self.task.outputs, self.task.forward)
+        model = model or self.model
+        outputs = predict(model, features, self.eval_collate, self.config.train.batch_size, self.task.outputs, self.task.forward)
         return self.task.score(self.examples[split], features, outputs)
 
     def _save(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -315,7 +326,7 @@ class _Lottery:
             prune = METHODS.get(self.config.prune.method)
             mask = prune(self.weights, previous, level, scope=self.config.prune.scope)
         if accelerator().is_main_process:
-            save_mask(store.mask_path(round), mask, self._provenance(round, mask))
+            save_mask(store.mask_path(round), mask, self.provenance(round, mask))
         return mask
 
     def _rewind(self, round: int, mask: Mask) -> None:
@@ -330,7 +341,7 @@ class _Lottery:
                 self.model.load_state_dict(self.head0, strict=False)
         apply_mask(self.weights, mask)
 
-    def _provenance(self, round: int, mask: Mask) -> dict[str, Any]:
+    def provenance(self, round: int, mask: Mask) -> dict[str, Any]:
         config = self.config
         return {
             "format": "ticketlab-mask/1",

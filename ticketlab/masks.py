@@ -47,6 +47,19 @@ def iou(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
     return both / either if either else 1.0
 
 
+def hamming(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    """Normalized Hamming distance: the fraction of entries on which two masks of the same layout disagree."""
+    if a.keys() != b.keys():
+        raise TicketlabError(f"the masks cover different weights: {sorted(a.keys() ^ b.keys())[0]}")
+    differ = total = 0
+    for name in a:
+        if a[name].shape != b[name].shape:
+            raise TicketlabError(f"the masks disagree on the shape of {name}: {tuple(a[name].shape)} and {tuple(b[name].shape)}")
+        differ += int(np.count_nonzero(a[name].numpy() != b[name].numpy()))
+        total += a[name].numel()
+    return differ / total if total else 0.0
+
+
 def save_mask(path: Path, mask: Mapping[str, torch.Tensor], metadata: Mapping[str, object]) -> None:
     """Write a mask as safetensors (bool tensors) with string metadata, atomically."""
     tensors = {name: m.detach().to("cpu", torch.bool).contiguous() for name, m in mask.items()}

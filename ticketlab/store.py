@@ -24,8 +24,16 @@ from .errors import TicketlabError
 
 
 def split_metrics(record: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The evaluation splits' metrics of a round's record ({split: {metric: value}})."""
-    return {split: values for split, values in record.items() if isinstance(values, dict) and split != "source"}
+    """The evaluation splits' metrics of a round's record ({split: {metric: value}}): its dicts of numbers
+    (a transfer's `source` and EarlyBERT's `structure` and `search` are dicts of other things)."""
+    return {
+        split: values for split, values in record.items()
+        if isinstance(values, dict) and values and all(_is_number(v) for v in values.values())
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class RunStore:

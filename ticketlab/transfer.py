@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 from .api import read_ticket
 from .config import PruneConfig, RunConfig
 from .errors import TicketlabError
-from .lottery import _Lottery, resolve_config, run_controls, run_lottery
+from .lottery import Lottery, resolve_config, run_controls, run_lottery
 from .pruning import round_at
 from .store import RunStore
 
@@ -52,7 +52,7 @@ def transfer(
     branch = f"transfer_{provenance['task']}_{provenance['config_hash']}"
     round = int(provenance["round"])
     if not store.branch(branch).is_complete(round):
-        lottery = _Lottery(config, store, False, checkpoint_every, ())
+        lottery = Lottery(config, store, False, checkpoint_every, ())
         source = {key: provenance[key] for key in ("task", "round", "config_hash", "sparsity")}
         level = float(provenance.get("level", provenance["sparsity"]))
         lottery.run_branch(branch, round, level, lottery.fit(mask), lottery.start_from_theta0, arm="transfer", source=source)

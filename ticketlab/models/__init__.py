@@ -1,5 +1,19 @@
-"""Model loading and the prunable-weight scope."""
+"""Model loading, the prunable-weight scope, and structured compaction."""
 
+from .compact import (
+    CompactBertConfig,
+    LayerModules,
+    ScaleHooks,
+    Structure,
+    compact,
+    full_structure,
+    layer_modules,
+    layer_shapes,
+    load_compact,
+    save_compact,
+    scale_structures,
+    structure_mask,
+)
 from .text import (
     EMBEDDED_MODELS,
     backbone,
@@ -14,7 +28,19 @@ from .text import (
 )
 
 __all__ = [
+    "CompactBertConfig",
     "EMBEDDED_MODELS",
+    "LayerModules",
+    "ScaleHooks",
+    "Structure",
+    "compact",
+    "full_structure",
+    "layer_modules",
+    "layer_shapes",
+    "load_compact",
+    "save_compact",
+    "scale_structures",
+    "structure_mask",
     "backbone",
     "head_parameters",
     "hidden_size",

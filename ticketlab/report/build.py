@@ -13,6 +13,7 @@ from rich.console import Console
 from ..atomic import atomic_path
 from ..errors import TicketlabError
 from ..tasks import TASKS
+from .earlybert import CELLS_TEXT as EARLYBERT_TEXT, earlybert_table, earlybert_views
 from .plots import draw_all
 from .results import Result, collect
 from .tables import Deciders, Tables, make_tables, matching_view, rich_table, task_views, transfer_views
@@ -32,6 +33,8 @@ FILES = {
     "matching.csv": "per task: the dense baseline and the highest matching sparsity under each definition",
     "table2.csv": "per task: the dense model, then every arm at the highest matching sparsity (every metric)",
     "transfer.csv": "source x target at each level: the target's deciding metric, minus dense, minus random pruning",
+    "earlybert.csv": "per task and EarlyBERT settings: dense, EarlyBERT and the random structured ticket, every metric, "
+                     "what they keep, the draw step and the times (only with EarlyBERT results)",
 }
 
 
@@ -52,22 +55,21 @@ def load_results(paths: Iterable[str | Path], metrics: dict[str, str] | None = N
 def build_report(paths: Iterable[str | Path], out: str | Path | None = None, metrics: dict[str, str] | None = None) -> Path:
     """Write report.md, the CSV tables and the plots into `out` (default: report/ beside the runs); returns `out`."""
     results, deciders = load_results(paths, metrics)
-    tables = make_tables(results, deciders)
+    tables, earlybert = make_tables(results, deciders), earlybert_table(results, deciders)
     runs = sorted({r.run.resolve() for r in results})
     out = Path(out) if out is not None else Path(os.path.commonpath([run.parent for run in runs])) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    frames = dict(zip(FILES, (tables.long, tables.matching, tables.table2, tables.transfer)))
-    for name, frame in frames.items():
+    for name, frame in csv_files(tables, earlybert).items():
         with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False)
     plots = draw_all(results, deciders, out)
     with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(markdown(tables, deciders, runs, plots, out))
+        tmp.write_text(markdown(tables, earlybert, deciders, runs, plots, out))
     return out
 
 
 def print_tables(paths: Iterable[str | Path], metrics: dict[str, str] | None = None, console: Console | None = None) -> None:
-    """Print the highest matching sparsities, Table 2 of every task and the transfer matrices."""
+    """Print the highest matching sparsities, Table 2 of every task, the transfer matrices and the EarlyBERT tables."""
     results, deciders = load_results(paths, metrics)
     tables = make_tables(results, deciders)
     console = console or Console()
@@ -76,9 +78,17 @@ def print_tables(paths: Iterable[str | Path], metrics: dict[str, str] | None = N
         console.print(rich_table(view, f"{task}: dense and every arm at the highest matching sparsity", CELLS))
     for level, view in transfer_views(tables).items():
         console.print(rich_table(view, f"Transfer at sparsity {level:.1%}: mean (minus dense / minus random pruning)", labels=1))
+    for (task, model), view in earlybert_views(earlybert_table(results, deciders), deciders).items():
+        console.print(rich_table(view, f"{task}: EarlyBERT  ·  {model}", CELLS, labels=view.columns.get_loc("subnetwork") + 1))
 
 
-def markdown(tables: Tables, deciders: Deciders, runs: list[Path], plots: list[Path], out: Path) -> str:
+def csv_files(tables: Tables, earlybert: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The CSV files of a report by name (FILES); earlybert.csv only with EarlyBERT results."""
+    frames = dict(zip(FILES, (tables.long, tables.matching, tables.table2, tables.transfer, earlybert)))
+    return {name: frame for name, frame in frames.items() if name != "earlybert.csv" or not frame.empty}
+
+
+def markdown(tables: Tables, earlybert: pd.DataFrame, deciders: Deciders, runs: list[Path], plots: list[Path], out: Path) -> str:
     """report.md: definitions, tables, the plots (relative links), the files and runs it was built from."""
     lines = ["# Lottery ticket report", "", f"Built by `ticketlab report` from {len(runs)} runs.", "",
              "## Definitions", "", DEFINITIONS_TEXT, "",
@@ -91,9 +101,13 @@ def markdown(tables: Tables, deciders: Deciders, runs: list[Path], plots: list[P
                   "minus random pruning's mean on the target at the same sparsity). Diagonal: the target's own IMP ticket.", ""]
         for level, view in transfers.items():
             lines += [f"### Sparsity {level:.1%}", "", _markdown_table(view), ""]
+    if not earlybert.empty:
+        lines += ["## EarlyBERT", "", EARLYBERT_TEXT, ""]
+        for (task, model), view in earlybert_views(earlybert, deciders).items():
+            lines += [f"### {task} · {model}", "", _markdown_table(view), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{plot.stem}]({_relative(plot, out)})\n" for plot in plots]
-    lines += ["## Files", ""] + [f"- [{name}]({name}): {text}" for name, text in FILES.items()]
+    lines += ["## Files", ""] + [f"- [{name}]({name}): {FILES[name]}" for name in csv_files(tables, earlybert)]
     lines += ["", "## Runs", ""] + [f"- `{_relative(run, out)}`" for run in runs]
     return "\n".join(lines) + "\n"
 

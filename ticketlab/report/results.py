@@ -1,18 +1,22 @@
 """Every trained model a set of runs holds, as flat records: what tables, verdicts and plots read.
 
 A lottery run folder (see ticketlab.store) holds the IMP rounds and, under branches/<name>/round_XX/, the control
-experiments and the transfers that branch off it. Each round folder has metrics.json, mask.safetensors, COMPLETE.
+experiments, the transfers and the EarlyBERT tickets that branch off it. Each round folder has metrics.json,
+mask.safetensors, COMPLETE.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from ..errors import TicketlabError
 from ..store import RunStore, split_metrics
+
+# whole attention heads and FFN neurons removed (EarlyBERT): their sparsity is not a level of IMP's schedule
+STRUCTURED_ARMS = frozenset({"earlybert", "earlybert-random"})
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class Result:
     task: str  # the task it was trained and evaluated on
     model: str  # the base model (embedded name or path)
     seed: int
-    arm: str  # "imp", "imp-rewind-<step>", a control's name (ticketlab.controls.CONTROLS) or "transfer"
+    arm: str  # "imp", "imp-rewind-<step>", a control's name (ticketlab.controls.CONTROLS), "transfer" or one of STRUCTURED_ARMS
     source: str | None  # transfer: the task the ticket was found on; otherwise None
     round: int  # IMP: the round; a branch: the round of the run its mask derives from
     level: float  # the nominal sparsity of the schedule level it stands for: what tables and plots group by
@@ -30,6 +34,8 @@ class Result:
     metrics: dict[str, dict[str, float]]  # split -> metric -> value
     mask: Path
     run: Path  # the lottery run folder
+    branch: str | None = None  # the branch folder's name; None for the run's own rounds
+    record: Mapping[str, Any] = field(default_factory=dict, repr=False)  # metrics.json as stored
 
 
 def collect(paths: Iterable[str | Path]) -> list[Result]:
@@ -58,8 +64,15 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
                     metrics=split_metrics(record),
                     mask=rounds_store.mask_path(round),
                     run=store.path,
+                    branch=None if rounds_store is store else rounds_store.path.name,
+                    record=record,
                 ))
     return results
+
+
+def unstructured(results: Iterable[Result]) -> list[Result]:
+    """The results whose sparsity is a level of the unstructured schedule: every arm but STRUCTURED_ARMS."""
+    return [r for r in results if r.arm not in STRUCTURED_ARMS]
 
 
 def _run_folders(paths: Iterable[str | Path]) -> list[Path]:

@@ -3,6 +3,7 @@ matching sparsity per task, Table 2 (dense, IMP and every control at that sparsi
 
 `deciders` maps each task to the (split, metric) that decides matching (`TASKS.get(task).decider(spec)`).
 Results group by nominal sparsity `level`; a task's dense baseline is IMP's round 0 (level 0) of each seed.
+Structured tickets (STRUCTURED_ARMS) have no level of the schedule: they stay out of these tables (see earlybert.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from rich.table import Table
 
 from ..errors import TicketlabError
 from ..tasks import TASKS
-from .results import Result
+from .results import Result, unstructured
 from .verdict import LOWER_IS_BETTER, highest_matching, is_matching_paper, is_matching_strict, summarize
 
 Deciders = dict[str, tuple[str, str]]
@@ -32,6 +33,8 @@ ARM_LABELS = {  # display order
     "noise": "noisy θ0",
     "inverted": "inverted mask",
     "transfer": "transfer from {source}",
+    "earlybert": "EarlyBERT",
+    "earlybert-random": "random structured ticket",
 }
 KEYS = ["task", "arm", "source", "level", "split", "metric"]
 STATS = ["n", "mean", "std", "min", "max"]
@@ -74,8 +77,9 @@ def make_tables(results: Iterable[Result], deciders: Deciders) -> Tables:
 
 
 def long_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFrame:
-    """n, mean, std, min, max over seeds of every metric; matching flags on the deciding metric's rows."""
-    values = _values(results)
+    """n, mean, std, min, max over seeds of every metric of the unstructured arms; matching flags on the deciding
+    metric's rows."""
+    values = _values(unstructured(results))
     dense = _dense_baselines(values, deciders)
     rows = []
     for key, group in values.groupby(KEYS, sort=False):
@@ -171,7 +175,7 @@ def task_views(tables: Tables, deciders: Deciders) -> dict[str, pd.DataFrame]:
             decider = stats.get(columns[0])
             cells.append({
                 "at": selected, "subnetwork": label, "sparsity": f"{level:.1%}", "seeds": str(decider.n if decider else ""),
-                **{_column_name(pair, pair == columns[0]): _cell(stats.get(pair)) for pair in columns},
+                **{column_name(pair, pair == columns[0]): stats_cell(stats.get(pair)) for pair in columns},
                 "matching (paper / strict)": _flags(decider),
             })
         views[task] = pd.DataFrame(cells)
@@ -234,11 +238,13 @@ def _dense_baselines(values: pd.DataFrame, deciders: Deciders) -> dict[str, dict
     return dense
 
 
-def _column_name(pair: tuple[str, str], decides: bool) -> str:
+def column_name(pair: tuple[str, str], decides: bool) -> str:
+    """A metric's column in a displayed table: "dev accuracy", with * when it decides."""
     return f"{pair[0]} {pair[1]}{'*' if decides else ''}"
 
 
-def _cell(stats) -> str:
+def stats_cell(stats) -> str:
+    """A displayed cell of stats over seeds (anything with n, mean, std, min, max): "mean ± std (min–max)"."""
     if stats is None:
         return "—"
     if stats.n == 1:

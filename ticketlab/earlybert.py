@@ -1,0 +1,198 @@
+"""EarlyBERT (Chen et al., ACL 2021): structured early-bird tickets, found early in training and trained as a
+physically smaller model.
+
+    search    the dense model trains from θ0 with a slimming coefficient on every attention head and FFN neuron
+              (L1 penalty); every `draw_every` steps a ticket is drawn from the coefficients, and the search stops
+              once the draws are stable (the early bird; ticketlab.pruning.structured)
+    compact   the ticket's heads and neurons are cut out of the pre-trained weights (ticketlab.models.compact)
+    train     the smaller model fine-tunes with the dense recipe; a random structured ticket with the same counts
+              per layer is the baseline, and the same seed's dense round 0 the reference for metrics and time
+
+Both tickets are branches of the task's lottery run (ticketlab.store): earlybert-<hash> and earlybert-random-<hash>,
+where <hash> names the EarlyBERT settings.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import transformers
+from safetensors.torch import save_file
+
+from .atomic import atomic_path, remove, write_json
+from .config import PruneConfig
+from .errors import TicketlabError
+from .lottery import Lottery, resolve_config, run_lottery, seeded_generator
+from .masks import load_mask, save_mask, sparsity
+from .models import resolve_model
+from .models.compact import compact, save_compact, structure_mask
+from .pruning.structured import EarlyBird, Structure, check_ratios, random_structure
+from .slimming import EarlyBirdSearch, slimming
+from .store import RunStore
+from .train import TrainHook, accelerator, total_steps
+
+ARMS = ("earlybert", "earlybert-random")
+DRAWS_PER_TRAINING = 100  # the default draw interval: 1% of the training steps
+
+
+@dataclass(frozen=True)
+class EarlyBirdConfig:
+    """The search's settings; defaults: EarlyBERT's ratios and L1 coefficient, the early-bird test of You et al. 2020."""
+
+    heads: float = 1 / 3  # fraction of each layer's attention heads pruned
+    ffn: float = 0.4  # fraction of all FFN neurons pruned, ranked globally
+    l1: float = 1e-4  # coefficient of the L1 penalty on the slimming coefficients
+    draw_every: int | None = None  # steps between draws (None: 1% of the training steps)
+    window: int = 5  # the early-bird test compares a draw with this many previous ones
+    threshold: float = 0.1  # ... and is passed when every normalized Hamming distance is below this
+
+    def __post_init__(self) -> None:
+        check_ratios([], self.heads, self.ffn)
+        EarlyBird(self.window, self.threshold)
+        if self.l1 < 0:
+            raise TicketlabError(f"--l1 must be >= 0, got {self.l1:g}")
+        if self.draw_every is not None and self.draw_every < 1:
+            raise TicketlabError(f"--draw-every must be at least 1 step, got {self.draw_every}")
+
+    def hash(self) -> str:
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def branch(self, arm: str) -> str:
+        return f"{arm}-{self.hash()}"
+
+
+@dataclass
+class EarlyBertResult:
+    """Where the lottery run lives, and the records of its dense round 0 and of both structured tickets."""
+
+    run: Path
+    dense: dict[str, Any]
+    earlybert: dict[str, Any]
+    random: dict[str, Any]
+
+
+def earlybert(
+    model: str = "splade-tiny",
+    task: str = "rotten-tomatoes",
+    *,
+    data: str | None = None,
+    out: str | Path = "runs",
+    settings: EarlyBirdConfig = EarlyBirdConfig(),
+    checkpoint_every: int = 100,
+    hooks: Sequence[TrainHook] = (),
+    **options: Any,
+) -> EarlyBertResult:
+    """Search an early-bird structured ticket on `task`, train it compacted, and train a random structured ticket
+    with the same counts; `options` are TrainConfig fields (e.g. epochs=1, seed=2). The dense baseline is round 0
+    of the lottery run `find` makes with the same options. Re-running skips what is complete and resumes the rest."""
+    config = resolve_config(model, task, data, PruneConfig.sparsity, **options)
+    check_ratios(_layer_shapes(resolve_model(config.model)), settings.heads, settings.ffn)
+    run_lottery(config, Path(out), checkpoint_every=checkpoint_every, hooks=hooks, last_round=0)
+    store = RunStore(Path(out) / config.name())
+    branches = {arm: store.branch(settings.branch(arm)) for arm in ARMS}
+    if not all(rounds.is_complete(0) for rounds in branches.values()):
+        lottery = Lottery(config, store, False, checkpoint_every, hooks)
+        ticket, search = _search(lottery, settings, branches["earlybert"])
+        random = random_structure(ticket, seeded_generator(config.train.seed, "earlybert-random", settings.hash()))
+        for arm, structure, extra in (("earlybert", ticket, {"search": search}), ("earlybert-random", random, {})):
+            if not branches[arm].is_complete(0):
+                _train_ticket(lottery, branches[arm], settings.branch(arm), arm, structure, search["time_s"] if extra else 0.0, extra)
+    return EarlyBertResult(store.path, store.metrics(0), *(branches[arm].metrics(0) for arm in ARMS))
+
+
+def _search(lottery: Lottery, settings: EarlyBirdConfig, rounds: RunStore) -> tuple[Structure, dict[str, Any]]:
+    """The early-bird ticket and the search's record (kept in the branch, so a complete search is not repeated)."""
+    folder = rounds.round_dir(0)
+    if (folder / "search.json").exists():
+        return load_mask(folder / "ticket.safetensors")[0], json.loads((folder / "search.json").read_text())
+    config = lottery.config
+    draw_every = settings.draw_every or max(1, round(total_steps(len(lottery.features["train"]), config.train) / DRAWS_PER_TRAINING))
+    lottery.start_from_theta0()
+    started = time.perf_counter()
+    with slimming(lottery.model) as coefficients:
+        search = EarlyBirdSearch(coefficients, settings.heads, settings.ffn, settings.l1, draw_every, EarlyBird(settings.window, settings.threshold))
+        result = lottery.run_training(lottery.model, folder / "search.pt", [search], "EarlyBERT search", round=0)
+        if not search.found and (not search.draws or search.draws[-1].step != result.steps):
+            search.draw(result.steps)  # no early bird: the ticket of the whole training
+        scores = {name: c.detach().cpu() for name, c in coefficients.scales().items()}
+    record = {
+        **dataclasses.asdict(settings),
+        "draw_every": draw_every,
+        "steps": result.steps,
+        "time_s": time.perf_counter() - started,
+        "draw_step": search.draws[-1].step,
+        "early_bird": search.found,
+        "draws": [dataclasses.asdict(d) for d in search.draws],
+    }
+    if accelerator().is_main_process:
+        metadata = {**_provenance(lottery, structure_mask(lottery.model, search.ticket)), "draw_step": record["draw_step"]}
+        with atomic_path(folder / "coefficients.safetensors") as tmp:
+            save_file(scores, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+        save_mask(folder / "ticket.safetensors", search.ticket, metadata)
+        write_json(folder / "search.json", record)
+        remove(folder / "search.pt")
+    accelerator().wait_for_everyone()
+    return search.ticket, record
+
+
+def _train_ticket(lottery: Lottery, rounds: RunStore, branch: str, arm: str, structure: Structure, search_time: float, extra: dict) -> None:
+    """Cut `structure` out of θ0, train the smaller model with the run's recipe, keep it (model/) and record it."""
+    lottery.start_from_theta0()
+    mask = structure_mask(lottery.model, structure)
+    model = compact(copy.deepcopy(lottery.model), structure)
+    heads = sum(int(structure[k].sum()) for k in structure if k.startswith("heads."))
+    neurons = sum(int(structure[k].sum()) for k in structure if k.startswith("ffn."))
+    if accelerator().is_main_process:
+        metadata = {**_provenance(lottery, mask), "branch": branch}
+        save_mask(rounds.mask_path(0), mask, {**metadata, "format": "ticketlab-mask/1"})
+        save_mask(rounds.round_dir(0) / "structure.safetensors", structure, metadata)
+    record = lottery.train_model(model, rounds, 0, [], f"{arm} · {heads} heads, {neurons} FFN neurons")
+    dense = lottery.store.metrics(0)
+    dense_time = dense.get("train_time_s")
+    layers = len(structure) // 2
+    record = {
+        "arm": arm,
+        "round": 0,
+        "level": sparsity(mask),
+        "sparsity": sparsity(mask),
+        **record,
+        "structure": {
+            "heads": [structure[f"heads.{i}"].nonzero().flatten().tolist() for i in range(layers)],
+            "heads_total": [structure[f"heads.{i}"].numel() for i in range(layers)],
+            "ffn_kept": [int(structure[f"ffn.{i}"].sum()) for i in range(layers)],
+            "ffn_total": [structure[f"ffn.{i}"].numel() for i in range(layers)],
+            "params": sum(p.numel() for p in model.parameters()),
+            "dense_params": sum(p.numel() for p in lottery.model.parameters()),
+        },
+        **extra,
+        "dense_train_time_s": dense_time,
+        "time_ratio": (search_time + record["train_time_s"]) / dense_time if dense_time else None,
+    }
+    if accelerator().is_main_process:
+        save_compact(model, rounds.round_dir(0) / "model", lottery.tokenizer)
+        rounds.complete(0, record)
+        remove(rounds.checkpoint_path(0))
+    accelerator().wait_for_everyone()
+
+
+def _provenance(lottery: Lottery, mask: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A structured ticket's provenance: the run's, at the sparsity its heads and neurons amount to."""
+    return {**lottery.provenance(0, mask), "level": f"{sparsity(mask):.6f}", "format": "ticketlab-structure/1"}
+
+
+def _layer_shapes(path: Path) -> list[tuple[int, int]]:
+    """(heads, FFN neurons) of each layer, from the model's config: the ratios are checked before any training."""
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+        return [(config.num_attention_heads, config.intermediate_size)] * config.num_hidden_layers
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        raise TicketlabError(f"cannot read the layer shapes of {path}: {str(error).strip().splitlines()[0]}") from None

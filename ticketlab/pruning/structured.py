@@ -1,0 +1,107 @@
+"""Structured tickets (EarlyBERT): whole attention heads and FFN neurons, drawn from slimming coefficients,
+and the early-bird test that says when the drawn ticket has stopped changing.
+
+A structure is a Mask with, for every transformer layer i, "heads.{i}" (one bool per attention head) and
+"ffn.{i}" (one bool per FFN neuron); True = kept. Drawing is a pure function: scores in, structure out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..errors import TicketlabError
+from ..masks import Mask, hamming
+
+Structure = Mask
+Shapes = Sequence[tuple[int, int]]  # (heads, FFN neurons) of each layer
+
+
+def structure_shapes(structure: Mapping[str, torch.Tensor]) -> list[tuple[int, int]]:
+    """(heads, FFN neurons) of each layer of a structure, or of scores keyed like one."""
+    layers = len(structure) // 2
+    expected = {f"{kind}.{i}" for i in range(layers) for kind in ("heads", "ffn")}
+    if set(structure) != expected:
+        raise TicketlabError(f"not a structure of whole layers (heads.i and ffn.i for i = 0..n-1): {sorted(structure)[:4]}")
+    return [(structure[f"heads.{i}"].numel(), structure[f"ffn.{i}"].numel()) for i in range(layers)]
+
+
+def check_ratios(shapes: Shapes, heads: float, ffn: float) -> None:
+    """One-line errors for ratios outside (0, 1), or a head ratio that would empty a layer."""
+    for name, value in (("heads", heads), ("ffn", ffn)):
+        if not 0.0 < value < 1.0:
+            raise TicketlabError(f"--{name} is the fraction pruned and must lie in (0, 1), got {value:g}")
+    for layer, (count, _) in enumerate(shapes):
+        if round(heads * count) >= count:
+            raise TicketlabError(f"--heads {heads:g} prunes all {count} heads of layer {layer}; each layer keeps at least one")
+
+
+def draw_structure(scores: Mapping[str, torch.Tensor], heads: float, ffn: float) -> Structure:
+    """The ticket the scores (slimming coefficients, keyed like a structure) give: in every layer the
+    round(heads * H) heads of smallest |score| go; over all layers together the round(ffn * N) FFN neurons of
+    smallest |score| go, though every layer keeps its best one. Ties go to the lower index."""
+    shapes = structure_shapes(scores)
+    check_ratios(shapes, heads, ffn)
+    structure = {f"heads.{i}": _keep_largest(scores[f"heads.{i}"].abs(), h - round(heads * h)) for i, (h, _) in enumerate(shapes)}
+    neurons = [scores[f"ffn.{i}"].detach().abs().float().clone() for i in range(len(shapes))]
+    for layer in neurons:
+        layer[layer.argmax()] = float("inf")  # each layer's best neuron stays
+    total = sum(n for _, n in shapes)
+    kept = _keep_largest(torch.cat(neurons), max(total - round(ffn * total), len(shapes)))
+    for i, part in enumerate(kept.split([n for _, n in shapes])):
+        structure[f"ffn.{i}"] = part
+    return structure
+
+
+def random_structure(like: Mapping[str, torch.Tensor], generator: torch.Generator) -> Structure:
+    """A structure keeping as many heads and FFN neurons in every layer as `like`, chosen uniformly at random."""
+    structure_shapes(like)
+    return {name: _keep_largest(torch.rand(kept.shape, generator=generator), int(kept.sum())) for name, kept in like.items()}
+
+
+def _keep_largest(values: torch.Tensor, count: int) -> torch.Tensor:
+    order = torch.sort(values.detach().cpu().float(), descending=True, stable=True).indices
+    keep = torch.zeros(values.numel(), dtype=torch.bool)
+    keep[order[:count]] = True
+    return keep
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One draw of the search: its step, its distance to the previous draw, and the largest distance to each of
+    the previous `window` draws (None until there are that many)."""
+
+    step: int
+    distance: float | None
+    window: float | None
+
+
+class EarlyBird:
+    """The early-bird test: a ticket is found once the newest draw lies within `threshold` (normalized Hamming
+    distance) of each of the previous `window` draws."""
+
+    def __init__(self, window: int = 5, threshold: float = 0.1):
+        if window < 1:
+            raise TicketlabError(f"the early-bird window must be at least 1 draw, got {window}")
+        if not 0.0 < threshold < 1.0:
+            raise TicketlabError(f"the early-bird threshold is a distance in (0, 1), got {threshold:g}")
+        self.window, self.threshold = window, threshold
+        self.recent: list[Structure] = []  # the last `window` draws before the newest
+
+    def observe(self, step: int, structure: Structure) -> Draw:
+        """Record a draw and measure how far it moved."""
+        distance = hamming(structure, self.recent[-1]) if self.recent else None
+        window = max(hamming(structure, old) for old in self.recent) if len(self.recent) == self.window else None
+        self.recent = [*self.recent, structure][-self.window :]
+        return Draw(step, distance, window)
+
+    def is_found(self, draw: Draw) -> bool:
+        return draw.window is not None and draw.window < self.threshold
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recent": self.recent}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.recent = list(state["recent"])
