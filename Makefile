@@ -24,6 +24,8 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_masked_step.py
 	$(PY) benchmarks/bench_mlm_step.py
+	$(PY) benchmarks/bench_compact_latency.py
+	$(PY) benchmarks/bench_earlybert_time.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -138,8 +138,11 @@ def table2(long: pd.DataFrame, matching: pd.DataFrame) -> pd.DataFrame:
 def transfer_matrix(long: pd.DataFrame) -> pd.DataFrame:
     """The deciding metric of every transfer (source -> target, level) and of IMP on the target at the same level
     (the diagonal), minus the target's dense mean and minus random pruning's mean on the target at that level."""
+    columns = ["source", "target", "level", "split", "metric", *STATS, "minus_dense", "minus_random", *FLAGS]
     deciding = long[long.decides]
     transfers = deciding[deciding.arm == "transfer"]
+    if transfers.empty:  # (pandas cannot subtract the columns of an empty concatenation)
+        return pd.DataFrame(columns=columns)
     diagonal = deciding[(deciding.arm == "imp") & deciding.level.isin(transfers.level.unique())].assign(source=lambda f: f.task)
     dense = deciding[(deciding.arm == "imp") & (deciding.level == 0)].set_index("task")["mean"]
     random = deciding[deciding.arm == "random"].set_index(["task", "level"])["mean"]
@@ -147,7 +150,6 @@ def transfer_matrix(long: pd.DataFrame) -> pd.DataFrame:
     matrix["minus_dense"] = matrix["mean"] - matrix.target.map(dense)
     random_means = [random.get((target, level), float("nan")) for target, level in zip(matrix.target, matrix.level)]
     matrix["minus_random"] = matrix["mean"] - random_means
-    columns = ["source", "target", "level", "split", "metric", *STATS, "minus_dense", "minus_random", *FLAGS]
     return matrix[columns].sort_values(["level", "source", "target"], ignore_index=True)
 
 
