@@ -7,7 +7,8 @@ from store_fixture import write_store
 from test_cli import run_cli
 
 from ticketlab.errors import TicketlabError
-from ticketlab.experiment import RECIPES, load_recipe, presets
+from ticketlab.experiment import RECIPES, Recipe, load_recipe, presets, run_experiment
+from ticketlab.store import RunStore
 
 
 def test_every_recipe_loads_and_names_known_tasks_and_controls():
@@ -28,6 +29,8 @@ def test_every_recipe_loads_and_names_known_tasks_and_controls():
         ("model: splade-tiny\n", "needs `model` and a mapping `tasks`"),
         ("model: [unclosed\n", "is not valid YAML"),
         ("model: splade-tiny\ntasks: {mlm: {}}\nseeds: 0\n", "seeds must be at least 1"),
+        ("model: splade-tiny\ntasks: {mlm: {}}\nearlybert: {hedas: 0.3}\n", "earlybert takes a mapping of heads, ffn"),
+        ("model: splade-tiny\ntasks: {mlm: {}}\nearlybert: {heads: 2}\n", "--heads is the fraction pruned"),
     ],
 )
 def test_a_bad_recipe_is_one_clear_error(tmp_path, text, message):
@@ -59,3 +62,17 @@ def test_report_verb_writes_markdown_csv_and_plots_from_the_store_alone(tmp_path
 def test_report_of_a_folder_without_runs_is_one_clear_error(tmp_path):
     done = run_cli("report", str(tmp_path))
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "neither a ticketlab run folder" in done.stderr
+
+
+def test_a_recipe_with_earlybert_runs_it_beside_imp_on_the_same_dense_model(tiny_model_dir, tmp_path):
+    recipe = Recipe(
+        name="tiny", model=str(tiny_model_dir), tasks={"rotten-tomatoes": {"train_examples": 32, "batch_size": 16, "epochs": 2}},
+        prune={"sparsity": 0.2, "rate": 0.2}, earlybert={"draw_every": 1, "window": 2},
+    )
+    report = run_experiment(recipe, tmp_path / "runs")
+    (run,) = [p.parent for p in (tmp_path / "runs").glob("*/config.json")]
+    store = RunStore.open(run)
+    assert store.completed_rounds() == [0, 1]
+    assert sorted(name.rsplit("-", 1)[0] for name in store.branches()) == ["earlybert", "earlybert-random"]
+    assert all(store.branch(name).is_complete(0) for name in store.branches())
+    assert (report / "earlybert.csv").stat().st_size > 0 and "## EarlyBERT" in (report / "report.md").read_text()

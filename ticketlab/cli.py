@@ -20,7 +20,7 @@ from .export import export_pruned
 from .lottery import LotteryResult, find
 from .models import EMBEDDED_MODELS
 from .pruning import SCHEDULES, SCOPES
-from .report.build import build_report, print_tables
+from .report.build import build_report, load_results, print_earlybert_tables, print_tables
 from .store import RunStore, split_metrics
 from .tasks import TASKS
 from .transfer import grid, transfer
@@ -221,6 +221,8 @@ def _train_verb(verb: str, args: dict) -> None:
                 f"{split} {metric} {value:.4f}" for split, values in split_metrics(record).items() for metric, value in values.items()))
     if verb == "find" and (seeds > 1 or args["controls"]):
         print_tables(runs, {args["task"]: args["metric"]} if args["metric"] else None)
+    if verb == "earlybert" and seeds > 1:
+        print_earlybert_tables(*load_results(runs), Console())
 
 
 def print_rounds(result: LotteryResult, metric: str | None = None) -> None:

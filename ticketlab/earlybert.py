@@ -87,14 +87,16 @@ def earlybert(
     data: str | None = None,
     out: str | Path = "runs",
     settings: EarlyBirdConfig = EarlyBirdConfig(),
+    sparsity: float = PruneConfig.sparsity,
     checkpoint_every: int = 100,
     hooks: Sequence[TrainHook] = (),
     **options: Any,
 ) -> EarlyBertResult:
     """Search an early-bird structured ticket on `task`, train it compacted, and train a random structured ticket
     with the same counts; `options` are TrainConfig fields (e.g. epochs=1, seed=2). The dense baseline is round 0
-    of the lottery run `find` makes with the same options. Re-running skips what is complete and resumes the rest."""
-    config = resolve_config(model, task, data, PruneConfig.sparsity, **options)
+    of the lottery run `find` makes with the same options (`sparsity` and PruneConfig fields only pick that run).
+    Re-running skips what is complete and resumes the rest."""
+    config = resolve_config(model, task, data, sparsity, **options)
     check_ratios(_layer_shapes(resolve_model(config.model)), settings.heads, settings.ffn)
     run_lottery(config, Path(out), checkpoint_every=checkpoint_every, hooks=hooks, last_round=0)
     store = RunStore(Path(out) / config.name())

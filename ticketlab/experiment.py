@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .controls import CONTROLS
+from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
 from .lottery import find
 from .report.build import build_report
@@ -35,6 +36,7 @@ class Recipe:
     controls: list[str] = field(default_factory=list)
     rewind_steps: list[int] = field(default_factory=list)  # extra IMP runs rewinding to these steps instead of θ0
     transfer: float | None = None  # the sparsity of the tickets in the transfer grid (None: no grid)
+    earlybert: dict[str, Any] | None = None  # EarlyBirdConfig fields ({} for EarlyBERT's defaults; None: no EarlyBERT)
 
 
 def presets() -> list[str]:
@@ -68,19 +70,32 @@ def load_recipe(source: str | Path) -> Recipe:
         CONTROLS.get(control)
     if recipe.seeds < 1:
         raise TicketlabError(f"{path}: seeds must be at least 1, got {recipe.seeds}")
+    _earlybert_settings(recipe)
     return recipe
+
+
+def _earlybert_settings(recipe: Recipe) -> EarlyBirdConfig | None:
+    """The recipe's EarlyBERT settings (None: it runs no EarlyBERT); a one-line error for unknown or bad ones."""
+    if recipe.earlybert is None:
+        return None
+    try:
+        return EarlyBirdConfig(**recipe.earlybert)
+    except TypeError:
+        known = ", ".join(f.name for f in dataclasses.fields(EarlyBirdConfig))
+        raise TicketlabError(f"recipe {recipe.name}: earlybert takes a mapping of {known}") from None
 
 
 def run_experiment(
     recipe: Recipe, out: str | Path | None = None, seeds: int | None = None, model: str | None = None, checkpoint_every: int = 100
 ) -> Path:
-    """Run every lottery run, control, rewinding run and transfer of `recipe` (`model`, `seeds`: instead of the
-    recipe's), then write the report; returns its folder."""
+    """Run every lottery run, control, rewinding run, EarlyBERT search and transfer of `recipe` (`model`, `seeds`:
+    instead of the recipe's), then write the report; returns its folder."""
     if seeds is not None and seeds < 1:
         raise TicketlabError(f"seeds must be at least 1, got {seeds}")
     recipe = dataclasses.replace(recipe, model=model or recipe.model)
     out = Path(out or Path("runs") / recipe.name)
     seeds = range(seeds or recipe.seeds)
+    settings = _earlybert_settings(recipe)
     data = {task: options["data"] for task, options in recipe.tasks.items() if options.get("data")}
     training = {task: {k: v for k, v in options.items() if k != "data"} for task, options in recipe.tasks.items()}
     for seed in seeds:
@@ -90,6 +105,8 @@ def run_experiment(
             find(**common, controls=recipe.controls, **options)
             for step in recipe.rewind_steps:
                 find(**common, **{**options, "rewind_step": step})
+            if settings is not None:  # beside IMP, in the same run: they share the dense round 0
+                earlybert(**common, settings=settings, **options)
     if recipe.transfer is not None and len(recipe.tasks) > 1:
         prune = dict(recipe.prune)
         grid(list(recipe.tasks), recipe.transfer, model=recipe.model, seeds=seeds, sparsity=prune.pop("sparsity", None),

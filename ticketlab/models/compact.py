@@ -46,12 +46,11 @@ from transformers import (
 from ..atomic import atomic_path
 from ..errors import TicketlabError
 from ..masks import Mask, ones_like
+from ..pruning.structured import Structure
 from .text import backbone, prunable_weights
 
 if TYPE_CHECKING:
     from transformers import PreTrainedConfig
-
-Structure = Mask  # "heads.{i}" and "ffn.{i}" for every layer i: bool, True = kept
 
 LAYOUT = "encoder.layer[i].attention.self.{query,key,value}, .attention.output.dense, .intermediate.dense, .output.dense"
 COMPACT_PREFIX = "ticketlab-compact-"

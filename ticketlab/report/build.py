@@ -78,6 +78,11 @@ def print_tables(paths: Iterable[str | Path], metrics: dict[str, str] | None = N
         console.print(rich_table(view, f"{task}: dense and every arm at the highest matching sparsity", CELLS))
     for level, view in transfer_views(tables).items():
         console.print(rich_table(view, f"Transfer at sparsity {level:.1%}: mean (minus dense / minus random pruning)", labels=1))
+    print_earlybert_tables(results, deciders, console)
+
+
+def print_earlybert_tables(results: list[Result], deciders: Deciders, console: Console) -> None:
+    """Print, per task and model, dense against EarlyBERT and the random structured ticket over seeds."""
     for (task, model), view in earlybert_views(earlybert_table(results, deciders), deciders).items():
         console.print(rich_table(view, f"{task}: EarlyBERT  ·  {model}", CELLS, labels=view.columns.get_loc("subnetwork") + 1))
 
