@@ -95,6 +95,32 @@ def test_running_again_trains_nothing(searched, tiny_model_dir):
     assert again.earlybert == result.earlybert and again.random == result.random
 
 
+class InterruptAt(TrainHook):
+    """Raises KeyboardInterrupt after the `at`-th optimizer step of all trainings together."""
+
+    def __init__(self, at: int):
+        self.at, self.steps = at, 0
+
+    def after_step(self, step, model):
+        self.steps += 1
+        if self.steps == self.at:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_search_resumes_to_the_same_ticket_and_metrics(searched, tiny_model_dir, tmp_path):
+    result, _ = searched
+    dense_steps = result.dense["steps"]
+    with pytest.raises(KeyboardInterrupt):  # 3 steps into the search, after its checkpoint at step 2
+        earlybert(str(tiny_model_dir), out=tmp_path, settings=SETTINGS, hooks=[InterruptAt(dense_steps + 3)], checkpoint_every=2, **FAST)
+    branch = RunStore(tmp_path / result.run.name).branch(SETTINGS.branch("earlybert"))
+    assert (branch.round_dir(0) / "search.pt").exists() and not (branch.round_dir(0) / "search.json").exists()
+    resumed = earlybert(str(tiny_model_dir), out=tmp_path, settings=SETTINGS, checkpoint_every=2, **FAST)
+    for key in ("draws", "draw_step", "early_bird", "steps"):
+        assert resumed.earlybert["search"][key] == result.earlybert["search"][key]
+    assert resumed.earlybert["dev"] == result.earlybert["dev"] and resumed.random["dev"] == result.random["dev"]
+    assert not (branch.round_dir(0) / "search.pt").exists()
+
+
 def test_the_l1_penalty_changes_only_the_coefficients_gradients(tiny_model_dir):
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).eval()

@@ -190,7 +190,9 @@ def train(
     with _progress(description, total, step) as advance:
         while step < total and not _stopped(hooks):
             epoch, offset = divmod(step, steps_per_epoch)
-            sampler.set_epoch(epoch)
+            # On the prepared loader, not the sampler: accelerate's loader sets its sampler to its own count of
+            # passes at every pass, a count that a resumed run (and the loader skipping into an epoch) lacks.
+            loader.set_epoch(epoch)
             batches = acc.skip_first_batches(loader, offset) if offset else loader
             for batch in batches:
                 step += 1
