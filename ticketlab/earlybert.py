@@ -105,9 +105,9 @@ def earlybert(
         lottery = Lottery(config, store, False, checkpoint_every, hooks)
         ticket, search = _search(lottery, settings, branches["earlybert"])
         random = random_structure(ticket, seeded_generator(config.train.seed, "earlybert-random", settings.hash()))
-        for arm, structure, extra in (("earlybert", ticket, {"search": search}), ("earlybert-random", random, {})):
+        for arm, structure, found_by in (("earlybert", ticket, search), ("earlybert-random", random, None)):
             if not branches[arm].is_complete(0):
-                _train_ticket(lottery, branches[arm], settings.branch(arm), arm, structure, search["time_s"] if extra else 0.0, extra)
+                _train_ticket(lottery, branches[arm], settings.branch(arm), arm, structure, found_by)
     return EarlyBertResult(store.path, store.metrics(0), *(branches[arm].metrics(0) for arm in ARMS))
 
 
@@ -146,8 +146,9 @@ def _search(lottery: Lottery, settings: EarlyBirdConfig, rounds: RunStore) -> tu
     return search.ticket, record
 
 
-def _train_ticket(lottery: Lottery, rounds: RunStore, branch: str, arm: str, structure: Structure, search_time: float, extra: dict) -> None:
-    """Cut `structure` out of θ0, train the smaller model with the run's recipe, keep it (model/) and record it."""
+def _train_ticket(lottery: Lottery, rounds: RunStore, branch: str, arm: str, structure: Structure, search: dict[str, Any] | None) -> None:
+    """Cut `structure` out of θ0, train the smaller model with the run's recipe, keep it (model/) and record it
+    with the `search` that found it (None for the random ticket), whose time counts in the time ratio."""
     lottery.start_from_theta0()
     mask = structure_mask(lottery.model, structure)
     model = compact(copy.deepcopy(lottery.model), structure)
@@ -175,9 +176,9 @@ def _train_ticket(lottery: Lottery, rounds: RunStore, branch: str, arm: str, str
             "params": sum(p.numel() for p in model.parameters()),
             "dense_params": sum(p.numel() for p in lottery.model.parameters()),
         },
-        **extra,
+        **({"search": search} if search else {}),
         "dense_train_time_s": dense_time,
-        "time_ratio": (search_time + record["train_time_s"]) / dense_time if dense_time else None,
+        "time_ratio": ((search["time_s"] if search else 0.0) + record["train_time_s"]) / dense_time if dense_time else None,
     }
     if accelerator().is_main_process:
         save_compact(model, rounds.round_dir(0) / "model", lottery.tokenizer)
