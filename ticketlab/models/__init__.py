@@ -1,4 +1,4 @@
-"""Model loading, the prunable-weight scope, and structured compaction."""
+"""Model loading, the prunable-weight scope, structured compaction, and ResNets with torchvision's names."""
 
 from .compact import (
     CompactBertConfig,
@@ -14,6 +14,7 @@ from .compact import (
     scale_structures,
     structure_mask,
 )
+from .resnet import ARCHITECTURES, build_resnet, load_resnet_weights, prunable_conv_weights, resnet18, resnet50, resnet_small
 from .text import (
     EMBEDDED_MODELS,
     backbone,
@@ -28,6 +29,13 @@ from .text import (
 )
 
 __all__ = [
+    "ARCHITECTURES",
+    "build_resnet",
+    "load_resnet_weights",
+    "prunable_conv_weights",
+    "resnet18",
+    "resnet50",
+    "resnet_small",
     "CompactBertConfig",
     "EMBEDDED_MODELS",
     "LayerModules",
