@@ -1,0 +1,33 @@
+"""Self-supervised pre-training parts: SimCLR / MoCo v2 augmentations, losses, projection head, momentum encoder."""
+
+from .augment import (
+    MOCO_V2,
+    SIMCLR,
+    ViewRecipe,
+    augment_view,
+    color_jitter,
+    gaussian_blur,
+    random_grayscale,
+    random_horizontal_flip,
+    random_resized_crop,
+    simclr_views,
+)
+from .contrastive import ProjectionHead, Queue, info_nce, momentum_update, nt_xent
+
+__all__ = [
+    "MOCO_V2",
+    "SIMCLR",
+    "ProjectionHead",
+    "Queue",
+    "ViewRecipe",
+    "augment_view",
+    "color_jitter",
+    "gaussian_blur",
+    "info_nce",
+    "momentum_update",
+    "nt_xent",
+    "random_grayscale",
+    "random_horizontal_flip",
+    "random_resized_crop",
+    "simclr_views",
+]
