@@ -192,7 +192,7 @@ def _write_structured(branch: RunStore, task: str, seed: int, arm: str, ticket: 
         mask[f"{prefix}attention.output.dense.weight"][:, ~rows] = False
         mask[f"{prefix}intermediate.dense.weight"][~ffn[f"ffn.{i}"]] = False
         mask[f"{prefix}output.dense.weight"][:, ~ffn[f"ffn.{i}"]] = False
-    save_mask(branch.round_dir(0) / "structure.safetensors", {**heads, **ffn}, {"format": "ticketlab-structure/1"})
+    save_mask(branch.structure_path(0), {**heads, **ffn}, {"format": "ticketlab-structure/1"})
     pruned_heads, pruned_neurons = 4 - sum(map(len, ticket.heads)), 128 - sum(ticket.ffn)
     dense_s = STORED_DENSE_TRAIN_S[task, seed]
     _complete(branch, 0, sparsity(mask), mask, {

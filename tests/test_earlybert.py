@@ -45,7 +45,7 @@ def test_the_ticket_keeps_the_requested_counts_and_trains_as_a_smaller_model(sea
     assert min(shape["ffn_kept"]) >= 1
     assert shape["params"] < shape["dense_params"]
     branch = RunStore(result.run).branch(SETTINGS.branch("earlybert"))
-    structure = load_mask(branch.round_dir(0) / "structure.safetensors")[0]
+    structure = load_mask(branch.structure_path(0))[0]
     mask = load_mask(branch.mask_path(0))[0]
     assert result.earlybert["sparsity"] == pytest.approx(sparsity(mask))
     dense = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
@@ -82,7 +82,7 @@ def test_the_random_structured_ticket_has_the_same_counts_in_every_layer(searche
     assert random["ffn_kept"] == ticket["ffn_kept"] and random["params"] == ticket["params"]
     assert result.random["sparsity"] == pytest.approx(result.earlybert["sparsity"])
     store = RunStore(result.run)
-    neurons = [load_mask(store.branch(SETTINGS.branch(arm)).round_dir(0) / "structure.safetensors")[0]["ffn.0"] for arm in ("earlybert", "earlybert-random")]
+    neurons = [load_mask(store.branch(SETTINGS.branch(arm)).structure_path(0))[0]["ffn.0"] for arm in ("earlybert", "earlybert-random")]
     assert not torch.equal(*neurons)
     assert "search" not in result.random
 

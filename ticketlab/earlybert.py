@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import transformers
 from safetensors.torch import save_file
 
 from .atomic import atomic_path, remove, write_json
@@ -32,7 +31,7 @@ from .config import PruneConfig
 from .errors import TicketlabError
 from .lottery import Lottery, resolve_config, run_lottery, seeded_generator
 from .masks import load_mask, save_mask, sparsity
-from .models import resolve_model
+from .models import config_values, resolve_model
 from .models.compact import compact, save_compact, structure_mask
 from .pruning.structured import EarlyBird, Structure, check_ratios, random_structure
 from .slimming import EarlyBirdSearch, slimming
@@ -157,7 +156,7 @@ def _train_ticket(lottery: Lottery, rounds: RunStore, branch: str, arm: str, str
     if accelerator().is_main_process:
         metadata = {**_provenance(lottery, mask), "branch": branch}
         save_mask(rounds.mask_path(0), mask, {**metadata, "format": "ticketlab-mask/1"})
-        save_mask(rounds.round_dir(0) / "structure.safetensors", structure, metadata)
+        save_mask(rounds.structure_path(0), structure, metadata)
     record = lottery.train_model(model, rounds, 0, [], f"{arm} · {heads} heads, {neurons} FFN neurons")
     dense = lottery.store.metrics(0)
     dense_time = dense.get("train_time_s")
@@ -194,8 +193,5 @@ def _provenance(lottery: Lottery, mask: dict[str, torch.Tensor]) -> dict[str, An
 
 def _layer_shapes(path: Path) -> list[tuple[int, int]]:
     """(heads, FFN neurons) of each layer, from the model's config: the ratios are checked before any training."""
-    try:
-        config = transformers.AutoConfig.from_pretrained(path)
-        return [(config.num_attention_heads, config.intermediate_size)] * config.num_hidden_layers
-    except (OSError, ValueError, KeyError, AttributeError) as error:
-        raise TicketlabError(f"cannot read the layer shapes of {path}: {str(error).strip().splitlines()[0]}") from None
+    heads, neurons, layers = config_values(path, "num_attention_heads", "intermediate_size", "num_hidden_layers")
+    return [(heads, neurons)] * layers

@@ -304,7 +304,7 @@ class Lottery:
     def evaluate(self, split: str, model: torch.nn.Module | None = None) -> dict[str, float]:
         """Metrics of `model` (default: the run's) on an evaluation split."""
         features = self.features[split]
-        model = model or self.model
+        model = self.model if model is None else model
         outputs = predict(model, features, self.eval_collate, self.config.train.batch_size, self.task.outputs, self.task.forward)
         return self.task.score(self.examples[split], features, outputs)
 

@@ -7,7 +7,7 @@ Masks live outside the model. They name parameters relative to the model's backb
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Collection, Mapping
+from typing import Collection, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -38,10 +38,7 @@ def iou(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
     if not common:
         raise TicketlabError("the masks have no weight in common")
     both = either = 0
-    for name in common:
-        if a[name].shape != b[name].shape:
-            raise TicketlabError(f"the masks disagree on the shape of {name}: {tuple(a[name].shape)} and {tuple(b[name].shape)}")
-        x, y = a[name].numpy(), b[name].numpy()  # numpy counts bools many times faster than torch
+    for x, y in _aligned(a, b, common):
         both += np.count_nonzero(x & y)
         either += np.count_nonzero(x | y)
     return both / either if either else 1.0
@@ -52,12 +49,19 @@ def hamming(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> flo
     if a.keys() != b.keys():
         raise TicketlabError(f"the masks cover different weights: {sorted(a.keys() ^ b.keys())[0]}")
     differ = total = 0
-    for name in a:
+    for x, y in _aligned(a, b, a.keys()):
+        differ += int(np.count_nonzero(x != y))
+        total += x.size
+    return differ / total if total else 0.0
+
+
+def _aligned(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Collection[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The two masks' matrices of each name, as numpy arrays (numpy counts bools many times faster than torch);
+    a one-line error where their shapes disagree."""
+    for name in names:
         if a[name].shape != b[name].shape:
             raise TicketlabError(f"the masks disagree on the shape of {name}: {tuple(a[name].shape)} and {tuple(b[name].shape)}")
-        differ += int(np.count_nonzero(a[name].numpy() != b[name].numpy()))
-        total += a[name].numel()
-    return differ / total if total else 0.0
+        yield a[name].numpy(), b[name].numpy()
 
 
 def save_mask(path: Path, mask: Mapping[str, torch.Tensor], metadata: Mapping[str, object]) -> None:

@@ -8,6 +8,8 @@
         rewind.safetensors                                                      (with a rewind step)
         branches/<name>/round_XX/ mask.safetensors  metrics.json  COMPLETE      controls and transfers: the mask
                                                                                 derives from round XX of a run
+        branches/earlybert[-random]-<hash>/round_00/  ... structure.safetensors model/  EarlyBERT's structured tickets
+                                                      (the early-bird one also search.json, ticket.safetensors)
 
 Every file is written under a temporary name and renamed into place; a round counts only once COMPLETE exists.
 """
@@ -71,6 +73,10 @@ class RunStore:
 
     def weights_path(self, round: int) -> Path:
         return self.round_dir(round) / "weights.safetensors"
+
+    def structure_path(self, round: int) -> Path:
+        """A structured ticket's heads and FFN neurons (EarlyBERT branches): "heads.{i}" and "ffn.{i}" per layer."""
+        return self.round_dir(round) / "structure.safetensors"
 
     def head_path(self, round: int) -> Path:
         """The task head's values at the start of the round (what the round's controls start from)."""

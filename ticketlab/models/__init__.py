@@ -18,6 +18,7 @@ from .resnet import ARCHITECTURES, build_resnet, load_resnet_weights, prunable_c
 from .text import (
     EMBEDDED_MODELS,
     backbone,
+    config_values,
     head_parameters,
     hidden_size,
     layer_stack_weights,
@@ -50,6 +51,7 @@ __all__ = [
     "scale_structures",
     "structure_mask",
     "backbone",
+    "config_values",
     "head_parameters",
     "hidden_size",
     "layer_stack_weights",

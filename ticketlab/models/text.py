@@ -62,12 +62,18 @@ def load_pretrained(path: Path, auto_class: type, seed: int, **kwargs) -> nn.Mod
     return model
 
 
+def config_values(path: Path, *names: str) -> tuple:
+    """Fields of the model's config (e.g. "hidden_size"); a one-line error when the config or a field is missing."""
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+        return tuple(getattr(config, name) for name in names)
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        raise TicketlabError(f"cannot read {', '.join(names)} from the config of {path}: {str(error).strip().splitlines()[0]}") from None
+
+
 def hidden_size(path: Path) -> int:
     """The model's width, which picks a task's recipe (the paper's for BERT-base and wider)."""
-    try:
-        return transformers.AutoConfig.from_pretrained(path).hidden_size
-    except (OSError, ValueError, KeyError, AttributeError) as error:
-        raise TicketlabError(f"cannot read the config of {path}: {str(error).strip().splitlines()[0]}") from None
+    return config_values(path, "hidden_size")[0]
 
 
 def load_tokenizer(path: Path):

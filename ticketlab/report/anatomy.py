@@ -15,11 +15,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-import transformers
 
 from ..errors import TicketlabError
 from ..masks import Mask, iou
-from ..models import resolve_model
+from ..models import config_values, resolve_model
 
 MATRIX_TYPES = ("query", "key", "value", "attention output", "FFN in", "FFN out", "pooler")
 ATTENTION = MATRIX_TYPES[:4]
@@ -116,8 +115,4 @@ def random_iou(sparsity: float) -> float:
 
 def attention_heads(model: str) -> int:
     """The number of attention heads of a base model (an embedded name or a local folder)."""
-    path = resolve_model(model)
-    try:
-        return transformers.AutoConfig.from_pretrained(path).num_attention_heads
-    except (OSError, ValueError, KeyError, AttributeError) as error:
-        raise TicketlabError(f"cannot read the number of attention heads of {path}: {str(error).strip().splitlines()[0]}") from None
+    return config_values(resolve_model(model), "num_attention_heads")[0]

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..errors import TicketlabError
 from ..masks import load_mask
+from ..store import RunStore
 from .anatomy import Grid
 from .results import STRUCTURED_ARMS, Result
 from .tables import STATS, Deciders, arm_label, column_name, metric_columns, stats_cell
@@ -28,7 +29,6 @@ from .verdict import summarize
 EARLYBERT, RANDOM = "earlybert", "earlybert-random"
 ARMS = ("dense", EARLYBERT, RANDOM)  # display order
 SEARCH_OUTCOMES = frozenset({"steps", "time_s", "draw_step", "early_bird", "draws"})  # the rest of `search`: its settings
-STRUCTURE_FILE = "structure.safetensors"
 KEPT = ["heads_kept", "heads_total", "heads_per_layer", "layers", "ffn_kept", "params_kept", "sparsity",
         "draw_step", "early_bird", "search_time_s", "train_time_s", "time_ratio"]
 COLUMNS = ["task", "model", "settings", "arm", "split", "metric", "decides", *STATS, "minus_dense", *KEPT]
@@ -143,7 +143,7 @@ def earlybert_views(table: pd.DataFrame, deciders: Deciders) -> dict[tuple[str, 
 
 def structure_of(result: Result) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The heads and the FFN neurons a structured ticket keeps in each layer, as bool arrays (structure.safetensors)."""
-    kept, _ = load_mask(result.mask.parent / STRUCTURE_FILE)
+    kept, _ = load_mask(RunStore(result.mask.parent.parent).structure_path(result.round))
     layers = sorted(int(name.partition(".")[2]) for name in kept if name.startswith("heads."))
     return [kept[f"heads.{i}"].numpy() for i in layers], [kept[f"ffn.{i}"].numpy() for i in layers]
 
