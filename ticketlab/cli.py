@@ -9,6 +9,7 @@ import sys
 from typing import Sequence
 
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
 from .config import PruneConfig
@@ -18,9 +19,12 @@ from .errors import TicketlabError
 from .experiment import load_recipe, presets, run_experiment
 from .export import export_pruned
 from .lottery import LotteryResult, find
-from .models import EMBEDDED_MODELS
+from .models import EMBEDDED_MODELS, import_resnet
+from .models.vision import LAYOUTS as ARCHITECTURES
+from .pretrain import METHODS as PRETRAINING_METHODS, pretrain, pretrain_record
 from .pruning import SCHEDULES, SCOPES
 from .report.build import build_report, load_results, print_earlybert_tables, print_tables
+from .report.pretraining import SUMMARY
 from .store import RunStore, split_metrics
 from .tasks import TASKS
 from .transfer import grid, transfer
@@ -96,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_cmd.add_argument("--out", help="run store folder (default: runs/<recipe name>)")
     experiment_cmd.add_argument("--seeds", type=int, help="override the recipe's number of seeds")
     experiment_cmd.add_argument("--model", help="override the recipe's model (e.g. your local bert-base-uncased folder)")
+
+    pretrain_cmd = verbs.add_parser("pretrain", help="pre-train a ResNet on Fashion-MNIST (supervised, SimCLR or MoCo v2) as a model folder")
+    pretrain_cmd.add_argument("--method", choices=PRETRAINING_METHODS, default="supervised")
+    pretrain_cmd.add_argument("--arch", dest="architecture", choices=ARCHITECTURES, default="resnet-small")
+    pretrain_cmd.add_argument("--data", help="a folder with Fashion-MNIST's four IDX files (default: the Debian package's)")
+    pretrain_cmd.add_argument("--out", default="runs/pretrained", help="where model folders go (default %(default)s)")
+    pretrain_cmd.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)")
+    _add_training_options(pretrain_cmd)
+
+    import_cmd = verbs.add_parser("import-resnet", help="a torchvision-layout ResNet state dict (.pth, .safetensors) as a model folder")
+    import_cmd.add_argument("weights", help="the state dict file (ImageNet supervised, or SimCLR / MoCo in torchvision's layout)")
+    import_cmd.add_argument("--arch", dest="architecture", choices=ARCHITECTURES, required=True)
+    import_cmd.add_argument("--in-channels", type=int, default=3)
+    import_cmd.add_argument("--out", required=True, help="a new folder")
 
     verbs.add_parser("tasks", help="list the tasks with their metrics and the files they read")
     apply_cmd = verbs.add_parser("apply", help="write a model with a ticket applied (pruned weights zeroed) as a Hugging Face folder")
@@ -176,9 +194,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_tables(args["runs"], metrics)
             print(out / "report.md")
         elif verb == "experiment":
-            out = run_experiment(load_recipe(args["preset"] or args["recipe"]), args["out"], args["seeds"], args["model"])
-            print_tables([out.parent])
-            print(out / "report.md")
+            recipe = load_recipe(args["preset"] or args["recipe"])
+            out = run_experiment(recipe, args["out"], args["seeds"], args["model"])
+            if out.name == SUMMARY:  # a recipe with pre-training: one report per method, and this summary of them
+                Console().print(Markdown(out.read_text()))
+            else:
+                print_tables([out.parent.parent])
+            print(out)
+        elif verb == "pretrain":
+            folder = pretrain(**args)
+            record = pretrain_record(folder)
+            print(f"{record['method']} pre-training, {record['steps']} steps in {record['train_time_s']:.0f} s: "
+                  + ", ".join(f"dev {name} {value:.4f}" for name, value in record["dev"].items()))
+            print(folder)
+        elif verb == "import-resnet":
+            print(import_resnet(**args))
         else:
             _train_verb(verb, args)
     except TicketlabError as error:

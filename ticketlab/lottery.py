@@ -171,7 +171,7 @@ class Lottery:
         self.levels = config.prune.levels()
         self.task = TASKS.get(config.task)
         model_path = resolve_model(config.model)
-        self.tokenizer = tokenizer = load_tokenizer(model_path)
+        self.tokenizer = tokenizer = load_tokenizer(model_path) if self.task.tokenized else None
         self.examples = self.task.splits(config.data)
         self.examples["train"] = self.examples["train"][: config.train.train_examples]
         self.features = {name: self.task.encode(tokenizer, examples, config.train.max_length) for name, examples in self.examples.items()}
@@ -179,7 +179,7 @@ class Lottery:
         steps = total_steps(len(self.features["train"]), config.train)
         if config.prune.rewind_step > steps:
             raise TicketlabError(f"--rewind-step {config.prune.rewind_step} is past the {steps} steps of a round")
-        self.model = load_pretrained(model_path, self.task.auto_class, config.train.seed, **self.task.model_options())
+        self.model = load_pretrained(model_path, self.task.auto_class, config.train.seed, **self.task.model_options(config.data))
         self.model.to(accelerator().device)
         self.weights = prunable_weights(self.model)
         self.theta0 = {k: v.detach().clone() for k, v in backbone(self.model).state_dict().items()}
@@ -373,11 +373,16 @@ def _validate(train: TrainConfig, prune: PruneConfig) -> None:
     prune.levels()  # raises on a bad target, rate or schedule
     METHODS.get(prune.method)
     check_scope(prune.scope)
+    check_train_config(train)
+    if prune.rewind_step < 0:
+        raise TicketlabError(f"rewind_step must be >= 0, got {prune.rewind_step}")
+
+
+def check_train_config(train: TrainConfig) -> None:
+    """A one-line error for a setting that cannot train (a count or rate that is not positive)."""
     positive = {"epochs": train.epochs, "batch_size": train.batch_size, "learning_rate": train.learning_rate, "max_length": train.max_length}
     if train.train_examples is not None:
         positive["train_examples"] = train.train_examples
     for name, value in positive.items():
         if not value > 0:
             raise TicketlabError(f"{name} must be positive, got {value}")
-    if prune.rewind_step < 0:
-        raise TicketlabError(f"rewind_step must be >= 0, got {prune.rewind_step}")

@@ -222,10 +222,10 @@ def predict(
     """Run `model` over `features` (each batch through `forward`) and keep `outputs(model_output, batch)`
     of every batch, rows in feature order.
 
-    Batches are formed by length for speed; rows of different lengths are zero-padded at the end of dim 1.
+    Text batches are formed by length for speed; rows of different lengths are zero-padded at the end of dim 1.
     """
     acc = accelerator()
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    order = sorted(range(len(features)), key=lambda i: len(features[i].get("input_ids", ())))
     loader = acc.prepare(DataLoader([features[i] for i in order], batch_size=batch_size * 2, collate_fn=collate))
     was_training = model.training
     model.eval()

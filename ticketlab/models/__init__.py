@@ -15,6 +15,7 @@ from .compact import (
     structure_mask,
 )
 from .resnet import ARCHITECTURES, build_resnet, load_resnet_weights, prunable_conv_weights, resnet18, resnet50, resnet_small
+from .vision import ResNetConfig, ResNetForContrastiveLearning, ResNetForImageClassification, ResNetModel, import_resnet
 from .text import (
     EMBEDDED_MODELS,
     backbone,
@@ -30,6 +31,11 @@ from .text import (
 )
 
 __all__ = [
+    "ResNetConfig",
+    "ResNetForContrastiveLearning",
+    "ResNetForImageClassification",
+    "ResNetModel",
+    "import_resnet",
     "ARCHITECTURES",
     "build_resnet",
     "load_resnet_weights",

@@ -77,13 +77,65 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet(nn.Module):
-    """torchvision's ResNet, with the stem and the stage widths open so the same layout serves small images.
+def add_resnet_modules(
+    module: nn.Module,
+    block: type[BasicBlock | Bottleneck],
+    layers: tuple[int, ...],
+    widths: tuple[int, ...],
+    in_channels: int = 3,
+    small_stem: bool = False,
+) -> list[str]:
+    """Add torchvision's ResNet modules up to the pooling (conv1, bn1, relu, maxpool, layer1..., avgpool) to `module`,
+    initialised as torchvision does; returns the stage names. The plain ResNet and the Hugging Face backbone
+    (ticketlab.models.vision) share this one layout.
 
     The first stage keeps the resolution, every later one halves it. `small_stem` swaps the 7x7 stride-2 conv and
     the max-pool for a 3x3 stride-1 conv and no pooling (the CIFAR-style stem); `maxpool` is then an Identity, which
     holds no state, so names stay torchvision's.
     """
+    if len(layers) != len(widths):
+        raise TicketlabError(f"a ResNet needs one width per stage: {len(layers)} stages, {len(widths)} widths")
+    module.conv1 = conv3x3(in_channels, widths[0]) if small_stem else nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
+    module.bn1 = nn.BatchNorm2d(widths[0])
+    module.relu = nn.ReLU(inplace=True)
+    module.maxpool = nn.Identity() if small_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    stages, inplanes = [f"layer{index + 1}" for index in range(len(layers))], widths[0]
+    for index, (name, blocks, planes) in enumerate(zip(stages, layers, widths)):
+        stride = 1 if index == 0 else 2
+        downsample = None
+        if stride != 1 or inplanes != planes * block.expansion:
+            downsample = nn.Sequential(conv1x1(inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion))
+        stage = [block(inplanes, planes, stride, downsample)]
+        inplanes = planes * block.expansion
+        stage += [block(inplanes, planes) for _ in range(1, blocks)]
+        module.add_module(name, nn.Sequential(*stage))
+    module.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+    for child in module.modules():
+        init_resnet_module(child)
+    return stages
+
+
+@torch.no_grad()
+def init_resnet_module(module: nn.Module) -> None:
+    """torchvision's initialisation of one conv or BatchNorm (others are left as they are)."""
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+        module.reset_running_stats()
+
+
+def resnet_features(module: nn.Module, stages: list[str], x: Tensor) -> Tensor:
+    """The pooled features [N, width] of a module that `add_resnet_modules` built."""
+    x = module.maxpool(module.relu(module.bn1(module.conv1(x))))
+    for name in stages:
+        x = getattr(module, name)(x)
+    return torch.flatten(module.avgpool(x), 1)
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet, with the stem and the stage widths open so the same layout serves small images."""
 
     def __init__(
         self,
@@ -96,28 +148,8 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ):
         super().__init__()
-        if len(layers) != len(widths):
-            raise TicketlabError(f"a ResNet needs one width per stage: {len(layers)} stages, {len(widths)} widths")
-        self.inplanes = widths[0]
-        if small_stem:
-            self.conv1 = conv3x3(in_channels, self.inplanes)
-        else:
-            self.conv1 = nn.Conv2d(in_channels, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(self.inplanes)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.Identity() if small_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.stages = [f"layer{index + 1}" for index in range(len(layers))]
-        for index, (name, blocks, width) in enumerate(zip(self.stages, layers, widths)):
-            self.add_module(name, self._make_layer(block, width, blocks, stride=1 if index == 0 else 2))
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.stages = add_resnet_modules(self, block, layers, widths, in_channels, small_stem)
         self.fc = nn.Linear(widths[-1] * block.expansion, num_classes)
-
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.constant_(module.weight, 1)
-                nn.init.constant_(module.bias, 0)
         if zero_init_residual:
             for module in self.modules():
                 if isinstance(module, Bottleneck):
@@ -125,22 +157,8 @@ class ResNet(nn.Module):
                 elif isinstance(module, BasicBlock):
                     nn.init.constant_(module.bn2.weight, 0)
 
-    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(
-                conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
-            )
-        layers = [block(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
-
     def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for name in self.stages:
-            x = getattr(self, name)(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(resnet_features(self, self.stages, x))
 
 
 @ARCHITECTURES.register("resnet18")

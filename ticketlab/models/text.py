@@ -1,4 +1,5 @@
-"""Hugging Face text models: loading from an embedded name or a local folder, and the prunable-weight scope."""
+"""Hugging Face models (the text models, and ticketlab's ResNets): loading from an embedded name or a local folder,
+and the prunable-weight scope."""
 
 from __future__ import annotations
 
@@ -91,10 +92,14 @@ def backbone(model: nn.Module) -> nn.Module:
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """Weight matrices IMP prunes, named relative to the backbone.
 
-    Found by structure: every nn.Linear weight of the backbone from its layer stack on (query, key, value,
+    A backbone that states its own scope (a `prunable_weights()` method, as ticketlab's ResNets do) gives it.
+    A transformer's is found by structure: every nn.Linear weight of the backbone from its layer stack on (query, key, value,
     attention output, FFN in and out of every layer, then the pooler). Whatever comes before the layer stack
     (embeddings, ELECTRA's embedding projection), LayerNorm, biases and the task head are never pruned.
     """
+    own_scope = getattr(backbone(model), "prunable_weights", None)
+    if own_scope is not None:
+        return own_scope()
     children = list(backbone(model).named_children())
     stack = _layer_stack_index(children)
     weights: dict[str, nn.Parameter] = {}
@@ -106,7 +111,10 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def layer_stack_weights(model: nn.Module) -> list[str]:
-    """Names of the prunable weights inside the transformer layers (every one but the pooler's)."""
+    """Names of the prunable weights a transferred ticket must cover: inside the transformer layers (every one but
+    the pooler's), or all of them for a backbone with its own scope."""
+    if hasattr(backbone(model), "prunable_weights"):
+        return list(prunable_weights(model))
     children = list(backbone(model).named_children())
     stack = children[_layer_stack_index(children)][0]
     return [name for name in prunable_weights(model) if name.startswith(stack + ".")]

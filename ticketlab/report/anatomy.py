@@ -1,8 +1,10 @@
-"""What a ticket keeps, read off the anatomy of a BERT-family encoder: per layer, matrix type and attention head.
+"""What a ticket keeps, read off the anatomy of a BERT-family encoder (per layer, matrix type and attention head) or
+of a ResNet (per residual block and conv).
 
 Pure functions over masks named as ticketlab names prunable weights, relative to the backbone:
 ``encoder.layer.3.attention.self.query.weight`` (also ``key``, ``value``), ``encoder.layer.3.attention.output.dense.weight``,
-``encoder.layer.3.intermediate.dense.weight``, ``encoder.layer.3.output.dense.weight`` and ``pooler.dense.weight``.
+``encoder.layer.3.intermediate.dense.weight``, ``encoder.layer.3.output.dense.weight`` and ``pooler.dense.weight``;
+a ResNet's ``layer2.0.conv1.weight`` (block 0 of stage 2; also ``conv2``, ``conv3``) and ``layer2.0.downsample.0.weight``.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ import torch
 
 from ..errors import TicketlabError
 from ..masks import Mask, iou
-from ..models import config_values, resolve_model
+from ..models import ResNetConfig, config_values, resolve_model
 
 MATRIX_TYPES = ("query", "key", "value", "attention output", "FFN in", "FFN out", "pooler")
 ATTENTION = MATRIX_TYPES[:4]
+CONV_TYPES = ("conv1", "conv2", "conv3", "downsample")
 ALL = "all"
 
 _MODULES = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense", "intermediate.dense", "output.dense")
 _TYPE_OF = dict(zip(_MODULES, MATRIX_TYPES))
 _IN_LAYER = re.compile(rf"(?:^|\.)layer\.(\d+)\.({'|'.join(map(re.escape, _MODULES))})\.weight$")
 _POOLER = re.compile(r"(?:^|\.)pooler\.dense\.weight$")
+_IN_BLOCK = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)\.(conv[123]|downsample)(?:\.0)?\.weight$")
 
 
 @dataclass(frozen=True)
@@ -39,17 +43,21 @@ class Grid:
     values: np.ndarray
 
 
-def matrix_of(name: str) -> tuple[int | None, str] | None:
-    """(layer, matrix type) of a prunable weight, layer None for the pooler; None for a name outside the layout."""
+def matrix_of(name: str) -> tuple[int | str | None, str] | None:
+    """(layer, matrix type) of a prunable weight, layer None for the pooler; for a ResNet (block "stage.block", conv);
+    None for a name outside these layouts."""
     if match := _IN_LAYER.search(name):
         return int(match[1]), _TYPE_OF[match[2]]
+    if match := _IN_BLOCK.search(name):
+        return f"{match[1]}.{match[2]}", match[3]
     if _POOLER.search(name):
         return None, "pooler"
     return None
 
 
 def layer_type_sparsity(mask: Mapping[str, torch.Tensor]) -> Grid:
-    """Sparsity per layer (rows "0", "1", ...) and matrix type (columns), with an "all" row and column.
+    """Sparsity per layer (rows "0", "1", ...; a ResNet's blocks "1.0", "1.1", ...) and matrix type (columns), with
+    an "all" row and column.
 
     The pooler belongs to no layer: it shows in the "all" row only.
     """
@@ -63,9 +71,9 @@ def layer_type_sparsity(mask: Mapping[str, torch.Tensor]) -> Grid:
             kept[key] += np.count_nonzero(m.numpy())
             total[key] += m.numel()
     if not total:
-        raise TicketlabError("the mask names no weight of a BERT-family encoder")
-    rows = [*sorted({layer for layer, _ in total if layer != ALL}), ALL]
-    columns = [*(kind for kind in MATRIX_TYPES if (ALL, kind) in total), ALL]
+        raise TicketlabError("the mask names no weight of a BERT-family encoder or a ResNet")
+    rows = [*sorted({layer for layer, _ in total if layer != ALL}, key=lambda layer: tuple(map(int, str(layer).split(".")))), ALL]
+    columns = [*(kind for kind in (*MATRIX_TYPES, *CONV_TYPES) if (ALL, kind) in total), ALL]
     values = np.array([[1 - kept[r, c] / total[r, c] if (r, c) in total else np.nan for c in columns] for r in rows])
     return Grid(tuple(map(str, rows)), tuple(columns), values)
 
@@ -113,6 +121,9 @@ def random_iou(sparsity: float) -> float:
     return kept / (2 - kept)
 
 
-def attention_heads(model: str) -> int:
-    """The number of attention heads of a base model (an embedded name or a local folder)."""
-    return config_values(resolve_model(model), "num_attention_heads")[0]
+def attention_heads(model: str) -> int | None:
+    """The number of attention heads of a base model (an embedded name or a local folder); None for a ResNet."""
+    path = resolve_model(model)
+    if config_values(path, "model_type")[0] == ResNetConfig.model_type:
+        return None
+    return config_values(path, "num_attention_heads")[0]

@@ -97,19 +97,19 @@ def markdown(tables: Tables, earlybert: pd.DataFrame, deciders: Deciders, runs: 
     """report.md: definitions, tables, the plots (relative links), the files and runs it was built from."""
     lines = ["# Lottery ticket report", "", f"Built by `ticketlab report` from {len(runs)} runs.", "",
              "## Definitions", "", DEFINITIONS_TEXT, "",
-             "## Highest matching sparsity (IMP)", "", _markdown_table(matching_view(tables)), ""]
+             "## Highest matching sparsity (IMP)", "", markdown_table(matching_view(tables)), ""]
     for task, view in task_views(tables, deciders).items():
-        lines += [f"## Table 2: {task}", "", _markdown_table(view), ""]
+        lines += [f"## Table 2: {task}", "", markdown_table(view), ""]
     transfers = transfer_views(tables)
     if transfers:
         lines += ["## Transfer", "", "Cells: the target's deciding metric, mean over seeds (minus the target's dense mean / "
                   "minus random pruning's mean on the target at the same sparsity). Diagonal: the target's own IMP ticket.", ""]
         for level, view in transfers.items():
-            lines += [f"### Sparsity {level:.1%}", "", _markdown_table(view), ""]
+            lines += [f"### Sparsity {level:.1%}", "", markdown_table(view), ""]
     if not earlybert.empty:
         lines += ["## EarlyBERT", "", EARLYBERT_TEXT, ""]
         for (task, model), view in earlybert_views(earlybert, deciders).items():
-            lines += [f"### {task} · {model}", "", _markdown_table(view), ""]
+            lines += [f"### {task} · {model}", "", markdown_table(view), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{plot.stem}]({_relative(plot, out)})\n" for plot in plots]
     lines += ["## Files", ""] + [f"- [{name}]({name}): {FILES[name]}" for name in csv_files(tables, earlybert)]
@@ -117,7 +117,7 @@ def markdown(tables: Tables, earlybert: pd.DataFrame, deciders: Deciders, runs: 
     return "\n".join(lines) + "\n"
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     rows = [list(map(str, frame.columns)), ["---"] * len(frame.columns)]
     rows += [[str(value).replace("|", "\\|") for value in row] for row in frame.itertuples(index=False)]
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)

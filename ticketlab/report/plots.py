@@ -82,6 +82,8 @@ def _figures(results: list[Result], deciders: dict[str, Decider]) -> Iterator[tu
     except TicketlabError as error:
         log.warning("no attention-head figures: %s", error)
         return
+    if heads is None:
+        return
     for task in tasks:
         if (figure := heads_figure(results, task, heads)) is not None:
             yield f"heads_{task}", figure
@@ -221,7 +223,7 @@ def layers_figure(results: list[Result], task: str) -> Figure | None:
     image = _heatmap(ax, values, grid.rows, columns, SEQUENTIAL_R, norm, text)
     ax.axhline(len(grid.rows) - 1.5, color="white", lw=3)
     ax.axvline(len(grid.columns) - 1.5, color="white", lw=3)
-    ax.set_ylabel("layer")
+    ax.set_ylabel("block (stage.block)" if "." in grid.rows[0] else "layer")
     figure.colorbar(image, ax=ax, label="sparsity (share removed)", format=PercentFormatter(1.0))
     figure.suptitle(f"{task}: where the IMP ticket prunes  ·  {_model_name(results)}", fontweight="bold")
     ax.set_title(_ticket_caption(found), fontsize=9, color="0.35")

@@ -36,8 +36,10 @@ class Task(ABC):
     recipe: TrainConfig  # the paper's hyperparameters, for BERT-base-size models
     small_recipe: TrainConfig  # for the small embedded models (hidden size under 768)
 
-    def model_options(self) -> dict[str, Any]:
-        """Keyword arguments for `auto_class.from_pretrained` (head size, problem type)."""
+    tokenized: bool = True  # False: no tokenizer (image tasks); `encode` and `collator` then get None
+
+    def model_options(self, data: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for `auto_class.from_pretrained` (head size, problem type); `data` as for `splits`."""
         return {"num_labels": self.num_labels}
 
     def recipe_for(self, hidden_size: int) -> TrainConfig:

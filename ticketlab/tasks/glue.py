@@ -67,8 +67,8 @@ class GlueTask(Task):
         tsv = ",".join(("train", *self.eval_splits))
         return f"glue_data/{self.folder}/{{{tsv}}}.tsv or a Hugging Face export of glue/{self.name}"
 
-    def model_options(self) -> dict[str, Any]:
-        return super().model_options() if self.labels else {"num_labels": 1, "problem_type": "regression"}
+    def model_options(self, data: str | None = None) -> dict[str, Any]:
+        return super().model_options(data) if self.labels else {"num_labels": 1, "problem_type": "regression"}
 
     def splits(self, data: str | None) -> dict[str, list[Example]]:
         if data is None:

