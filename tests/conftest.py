@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random BERT saved as a local Hugging Face folder (builds in well under a second)."""
+"""Shared fixtures: a tiny random BERT saved as a local Hugging Face folder (builds in well under a second), a tiny
+fake Fashion-MNIST folder, and one torch thread for the small convolutions of the vision tests."""
 
 from __future__ import annotations
 
@@ -27,3 +28,22 @@ def tiny_model_dir(tmp_path_factory):
     BertModel(tiny_bert_config(vocab_size=tokenizer.vocab_size)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: small convolutions run several times faster than with two threads on two busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def fashion_dir(tmp_path_factory):
+    """Fashion-MNIST's four IDX files with 64 train and 32 test random 28x28 images."""
+    from test_image_files import fake_fashion
+
+    root = tmp_path_factory.mktemp("fashion") / "fashion"
+    fake_fashion(root, train=64, test=32)
+    return root

@@ -19,6 +19,7 @@ from ticketlab.pretraining import (
     color_jitter,
     gaussian_blur,
     info_nce,
+    frozen_copy,
     momentum_update,
     nt_xent,
     random_grayscale,
@@ -162,6 +163,20 @@ def test_momentum_update_blends_parameters_and_copies_buffers(m: float):
         else:
             assert torch.equal(after[name], value if m == 0.0 else before[name])
     assert torch.equal(key[1].running_mean, online[1].running_mean)
+
+
+def test_a_frozen_copy_holds_the_state_as_buffers_and_follows_momentum_updates():
+    online, _ = pair()
+    frozen = frozen_copy(online)
+    assert not list(frozen.parameters())
+    assert {name: value for name, value in frozen.state_dict().items()}.keys() == online.state_dict().keys()
+    assert all(torch.equal(frozen.state_dict()[name], value) for name, value in online.state_dict().items())
+    before = frozen[0].weight.clone()
+    with torch.no_grad():
+        online[0].weight.add_(1.0)
+    momentum_update(online, frozen, 0.9)
+    assert torch.allclose(frozen[0].weight, 0.9 * before + 0.1 * online[0].weight)
+    assert torch.equal(frozen(torch.ones(2, 3)), frozen(torch.ones(2, 3)))  # it still computes, from its buffers
 
 
 def test_momentum_update_refusals():

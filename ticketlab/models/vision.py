@@ -8,7 +8,6 @@ and a queue of keys. The classes are registered with AutoConfig, AutoModel and A
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClass
 from transformers.utils import ModelOutput
 
 from ..errors import TicketlabError
-from ..pretraining.contrastive import ProjectionHead, Queue, info_nce, momentum_update, nt_xent
+from ..pretraining.contrastive import ProjectionHead, Queue, frozen_copy, info_nce, momentum_update, nt_xent
 from .resnet import BasicBlock, Bottleneck, add_resnet_modules, init_resnet_module, load_resnet_weights, prunable_conv_weights, resnet_features
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -87,6 +86,8 @@ class ResNetPreTrainedModel(PreTrainedModel):
         elif isinstance(module, Queue):
             module.keys.copy_(F.normalize(torch.randn_like(module.keys), dim=1))
             module.pointer.zero_()
+        elif isinstance(module, ResNetForContrastiveLearning) and module.config.contrastive == "moco":
+            module.momentum_started.fill_(False)  # a loaded model's momentum encoder is copied at its first step
 
 
 class ResNetModel(ResNetPreTrainedModel):
@@ -135,8 +136,9 @@ class ResNetForContrastiveLearning(ResNetPreTrainedModel):
     image) or MoCo v2 (the query view through backbone and head, the key view through their momentum copies, InfoNCE
     against a queue of earlier keys), as `config.contrastive` says.
 
-    The momentum encoder and the queue are parts of the model (no gradient), so checkpoints keep them. The momentum
-    encoder starts as a copy of the online one at the first training step (`momentum_started`).
+    The momentum encoder (its weights are buffers: no optimizer trains them) and the queue are parts of the model, so
+    checkpoints keep them. The momentum encoder starts as a copy of the online one at the first training step
+    (`momentum_started`).
     """
 
     def __init__(self, config: ResNetConfig):
@@ -144,10 +146,8 @@ class ResNetForContrastiveLearning(ResNetPreTrainedModel):
         self.resnet = ResNetModel(config)
         self.projection = ProjectionHead(config.hidden_size, config.hidden_size, config.projection_dim)
         if config.contrastive == "moco":
-            self.momentum_resnet = copy.deepcopy(self.resnet)
-            self.momentum_projection = copy.deepcopy(self.projection)
-            for parameter in [*self.momentum_resnet.parameters(), *self.momentum_projection.parameters()]:
-                parameter.requires_grad_(False)
+            self.momentum_resnet = frozen_copy(self.resnet)
+            self.momentum_projection = frozen_copy(self.projection)
             self.queue = Queue(config.queue_size, config.projection_dim)
             self.register_buffer("momentum_started", torch.zeros((), dtype=torch.bool))
         self.post_init()

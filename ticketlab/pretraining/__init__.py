@@ -12,7 +12,7 @@ from .augment import (
     random_resized_crop,
     simclr_views,
 )
-from .contrastive import ProjectionHead, Queue, info_nce, momentum_update, nt_xent
+from .contrastive import ProjectionHead, Queue, frozen_copy, info_nce, momentum_update, nt_xent
 
 __all__ = [
     "MOCO_V2",
@@ -22,6 +22,7 @@ __all__ = [
     "ViewRecipe",
     "augment_view",
     "color_jitter",
+    "frozen_copy",
     "gaussian_blur",
     "info_nce",
     "momentum_update",

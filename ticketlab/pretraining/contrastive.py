@@ -3,6 +3,8 @@ key queue and InfoNCE loss."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,20 +46,33 @@ class ProjectionHead(nn.Sequential):
 
 @torch.no_grad()
 def momentum_update(online: nn.Module, momentum_encoder: nn.Module, m: float) -> None:
-    """MoCo's key-encoder update in place: θk ← m θk + (1 − m) θq; buffers (BatchNorm statistics) copied."""
+    """MoCo's key-encoder update in place: θk ← m θk + (1 − m) θq; buffers (BatchNorm statistics) copied.
+
+    The momentum encoder holds the online encoder's state under the same names, as parameters or as buffers
+    (see `frozen_copy`)."""
     if not 0 <= m <= 1:
         raise TicketlabError(f"the momentum must lie in [0, 1], got {m}")
-    for kind, source, target in (
-        ("parameters", dict(online.named_parameters()), dict(momentum_encoder.named_parameters())),
-        ("buffers", dict(online.named_buffers()), dict(momentum_encoder.named_buffers())),
+    parameters, buffers = dict(online.named_parameters()), dict(online.named_buffers())
+    target = momentum_encoder.state_dict(keep_vars=True)
+    if target.keys() != parameters.keys() | buffers.keys() or any(
+        target[name].shape != value.shape for name, value in (parameters | buffers).items()
     ):
-        if source.keys() != target.keys() or any(source[name].shape != target[name].shape for name in source):
-            raise TicketlabError(f"the momentum encoder's {kind} do not match the online encoder's")
-        for name, value in source.items():
-            if kind == "parameters":
-                target[name].mul_(m).add_(value, alpha=1 - m)
-            else:
-                target[name].copy_(value)
+        raise TicketlabError("the momentum encoder's state does not match the online encoder's")
+    for name, value in parameters.items():
+        target[name].mul_(m).add_(value, alpha=1 - m)
+    for name, value in buffers.items():
+        target[name].copy_(value)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose parameters are buffers: state that checkpoints keep but no optimizer trains and no
+    loading makes trainable again (MoCo's momentum encoder, which `momentum_update` moves)."""
+    frozen = copy.deepcopy(module)
+    for child in frozen.modules():
+        for name, parameter in list(child.named_parameters(recurse=False)):
+            delattr(child, name)
+            child.register_buffer(name, parameter.detach().clone())
+    return frozen
 
 
 class Queue(nn.Module):
