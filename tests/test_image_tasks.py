@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from ticketlab.errors import TicketlabError
-from ticketlab.models import ResNetConfig, ResNetForContrastiveLearning
+from ticketlab.models import ResNetConfig, ResNetForContrastiveLearning, ResNetModel
 from ticketlab.pretraining import augment_view
 from ticketlab.tasks import TASKS
 from ticketlab.tasks.image_files import ImageSet, sklearn_digits
-from ticketlab.tasks.images import KNN_NEIGHBOURS, held_out, knn_accuracy, resized
+from ticketlab.tasks.images import KNN_NEIGHBOURS, held_out, knn_accuracy, resized, with_channels
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,7 +109,7 @@ def test_mnist_and_digits_splits_and_batches(name, total):
     image, label = splits["dev"][0]
     assert image.shape == (1, 28, 28) and image.dtype == torch.float32 and 0 <= image.min() <= image.max() <= 1
     assert {label for _, label in splits["train"]} == set(range(10))
-    assert task.model_options() == {"num_labels": 10} and not task.tokenized and task.metric == "accuracy"
+    assert task.model_options() == {"num_labels": 10} and task.metric == "accuracy"
 
     features = task.encode(None, splits["train"][:5], 128)
     assert features[0].keys() == {"pixel_values", "labels"}
@@ -134,6 +134,31 @@ def test_user_images_task_reads_a_npz(tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(TicketlabError, match="--data"):
         task.model_options(None)
+
+
+# --- channels and processors -------------------------------------------------------------------------------------------
+
+
+def test_images_get_the_channels_of_the_model():
+    gray = torch.rand(1, 4, 5)
+    rgb = torch.stack([torch.full((4, 5), 1.0), torch.full((4, 5), 0.5), torch.zeros(4, 5)])
+    assert with_channels(gray, None) is gray and with_channels(rgb, 3) is rgb
+    assert with_channels(gray, 3).shape == (3, 4, 5) and all(torch.equal(c, gray[0]) for c in with_channels(gray, 3))
+    torch.testing.assert_close(with_channels(rgb, 1), torch.full((1, 4, 5), 0.299 + 0.587 * 0.5))  # ITU-R 601 luma
+    with pytest.raises(TicketlabError, match="2 channels do not fit a model that takes 3"):
+        with_channels(torch.rand(2, 4, 5), 3)
+
+
+def test_processors_refuse_a_model_of_the_other_kind(tmp_path, tiny_model_dir):
+    resnet = tmp_path / "resnet"
+    ResNetModel(ResNetConfig(**{**TINY, "in_channels": 3})).save_pretrained(resnet)
+    assert TASKS.get("digits").processor(resnet) == 3
+    features = TASKS.get("digits").encode(3, TASKS.get("digits").splits(None)["dev"][:2], 128)
+    assert features[0]["pixel_values"].shape == (3, 28, 28)
+    with pytest.raises(TicketlabError, match="task digits needs a vision model"):
+        TASKS.get("digits").processor(tiny_model_dir)
+    with pytest.raises(TicketlabError, match="task rotten-tomatoes is a text task"):
+        TASKS.get("rotten-tomatoes").processor(resnet)
 
 
 # --- contrastive pre-training tasks ----------------------------------------------------------------------------------------

@@ -5,19 +5,22 @@ its summary, and the new CLI verbs."""
 from __future__ import annotations
 
 import json
+import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForImageClassification
+from transformers import AutoModel, AutoModelForImageClassification
 
 import ticketlab
-import ticketlab.pretrain
 from ticketlab.api import read_ticket
 from ticketlab.cli import main
 from ticketlab.errors import TicketlabError
+from ticketlab.export import export_pruned
 from ticketlab.experiment import Recipe, load_recipe, run_experiment
+from ticketlab.lottery import resolve_config
 from ticketlab.masks import load_mask
 from ticketlab.models import ResNetConfig, ResNetModel, head_parameters, load_pretrained
 from ticketlab.pretrain import METHODS, pretrain, pretrain_record
@@ -29,6 +32,7 @@ from ticketlab.transfer import transfer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+PRETRAIN_MODULE = sys.modules["ticketlab.pretrain"]  # `ticketlab.pretrain` itself is the function
 TINY = dict(block="basic", layers=[1, 1], widths=[4, 8], in_channels=1, small_stem=True, queue_size=32, projection_dim=8)
 TINY_PRUNABLE = {"layer1.0.conv1.weight", "layer1.0.conv2.weight", "layer2.0.conv1.weight", "layer2.0.conv2.weight", "layer2.0.downsample.0.weight"}
 FAST = dict(train_examples=64, batch_size=16, epochs=1, seed=3)
@@ -152,6 +156,36 @@ def test_the_report_of_vision_runs_has_curves_transfers_and_layers_but_no_heads(
     assert "## Transfer" in text and all(name in text for name in pngs)
 
 
+def test_a_vision_ticket_exports_as_a_model_folder_without_a_tokenizer(simclr_transfers, tiny_dir, tmp_path):
+    _, source, _ = simclr_transfers
+    out = export_pruned(f"{source.path}:1", str(tiny_dir), tmp_path / "pruned")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "mask.safetensors", "model.safetensors"]
+    mask, _ = read_ticket(f"{source.path}:1")
+    model = AutoModel.from_pretrained(out)
+    weights = dict(model.named_parameters())
+    assert all(torch.equal(weights[name][~kept], torch.zeros_like(weights[name][~kept])) for name, kept in mask.items())
+    assert all(int(kept.sum()) == int((weights[name] != 0).sum()) for name, kept in mask.items())
+
+
+def test_colour_images_of_your_own_train_a_grayscale_model(tiny_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (40, 12, 12, 3), dtype=np.uint8), np.repeat([3, 7], 20)
+    np.savez(tmp_path / "mine.npz", images=images, labels=labels)
+    result = ticketlab.find(model=str(tiny_dir), task="images", data=str(tmp_path / "mine.npz"), sparsity=0.2,
+                            out=tmp_path / "runs", train_examples=32, batch_size=16, epochs=1, **PRUNE)
+    assert [r["steps"] for r in result.rounds] == [2, 2] and all(0 <= r["dev"]["accuracy"] <= 1 for r in result.rounds)
+
+
+def test_rewinding_to_an_epoch_is_rewinding_to_its_last_step(tiny_dir):
+    config = resolve_config(str(tiny_dir), "digits", None, 0.2, rewind_epoch=2, train_examples=40, batch_size=16)
+    assert config.prune.rewind_step == 2 * 3  # 40 examples in batches of 16: 3 steps an epoch
+    assert resolve_config(str(tiny_dir), "digits", None, 0.2, rewind_epoch=None).prune.rewind_step == 0
+    with pytest.raises(TicketlabError, match="not both"):
+        resolve_config(str(tiny_dir), "digits", None, 0.2, rewind_epoch=1, rewind_step=5)
+    with pytest.raises(TicketlabError, match="rewind_epoch must be >= 0"):
+        resolve_config(str(tiny_dir), "digits", None, 0.2, rewind_epoch=-1)
+
+
 # --- pre-training -----------------------------------------------------------------------------------------------------------
 
 
@@ -189,7 +223,7 @@ def test_pretrain_again_trains_nothing(method, pretrained, fashion_dir, monkeypa
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(ticketlab.pretrain, "train", no_training)
+    monkeypatch.setattr(PRETRAIN_MODULE, "train", no_training)
     assert pretrain(method, data=str(fashion_dir), out=out, **PRETRAIN) == folders[method]
 
 
@@ -223,9 +257,9 @@ def test_interrupted_moco_pretraining_resumes_bit_for_bit(fashion_dir, tmp_path,
     options = dict(data=str(fashion_dir), architecture="resnet-small", train_examples=48, batch_size=16, epochs=2, checkpoint_every=2)
     whole = pretrain("moco", out=tmp_path / "whole", **options)  # 6 steps, 3 per epoch
 
-    real_train = ticketlab.pretrain.train
+    real_train = PRETRAIN_MODULE.train
     with monkeypatch.context() as patch:
-        patch.setattr(ticketlab.pretrain, "train", lambda *a, **k: real_train(*a, **k, hooks=[Interrupt(4)]))
+        patch.setattr(PRETRAIN_MODULE, "train", lambda *a, **k: real_train(*a, **k, hooks=[Interrupt(4)]))
         with pytest.raises(KeyboardInterrupt):
             pretrain("moco", out=tmp_path / "resumed", **options)
     (checkpoint,) = (tmp_path / "resumed").glob(".*.checkpoint")
@@ -327,7 +361,7 @@ def test_cli_tasks_lists_the_image_tasks(capsys):
 
 def test_cli_pretrain_finds_the_finished_model(pretrained, fashion_dir, monkeypatch, capsys):
     out, folders = pretrained
-    monkeypatch.setattr(ticketlab.pretrain, "train", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(PRETRAIN_MODULE, "train", lambda *a, **k: pytest.fail("trained again"))
     argv = ["pretrain", "--method", "simclr", "--data", str(fashion_dir), "--out", str(out),
             "--train-examples", "32", "--batch-size", "16", "--epochs", "1"]
     assert main(argv) == 0

@@ -4,7 +4,9 @@ from .api import apply_ticket, load_ticket
 from .earlybert import EarlyBertResult, EarlyBirdConfig, earlybert
 from .errors import TicketlabError
 from .lottery import LotteryResult, find
-from .models import load_compact  # importing it registers the compact model classes with the Auto classes
+from .models import import_resnet, load_compact  # importing models registers the compact models and ResNets with the Auto classes
+from .pretrain import pretrain
+from .transfer import transfer
 
 __all__ = [
     "EarlyBertResult",
@@ -14,6 +16,9 @@ __all__ = [
     "apply_ticket",
     "earlybert",
     "find",
+    "import_resnet",
     "load_compact",
     "load_ticket",
+    "pretrain",
+    "transfer",
 ]

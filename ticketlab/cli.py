@@ -137,6 +137,7 @@ def _add_run_options(command: argparse.ArgumentParser, sparsity_help: str = "tar
     prune.add_argument("--rate", type=_fraction, help="fraction pruned per round (default 0.1 linear, 0.2 geometric)")
     prune.add_argument("--scope", choices=SCOPES, help="one global ranking (default) or each matrix to the same sparsity")
     prune.add_argument("--rewind-step", type=int, help="rewind to the weights after this step of round 0 (default 0: θ0)")
+    prune.add_argument("--rewind-epoch", type=int, help="rewind to the weights after this epoch of round 0 (the CV code's way)")
     prune.add_argument("--rewind-head", action="store_true", default=None, help="reset the task head too (default: it keeps its trained values)")
 
 

@@ -180,7 +180,7 @@ def _train_ticket(lottery: Lottery, rounds: RunStore, branch: str, arm: str, str
         "time_ratio": ((search["time_s"] if search else 0.0) + record["train_time_s"]) / dense_time if dense_time else None,
     }
     if accelerator().is_main_process:
-        save_compact(model, rounds.round_dir(0) / "model", lottery.tokenizer)
+        save_compact(model, rounds.round_dir(0) / "model", lottery.processor)
         rounds.complete(0, record)
         remove(rounds.checkpoint_path(0))
     accelerator().wait_for_everyone()

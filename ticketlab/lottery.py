@@ -28,7 +28,6 @@ from .models import (
     hidden_size,
     load_pretrained,
     layer_stack_weights,
-    load_tokenizer,
     model_fingerprint,
     prunable_weights,
     resolve_model,
@@ -50,11 +49,15 @@ class LotteryResult:
 
 
 def resolve_config(model: str, task: str, data: str | None, sparsity: float, **options: Any) -> RunConfig:
-    """Fill the task's recipe and the paper's pruning defaults in around the given options (None: default)."""
+    """Fill the task's recipe and the paper's pruning defaults in around the given options (None: default).
+
+    `rewind_epoch` E (the CV code's way to say it) is resolved to `rewind_step`: the steps of E epochs of the
+    training split."""
     model_path = resolve_model(model)
     recipe = TASKS.get(task).recipe_for(hidden_size(model_path))
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     prune_names = {f.name for f in dataclasses.fields(PruneConfig)} - {"sparsity"}
+    rewind_epoch = options.pop("rewind_epoch", None)
     unknown = sorted(set(options) - train_names - prune_names)
     if unknown:
         raise TicketlabError(f"unknown option {unknown[0]!r}")
@@ -62,10 +65,12 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
     schedule = given.get("schedule", PruneConfig.schedule)
     given.setdefault("rate", DEFAULT_RATES.get(schedule, PruneConfig.rate))
     train_config = dataclasses.replace(recipe, **{k: v for k, v in given.items() if k in train_names})
-    prune_config = PruneConfig(sparsity=sparsity, **{k: v for k, v in given.items() if k in prune_names})
-    _validate(train_config, prune_config)
     if data is not None and not Path(data).exists():
         raise TicketlabError(f"data not found: {data}")
+    if rewind_epoch is not None:
+        given["rewind_step"] = _epoch_steps(task, data, train_config, rewind_epoch, given.get("rewind_step"))
+    prune_config = PruneConfig(sparsity=sparsity, **{k: v for k, v in given.items() if k in prune_names})
+    _validate(train_config, prune_config)
     return RunConfig(
         model=model if model in EMBEDDED_MODELS else str(model_path.resolve()),
         model_hash=model_fingerprint(model_path),
@@ -171,11 +176,11 @@ class Lottery:
         self.levels = config.prune.levels()
         self.task = TASKS.get(config.task)
         model_path = resolve_model(config.model)
-        self.tokenizer = tokenizer = load_tokenizer(model_path) if self.task.tokenized else None
+        self.processor = processor = self.task.processor(model_path)  # a tokenizer, or an image task's input format
         self.examples = self.task.splits(config.data)
         self.examples["train"] = self.examples["train"][: config.train.train_examples]
-        self.features = {name: self.task.encode(tokenizer, examples, config.train.max_length) for name, examples in self.examples.items()}
-        self.train_collate, self.eval_collate = self.task.collator(tokenizer, train=True), self.task.collator(tokenizer, train=False)
+        self.features = {name: self.task.encode(processor, examples, config.train.max_length) for name, examples in self.examples.items()}
+        self.train_collate, self.eval_collate = self.task.collator(processor, train=True), self.task.collator(processor, train=False)
         steps = total_steps(len(self.features["train"]), config.train)
         if config.prune.rewind_step > steps:
             raise TicketlabError(f"--rewind-step {config.prune.rewind_step} is past the {steps} steps of a round")
@@ -367,6 +372,16 @@ class _SaveRewindPoint(TrainHook):
             state = {k: v.detach().cpu().contiguous() for k, v in backbone(model).state_dict().items()}
             with atomic_path(self.path) as tmp:
                 save_file(state, str(tmp))
+
+
+def _epoch_steps(task: str, data: str | None, train: TrainConfig, epochs: int, rewind_step: int | None) -> int:
+    """The optimizer steps of `epochs` epochs of the task's training split (the rewinding point of `rewind_epoch`)."""
+    if rewind_step:
+        raise TicketlabError("give rewind_step or rewind_epoch, not both")
+    if epochs < 0:
+        raise TicketlabError(f"rewind_epoch must be >= 0, got {epochs}")
+    examples = len(TASKS.get(task).splits(data)["train"][: train.train_examples])
+    return epochs * total_steps(examples, dataclasses.replace(train, epochs=1))
 
 
 def _validate(train: TrainConfig, prune: PruneConfig) -> None:

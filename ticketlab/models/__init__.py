@@ -15,7 +15,7 @@ from .compact import (
     structure_mask,
 )
 from .resnet import ARCHITECTURES, build_resnet, load_resnet_weights, prunable_conv_weights, resnet18, resnet50, resnet_small
-from .vision import ResNetConfig, ResNetForContrastiveLearning, ResNetForImageClassification, ResNetModel, import_resnet
+from .vision import ResNetConfig, ResNetForContrastiveLearning, ResNetForImageClassification, ResNetModel, import_resnet, is_resnet
 from .text import (
     EMBEDDED_MODELS,
     backbone,
@@ -36,6 +36,7 @@ __all__ = [
     "ResNetForImageClassification",
     "ResNetModel",
     "import_resnet",
+    "is_resnet",
     "ARCHITECTURES",
     "build_resnet",
     "load_resnet_weights",

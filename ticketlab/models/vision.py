@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from ..errors import TicketlabError
 from ..pretraining.contrastive import ProjectionHead, Queue, frozen_copy, info_nce, momentum_update, nt_xent
+from .text import config_values
 from .resnet import BasicBlock, Bottleneck, add_resnet_modules, init_resnet_module, load_resnet_weights, prunable_conv_weights, resnet_features
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -174,6 +175,11 @@ class ResNetForContrastiveLearning(ResNetPreTrainedModel):
         momentum_update(self.resnet, self.momentum_resnet, momentum)
         momentum_update(self.projection, self.momentum_projection, momentum)
         self.momentum_started.fill_(True)
+
+
+def is_resnet(path: Path) -> bool:
+    """Whether the model folder holds one of these ResNets (no tokenizer, no attention heads)."""
+    return config_values(path, "model_type")[0] == ResNetConfig.model_type
 
 
 def import_resnet(weights: str | Path, architecture: str, out: str | Path, in_channels: int = 3) -> Path:

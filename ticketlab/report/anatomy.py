@@ -20,7 +20,7 @@ import torch
 
 from ..errors import TicketlabError
 from ..masks import Mask, iou
-from ..models import ResNetConfig, config_values, resolve_model
+from ..models import config_values, is_resnet, resolve_model
 
 MATRIX_TYPES = ("query", "key", "value", "attention output", "FFN in", "FFN out", "pooler")
 ATTENTION = MATRIX_TYPES[:4]
@@ -124,6 +124,4 @@ def random_iou(sparsity: float) -> float:
 def attention_heads(model: str) -> int | None:
     """The number of attention heads of a base model (an embedded name or a local folder); None for a ResNet."""
     path = resolve_model(model)
-    if config_values(path, "model_type")[0] == ResNetConfig.model_type:
-        return None
-    return config_values(path, "num_attention_heads")[0]
+    return None if is_resnet(path) else config_values(path, "num_attention_heads")[0]

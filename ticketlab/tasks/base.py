@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,8 @@ from transformers import DataCollatorWithPadding
 
 from ..config import TrainConfig
 from ..errors import TicketlabError
+from ..models.text import load_tokenizer
+from ..models.vision import is_resnet
 from ..train import Collate
 
 BASE_HIDDEN_SIZE = 768  # models this wide or wider (BERT-base, -large) get the paper's recipe
@@ -36,8 +39,6 @@ class Task(ABC):
     recipe: TrainConfig  # the paper's hyperparameters, for BERT-base-size models
     small_recipe: TrainConfig  # for the small embedded models (hidden size under 768)
 
-    tokenized: bool = True  # False: no tokenizer (image tasks); `encode` and `collator` then get None
-
     def model_options(self, data: str | None = None) -> dict[str, Any]:
         """Keyword arguments for `auto_class.from_pretrained` (head size, problem type); `data` as for `splits`."""
         return {"num_labels": self.num_labels}
@@ -48,6 +49,13 @@ class Task(ABC):
     @abstractmethod
     def splits(self, data: str | None) -> dict[str, list[Any]]:
         """Examples of "train" and of each of `eval_splits`; `data` overrides the default files."""
+
+    def processor(self, model: Path) -> Any:
+        """What `encode` and `collator` take to turn examples into the inputs of the model in folder `model`:
+        its tokenizer (image tasks: the number of input channels it expects)."""
+        if is_resnet(model):
+            raise TicketlabError(f"task {self.name} is a text task; {model} holds a ResNet")
+        return load_tokenizer(model)
 
     @abstractmethod
     def encode(self, tokenizer, examples: list[Any], max_length: int) -> list[dict]:

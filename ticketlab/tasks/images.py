@@ -1,11 +1,14 @@
 """Image tasks for the vision tickets: classification (Fashion-MNIST, MNIST, digits, the user's images) and the
 self-supervised pre-training objectives (SimCLR, MoCo v2) on Fashion-MNIST.
 
-Examples are (image [C, H, W] float in [0, 1], label) pairs, features {"pixel_values", "labels"}; no tokenizer.
+Examples are (image [C, H, W] float in [0, 1], label) pairs, features {"pixel_values", "labels"}. Instead of a
+tokenizer, a task's processor is the number of input channels of the model: grayscale images are repeated into
+three channels for an RGB model (MNIST on an ImageNet ResNet), colour images reduced to their luma for a grayscale one.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,9 @@ from transformers import AutoModelForImageClassification
 
 from ..config import TrainConfig
 from ..errors import TicketlabError
-from ..models.vision import ResNetForContrastiveLearning
-from ..pretraining.augment import MOCO_V2, SIMCLR, ViewRecipe, augment_view
+from ..models.vision import ResNetForContrastiveLearning, is_resnet
+from ..models.text import config_values
+from ..pretraining.augment import LUMA, MOCO_V2, SIMCLR, ViewRecipe, augment_view
 from ..train import Collate
 from .base import Task
 from .image_files import ImageSet, fashion_mnist, mnist_5k, read_images, sklearn_digits
@@ -36,9 +40,13 @@ KNN_NEIGHBOURS = 20
 class ImageTask(Task):
     """What every image task shares: no tokenizer, stacked tensors, features that are the examples."""
 
-    tokenized = False
     eval_splits = ("dev",)
     files = ""
+
+    def processor(self, model: Path) -> int:
+        if not is_resnet(model):
+            raise TicketlabError(f"task {self.name} needs a vision model (a folder from ticketlab pretrain or import-resnet), not {model}")
+        return config_values(model, "in_channels")[0]
 
     def images(self, data: str | None) -> dict[str, ImageSet]:
         """The task's "train" and "dev" images (`data`: the user's, where the task takes them)."""
@@ -47,8 +55,9 @@ class ImageTask(Task):
     def splits(self, data: str | None) -> dict[str, list[Example]]:
         return {name: _examples(images) for name, images in self.images(data).items()}
 
-    def encode(self, tokenizer, examples: list[Example], max_length: int) -> list[dict]:
-        return [{"pixel_values": image, "labels": label} for image, label in examples]
+    def encode(self, channels: int | None, examples: list[Example], max_length: int) -> list[dict]:
+        """Features of the examples, with `channels` input channels (None: as they are)."""
+        return [{"pixel_values": with_channels(image, channels), "labels": label} for image, label in examples]
 
     def collator(self, tokenizer, train: bool) -> Collate:
         return default_collate
@@ -105,7 +114,7 @@ class UserImages(ImageClassification):
     def images(self, data: str | None) -> dict[str, ImageSet]:
         if data is None:
             raise TicketlabError(f"task {self.name} needs --data: {self.files}")
-        return held_out(read_images(data))
+        return _user_images(str(Path(data).resolve()))
 
 
 class ContrastivePretraining(ImageTask):
@@ -168,6 +177,17 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, neighbours: int) -> f
     return float(accuracy_score(labels, votes))
 
 
+def with_channels(image: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """`image` [C, H, W] with `channels` channels: grayscale repeated into RGB, RGB reduced to its luma (ITU-R 601)."""
+    if channels is None or image.shape[0] == channels:
+        return image
+    if image.shape[0] == 1 and channels == 3:
+        return image.expand(3, -1, -1)
+    if image.shape[0] == 3 and channels == 1:
+        return (image * image.new_tensor(LUMA).view(3, 1, 1)).sum(dim=0, keepdim=True)
+    raise TicketlabError(f"images with {image.shape[0]} channels do not fit a model that takes {channels}")
+
+
 def held_out(images: ImageSet) -> dict[str, ImageSet]:
     """A fixed, stratified-by-chance 80/20 train/dev split (seed SPLIT_SEED, whatever the training seed)."""
     order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
@@ -179,6 +199,11 @@ def resized(images: ImageSet, pixels: int) -> ImageSet:
     """Images brought to pixels x pixels (bilinear)."""
     tensor = F.interpolate(torch.from_numpy(images.images), size=(pixels, pixels), mode="bilinear", align_corners=False)
     return ImageSet(tensor.clamp(0, 1).numpy(), images.labels, images.classes)
+
+
+@functools.cache  # read once per process: the head's size and the splits both need the images
+def _user_images(path: str) -> dict[str, ImageSet]:
+    return held_out(read_images(path))
 
 
 def _examples(images: ImageSet) -> list[Example]:
