@@ -132,13 +132,13 @@ def _add_run_options(command: argparse.ArgumentParser, sparsity_help: str = "tar
     if not pruning:
         return
     command.add_argument("--sparsity", type=_fraction, default=PruneConfig.sparsity, help=f"{sparsity_help} (default %(default)s)")
-    prune = command.add_argument_group("pruning (defaults: the BERT-tickets code)")
+    prune = command.add_argument_group("pruning (defaults: the BERT-tickets code; image tasks: the CV code, geometric 0.2 with the head rewound)")
     prune.add_argument("--schedule", choices=SCHEDULES, help="linear: RATE of the original weights per round; geometric: of the remaining")
     prune.add_argument("--rate", type=_fraction, help="fraction pruned per round (default 0.1 linear, 0.2 geometric)")
     prune.add_argument("--scope", choices=SCOPES, help="one global ranking (default) or each matrix to the same sparsity")
     prune.add_argument("--rewind-step", type=int, help="rewind to the weights after this step of round 0 (default 0: θ0)")
     prune.add_argument("--rewind-epoch", type=int, help="rewind to the weights after this epoch of round 0 (the CV code's way)")
-    prune.add_argument("--rewind-head", action="store_true", default=None, help="reset the task head too (default: it keeps its trained values)")
+    prune.add_argument("--rewind-head", action="store_true", default=None, help="reset the task head too (text tasks' default: it keeps its trained values)")
 
 
 def _add_training_options(command: argparse.ArgumentParser) -> None:

@@ -49,19 +49,21 @@ class LotteryResult:
 
 
 def resolve_config(model: str, task: str, data: str | None, sparsity: float, **options: Any) -> RunConfig:
-    """Fill the task's recipe and the paper's pruning defaults in around the given options (None: default).
+    """Fill the task's recipe and pruning defaults (the BERT paper's; image tasks: the CV code's) in around the given
+    options (None: default).
 
     `rewind_epoch` E (the CV code's way to say it) is resolved to `rewind_step`: the steps of E epochs of the
     training split."""
     model_path = resolve_model(model)
-    recipe = TASKS.get(task).recipe_for(hidden_size(model_path))
+    spec = TASKS.get(task)
+    recipe = spec.recipe_for(hidden_size(model_path))
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     prune_names = {f.name for f in dataclasses.fields(PruneConfig)} - {"sparsity"}
     rewind_epoch = options.pop("rewind_epoch", None)
     unknown = sorted(set(options) - train_names - prune_names)
     if unknown:
         raise TicketlabError(f"unknown option {unknown[0]!r}")
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {**spec.prune_defaults, **{k: v for k, v in options.items() if v is not None}}
     schedule = given.get("schedule", PruneConfig.schedule)
     given.setdefault("rate", DEFAULT_RATES.get(schedule, PruneConfig.rate))
     train_config = dataclasses.replace(recipe, **{k: v for k, v in given.items() if k in train_names})

@@ -100,7 +100,8 @@ def _earlybert_figures(results: list[Result]) -> Iterator[tuple[str, Figure]]:
 
 
 def curve_figure(results: list[Result], task: str, decider: Decider) -> Figure:
-    """The deciding metric vs sparsity: IMP and every control, mean over seeds with a min–max band; dense as a line."""
+    """The deciding metric vs sparsity: IMP, every control and every transferred ticket (by source task), mean over
+    seeds with a min–max band; dense as a line."""
     split, metric = decider
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = figure.add_subplot()
@@ -108,17 +109,17 @@ def curve_figure(results: list[Result], task: str, decider: Decider) -> Figure:
         spread = summarize(dense.values())
         ax.axhspan(spread.min, spread.max, color="0.5", alpha=0.15, lw=0)
         ax.axhline(spread.mean, color="0.3", ls="--", lw=1.2, label=f"dense ({spread.n} seed{'s' * (spread.n > 1)})")
-    pruned = [r for r in results if r.task == task and r.arm != "transfer" and _level(r) > 0]
-    arms = sorted({r.arm for r in pruned}, key=arm_order)
-    for arm, style in zip(arms, _styles(arms)):
+    pruned = [r for r in results if r.task == task and _level(r) > 0]
+    series = sorted({(r.arm, r.source) for r in pruned}, key=lambda arm_source: arm_order(*arm_source))
+    for (arm, source), style in zip(series, _styles([arm for arm, _ in series])):
         at = defaultdict(list)
         for r in pruned:
-            if r.arm == arm and (value := _value(r, decider)) is not None:
+            if (r.arm, r.source) == (arm, source) and (value := _value(r, decider)) is not None:
                 at[_level(r)].append(value)
         levels = sorted(at)
         spreads = [summarize(at[level]) for level in levels]
         ax.fill_between(levels, [s.min for s in spreads], [s.max for s in spreads], color=style["color"], alpha=0.15, lw=0)
-        ax.plot(levels, [s.mean for s in spreads], label=arm_label(arm), **style)
+        ax.plot(levels, [s.mean for s in spreads], label=arm_label(arm, source), **style)
     ax.set_xlim(left=0)
     ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.set_xlabel("sparsity (share of prunable weights removed)")

@@ -20,7 +20,8 @@ SUMMARY = "summary.md"
 def pretraining_table(runs: Mapping[str, tuple[Path, Path]]) -> pd.DataFrame:
     """One row per method, task and sparsity; `runs` maps a method to (its pre-trained model, its runs' folder).
 
-    Cells are the task's deciding metric, mean over seeds, with the paper's matching verdict for the tickets."""
+    Cells are the task's deciding metric, mean over seeds, with the paper's matching verdict for the tickets, and
+    random pruning's where the runs have it (the transfer grid's sparsity)."""
     rows = []
     for method, (_, folder) in runs.items():
         source = METHODS[method][0]
@@ -33,6 +34,7 @@ def pretraining_table(runs: Mapping[str, tuple[Path, Path]]) -> pd.DataFrame:
                 at = rows_of_task[rows_of_task.level == level]
                 imp = at[at.arm == "imp"]
                 universal = at[(at.arm == "transfer") & (at.source == source)]
+                random = at[at.arm == "random"]
                 rows.append({
                     "method": method, "task": task, "metric": f"{dense.split} {dense.metric}", "sparsity": level,
                     "seeds": int(dense.n), "dense": dense["mean"],
@@ -40,6 +42,7 @@ def pretraining_table(runs: Mapping[str, tuple[Path, Path]]) -> pd.DataFrame:
                     "imp_matching": bool(imp.matching_paper.iloc[0]) if len(imp) else None,
                     "universal_ticket": universal["mean"].iloc[0] if len(universal) else float("nan"),
                     "universal_matching": bool(universal.matching_paper.iloc[0]) if len(universal) else None,
+                    "random_pruning": random["mean"].iloc[0] if len(random) else float("nan"),
                 })
     return pd.DataFrame(rows)
 
@@ -50,7 +53,7 @@ def pretraining_overview(runs: Mapping[str, tuple[Path, Path]]) -> pd.DataFrame:
     for method, (model, _) in runs.items():
         record = pretrain_record(model)
         rows.append({"method": method, "task": record["task"], "steps": record["steps"], "train_time_s": record["train_time_s"],
-                     **{f"dev {name}": value for name, value in record["dev"].items()}, "model": str(model)})
+                     "dev metric": ", ".join(f"{name} {value:.4f}" for name, value in record["dev"].items()), "model": str(model)})
     return pd.DataFrame(rows)
 
 
@@ -60,10 +63,10 @@ def write_pretraining_summary(runs: Mapping[str, tuple[Path, Path]], out: Path) 
     overview, table = pretraining_overview(runs), pretraining_table(runs)
     with atomic_path(out / "summary.csv") as tmp:
         table.to_csv(tmp, index=False)
-    lines = ["# Tickets in pre-trained vision models", "", "## Pre-training", "", markdown_table(overview.drop(columns="model").round(4)), "",
+    lines = ["# Tickets in pre-trained vision models", "", "## Pre-training", "", markdown_table(overview.drop(columns="model").round(1)), "",
              "Per method: the deciding metric (mean over seeds) of the dense model, of IMP's ticket found on the task "
-             "itself, and of the universal ticket (IMP on the method's pre-training task, transferred), "
-             "with the paper's matching verdict (≥ dense mean − dense std).", ""]
+             "itself, of the universal ticket (IMP on the method's pre-training task, transferred), with the "
+             "paper's matching verdict (✓: ≥ dense mean − dense std), and of random pruning where it ran.", ""]
     for method, rows in table.groupby("method", sort=False):
         lines += [f"## {method} ({runs[method][1].name}/report/report.md)", "", markdown_table(_display(rows)), ""]
     with atomic_path(out / SUMMARY) as tmp:
@@ -80,4 +83,5 @@ def _display(rows: pd.DataFrame) -> pd.DataFrame:
         "dense": [f"{value:.4f}" for value in rows.dense],
         "IMP ticket": [ticket(v, m) for v, m in zip(rows.imp_ticket, rows.imp_matching)],
         "universal ticket": [ticket(v, m) for v, m in zip(rows.universal_ticket, rows.universal_matching)],
+        "random pruning": [ticket(v, None) for v in rows.random_pruning],
     })

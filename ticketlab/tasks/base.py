@@ -36,6 +36,7 @@ class Task(ABC):
     eval_splits: tuple[str, ...] = ("dev",)  # labelled evaluation splits; the first one decides matching
     num_labels: int = 2
     auto_class: type  # the transformers Auto* class that adds this task's head
+    prune_defaults: dict[str, Any] = {}  # PruneConfig fields that differ from the BERT-tickets code's for this task
     recipe: TrainConfig  # the paper's hyperparameters, for BERT-base-size models
     small_recipe: TrainConfig  # for the small embedded models (hidden size under 768)
 

