@@ -4,7 +4,7 @@ import torch
 
 from ticketlab.errors import TicketlabError
 from ticketlab.masks import ones_like, sparsity
-from ticketlab.pruning import magnitude_prune, sparsity_schedule
+from ticketlab.pruning import magnitude_prune, round_at, sparsity_schedule
 
 
 def random_weights(seed=0):
@@ -85,3 +85,10 @@ def test_schedules(schedule, rate, target, expected):
 def test_target_outside_open_interval_is_refused(target):
     with pytest.raises(TicketlabError, match=r"\(0, 1\)"):
         sparsity_schedule("linear", 0.1, target)
+
+
+def test_a_level_written_to_three_decimals_finds_its_round():
+    levels = sparsity_schedule("geometric", 0.2, 0.83)
+    assert round_at(levels, 0.59) == round_at(levels, 0.5904) == 4
+    assert round_at(levels, 0.738) == 6 and round_at(levels, 0.0) == 0
+    assert round_at(levels, 0.595) is None and round_at(sparsity_schedule("linear", 0.1, 0.9), 1 - 0.9) == 1

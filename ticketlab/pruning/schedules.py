@@ -27,6 +27,9 @@ def sparsity_schedule(schedule: str, rate: float, target: float) -> list[float]:
     return levels
 
 
+LEVEL_TOLERANCE = 5e-4  # a level written to three decimals (0.59 for the geometric schedule's 0.5904) finds its round
+
+
 def round_at(levels: list[float], level: float) -> int | None:
-    """The round of a schedule at this sparsity level, if it has one."""
-    return next((round for round, candidate in enumerate(levels) if abs(candidate - level) < 1e-9), None)
+    """The round of a schedule at this sparsity level (to within LEVEL_TOLERANCE), if it has one."""
+    return next((round for round, candidate in enumerate(levels) if abs(candidate - level) <= LEVEL_TOLERANCE), None)
