@@ -3,6 +3,9 @@ training of the smaller model, the random structured baseline, the store, the CL
 
 from __future__ import annotations
 
+import logging
+import shutil
+
 import pytest
 import torch
 from test_mlm import documents
@@ -16,8 +19,10 @@ from ticketlab.models import load_compact, structure_mask
 from ticketlab.models.compact import layer_shapes
 from ticketlab.pruning.structured import EarlyBird
 from ticketlab.slimming import EarlyBirdSearch, slimming
-from ticketlab.store import RunStore
+from ticketlab.store import RunStore, verify
 from ticketlab.train import TrainHook
+
+from helpers import assert_same_outputs, flip, truncate
 
 FAST = dict(train_examples=64, batch_size=16, epochs=4, learning_rate=1e-3, seed=3)
 SETTINGS = EarlyBirdConfig(draw_every=1, window=3, threshold=0.2)
@@ -113,12 +118,12 @@ def test_an_interrupted_search_resumes_to_the_same_ticket_and_metrics(searched, 
     with pytest.raises(KeyboardInterrupt):  # 3 steps into the search, after its checkpoint at step 2
         earlybert(str(tiny_model_dir), out=tmp_path, settings=SETTINGS, hooks=[InterruptAt(dense_steps + 3)], checkpoint_every=2, **FAST)
     branch = RunStore(tmp_path / result.run.name).branch(SETTINGS.branch("earlybert"))
-    assert (branch.round_dir(0) / "search.pt").exists() and not (branch.round_dir(0) / "search.json").exists()
+    assert (branch.path / "search" / "search.pt").exists() and not (branch.path / "search" / "COMPLETE").exists()
     resumed = earlybert(str(tiny_model_dir), out=tmp_path, settings=SETTINGS, checkpoint_every=2, **FAST)
     for key in ("draws", "draw_step", "early_bird", "steps"):
         assert resumed.earlybert["search"][key] == result.earlybert["search"][key]
     assert resumed.earlybert["dev"] == result.earlybert["dev"] and resumed.random["dev"] == result.random["dev"]
-    assert not (branch.round_dir(0) / "search.pt").exists()
+    assert not (branch.path / "search" / "search.pt").exists()
 
 
 def test_the_l1_penalty_changes_only_the_coefficients_gradients(tiny_model_dir):
@@ -185,3 +190,20 @@ def test_the_cli_prints_dense_earlybert_and_random(tiny_model_dir, tmp_path, cap
     assert code == 0, err
     for label in ("dense", "EarlyBERT", "random", "2/4"):  # heads kept: 2 of 4
         assert label in out
+
+
+@pytest.mark.parametrize("name, corrupt", [
+    ("search/search.json", lambda path: path.write_text("garbage")),
+    ("search/ticket.safetensors", flip),
+    ("round_00/model/model.safetensors", truncate),
+])
+def test_a_damaged_search_or_ticket_is_reported_once_and_made_again(name, corrupt, searched, tiny_model_dir, tmp_path, caplog):
+    result, out = searched
+    copy = shutil.copytree(out, tmp_path / "runs")
+    corrupt(copy / result.run.name / "branches" / SETTINGS.branch("earlybert") / name)
+    assert [unit for unit, problems in verify([copy]) if problems]
+    with caplog.at_level(logging.WARNING, logger="ticketlab"):
+        earlybert(str(tiny_model_dir), out=copy, settings=SETTINGS, **FAST)
+    (report,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "is damaged" in report and name.split("/")[-1] in report
+    assert_same_outputs(copy, out)

@@ -29,7 +29,7 @@ def test_every_recipe_loads_and_names_known_tasks_and_controls():
         ("model: splade-tiny\n", "needs `model` and a mapping `tasks`"),
         ("model: [unclosed\n", "is not valid YAML"),
         ("model: splade-tiny\ntasks: {mlm: {}}\nseeds: 0\n", "seeds must be at least 1"),
-        ("model: splade-tiny\ntasks: {mlm: {}}\nearlybert: {hedas: 0.3}\n", "earlybert takes a mapping of heads, ffn"),
+        ("model: splade-tiny\ntasks: {mlm: {}}\nearlybert: {hedas: 0.3}\n", "earlybert: unknown setting 'hedas'; known: heads, ffn"),
         ("model: splade-tiny\ntasks: {mlm: {}}\nearlybert: {heads: 2}\n", "--heads is the fraction pruned"),
     ],
 )

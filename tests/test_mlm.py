@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -22,10 +23,13 @@ from ticketlab.masks import sparsity
 from ticketlab.models import layer_stack_weights, load_pretrained, prunable_weights
 from ticketlab.store import RunStore
 from ticketlab.tasks import TASKS
-from ticketlab.tasks.mlm import _plain_text
-from ticketlab.train import TrainHook, call_model, make_optimizer, predict, train, training_step
+from ticketlab.tasks.mlm import _dynamic_masks, _plain_text
+from ticketlab.train import EpochShuffle, TrainHook, call_model, make_optimizer, predict, seeded_generator, train, training_step
+
+from helpers import StopAfter
 
 MLM = TASKS.get("mlm")
+mlm_module = sys.modules["ticketlab.tasks.mlm"]
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
 
 
@@ -86,14 +90,49 @@ def test_blocks_concatenate_documents_and_drop_the_remainder(tokenizer):
     assert [b["block"] for b in blocks] == list(range(len(blocks)))
 
 
-def test_evaluation_masks_a_block_the_same_way_in_any_batch_and_training_masks_afresh(tokenizer):
+def test_evaluation_masks_a_block_the_same_way_in_any_batch_and_training_by_the_steps_generator(tokenizer):
     blocks = MLM.encode(tokenizer, documents(40), 32)
     evaluation = MLM.collator(tokenizer, train=False)
     alone = evaluation([blocks[3]])
     among = evaluation([blocks[7], blocks[3], blocks[1]])
     assert torch.equal(alone["input_ids"][0], among["input_ids"][1]) and torch.equal(alone["labels"][0], among["labels"][1])
-    training = MLM.collator(tokenizer, train=True)
-    assert not torch.equal(training(blocks[:8])["labels"], training(blocks[:8])["labels"])
+    training = MLM.collator(tokenizer, train=True)(blocks[:8])
+    assert torch.equal(training["input_ids"], torch.tensor([b["input_ids"] for b in blocks[:8]]))  # unmasked
+    before = torch.get_rng_state()
+    first, again, other = (_dynamic_masks(training, torch.Generator().manual_seed(seed))["labels"] for seed in (0, 0, 1))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert torch.equal(torch.get_rng_state(), before)  # nothing drawn from the global (dropout) stream
+
+
+def test_the_masks_of_a_training_step_depend_on_the_seed_and_the_step_alone(tokenizer, tmp_path, monkeypatch):
+    """The loop's loader fetches batch k+1 before step k trains, and a resumed run starts mid-epoch: step k's masks
+    are still those drawn by hand, batch by batch, with the generator of the unit's seed and step k."""
+    drawn = []
+
+    def recorded(batch, generator):
+        masked = _dynamic_masks(batch, generator)
+        drawn.append(masked["labels"])
+        return masked
+
+    monkeypatch.setattr(mlm_module, "_dynamic_masks", recorded)
+    features, collate = MLM.encode(tokenizer, documents(20), 32), MLM.collator(tokenizer, train=True)
+    config = TrainConfig(epochs=2, batch_size=4, seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(masked_lm(tokenizer, True), features, collate, config, hooks=[StopAfter(5)], checkpoint=tmp_path / "c.pt",
+              checkpoint_every=2, forward=MLM.forward, seed=11)
+    train(masked_lm(tokenizer, True), features, collate, config, checkpoint=tmp_path / "c.pt", forward=MLM.forward, seed=11)
+    steps_per_epoch = math.ceil(len(features) / config.batch_size)
+    order = EpochShuffle(len(features), config.seed)
+    by_hand = []
+    for epoch in range(config.epochs):
+        order.set_epoch(epoch)
+        indices = list(order)
+        for start in range(0, len(features), config.batch_size):
+            batch = collate([features[i] for i in indices[start : start + config.batch_size]])
+            by_hand.append(_dynamic_masks(batch, seeded_generator(11, "data", len(by_hand) + 1))["labels"])
+    assert len(by_hand) == 2 * steps_per_epoch
+    expected = by_hand[:5] + by_hand[4:]  # steps 1-5, then from the checkpoint of step 4 to the end
+    assert len(drawn) == len(expected) and all(torch.equal(a, b) for a, b in zip(drawn, expected))
 
 
 def test_masking_selects_15_percent_of_ordinary_tokens_80_10_10(tokenizer):
@@ -178,7 +217,7 @@ class RecordGradients(TrainHook):
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_a_training_step_with_logits_at_masked_positions_only_has_the_full_loss_and_gradients(tokenizer, tied):
     model = masked_lm(tokenizer, tied)
-    batch = MLM.collator(tokenizer, train=True)(MLM.encode(tokenizer, documents(20), 32))
+    batch = MLM.collator(tokenizer, train=False)(MLM.encode(tokenizer, documents(20), 32))
     masked = batch["labels"] != -100
     with torch.no_grad():
         full_logits, selected_logits = call_model(model, batch).logits, MLM.forward(model, batch).logits

@@ -52,6 +52,14 @@ def test_random_structure_keeps_the_counts_of_each_layer():
     assert structure_shapes(first) == [(4, 20)] * 3
 
 
+def test_random_structure_does_not_depend_on_the_order_of_the_keys():
+    like = draw_structure(scores_of([[3.0, 2, 1, 0.5]] * 3, [list(torch.rand(20).tolist()) for _ in range(3)]), heads=0.25, ffn=0.4)
+    assert list(like) != sorted(like)  # as drawn: heads.0, heads.1, ..., ffn.0, ...; as read back from a file: sorted
+    fresh = random_structure(like, torch.Generator().manual_seed(1))
+    read_back = random_structure({name: like[name] for name in sorted(like)}, torch.Generator().manual_seed(1))
+    assert fresh.keys() == read_back.keys() and all(torch.equal(fresh[name], read_back[name]) for name in fresh)
+
+
 @pytest.mark.parametrize("heads, ffn, message", [
     (0.0, 0.4, "--heads"), (1.0, 0.4, "--heads"), (-0.2, 0.4, "--heads"),
     (0.3, 0.0, "--ffn"), (0.3, 1.5, "--ffn"),
@@ -132,7 +140,7 @@ def test_a_hook_ends_training_early_and_resumes_from_its_checkpointed_state(tmp_
     def collate(rows):
         return {"x": torch.tensor([r["x"] for r in rows]), "y": torch.tensor([r["y"] for r in rows])}
 
-    def forward(model, batch):
+    def forward(model, batch, generator):
         return type("Output", (), {"loss": torch.nn.functional.mse_loss(model(batch["x"]).squeeze(-1), batch["y"])})()
 
     config = TrainConfig(epochs=2, batch_size=4, learning_rate=1e-2)

@@ -1,16 +1,20 @@
 """The training loop keeps pruned weights at exactly zero, and a resumed run ends where an uninterrupted one does."""
 
+import re
+
 import pytest
 import torch
 from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
 
 from conftest import tiny_bert_config
+from helpers import StopAfter
 from ticketlab.assets import asset_path
 from ticketlab.config import TrainConfig
+from ticketlab.errors import TicketlabError
 from ticketlab.masks import ones_like
 from ticketlab.models import prunable_weights
 from ticketlab.pruning import magnitude_prune
-from ticketlab.train import MaskEnforcer, TrainHook, train
+from ticketlab.train import MaskEnforcer, train
 
 
 def test_masked_weights_stay_exactly_zero_under_adamw_with_weight_decay():
@@ -32,18 +36,7 @@ def test_masked_weights_stay_exactly_zero_under_adamw_with_weight_decay():
         assert not torch.equal(w[mask[name]], before[name][mask[name]])  # the kept weights did train
 
 
-class StopAfter(TrainHook):
-    """Interrupts training (as a KeyboardInterrupt would) after the `at`-th step."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def after_step(self, step, model):
-        if step == self.at:
-            raise KeyboardInterrupt
-
-
-def fit_line(checkpoint, hooks=()):
+def fit_line(checkpoint, hooks=(), learning_rate=1e-2):
     """A linear model on 24 points, 3 epochs of 6 batches: the weights depend on every epoch's data order."""
     torch.manual_seed(0)
     model = torch.nn.Linear(2, 1)
@@ -52,18 +45,39 @@ def fit_line(checkpoint, hooks=()):
     def collate(rows):
         return {"x": torch.tensor([r["x"] for r in rows]), "y": torch.tensor([r["y"] for r in rows])}
 
-    def forward(model, batch):
+    def forward(model, batch, generator):
         return type("Output", (), {"loss": torch.nn.functional.mse_loss(model(batch["x"]).squeeze(-1), batch["y"])})()
 
-    config = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-2)
-    train(model, features, collate, config, hooks=hooks, checkpoint=checkpoint, checkpoint_every=1, forward=forward)
-    return model
+    config = TrainConfig(epochs=3, batch_size=4, learning_rate=learning_rate)
+    result = train(model, features, collate, config, hooks=hooks, checkpoint=checkpoint, checkpoint_every=1, forward=forward)
+    return model, result
 
 
 @pytest.mark.parametrize("at", [3, 6, 8, 13])  # inside epoch 0, at its end, inside epoch 1, inside epoch 2
 def test_a_run_resumed_in_any_epoch_ends_with_the_uninterrupted_weights(tmp_path, at):
-    expected = fit_line(tmp_path / "straight.pt")
+    expected, _ = fit_line(tmp_path / "straight.pt")
     with pytest.raises(KeyboardInterrupt):
         fit_line(tmp_path / "resumed.pt", hooks=[StopAfter(at)])
-    resumed = fit_line(tmp_path / "resumed.pt")
+    resumed, _ = fit_line(tmp_path / "resumed.pt")
     assert torch.equal(resumed.weight, expected.weight) and torch.equal(resumed.bias, expected.bias)
+
+
+def test_a_resumed_run_reports_the_training_time_of_every_attempt(tmp_path):
+    checkpoint = tmp_path / "resumed.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit_line(checkpoint, hooks=[StopAfter(5)])
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["step"] == 4 and state["time_s"] > 0
+    torch.save({**state, "time_s": 1000.0}, checkpoint)  # as if the first attempt had trained for that long
+    _, result = fit_line(checkpoint)
+    assert result.steps == 18 and 1000.0 < result.time_s < 1000.0 + 60
+
+
+def test_a_loss_that_turns_nan_or_inf_stops_training_before_a_checkpoint_holds_it(tmp_path):
+    checkpoint = tmp_path / "diverged.pt"
+    diverged = r"^the training loss is (nan|inf) at step \d+ of training; lower the learning rate"
+    with pytest.raises(TicketlabError, match=diverged) as error:
+        fit_line(checkpoint, learning_rate=1e30)
+    step = int(re.search(r"step (\d+)", str(error.value)).group(1))
+    kept = torch.load(checkpoint, weights_only=True)
+    assert kept["step"] == step - 1 and all(torch.isfinite(w).all() for w in kept["model"].values())

@@ -5,6 +5,8 @@ its summary, and the new CLI verbs."""
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import sys
 
 import numpy as np
@@ -30,7 +32,7 @@ from ticketlab.store import RunStore
 from ticketlab.train import TrainHook
 from ticketlab.transfer import transfer
 
-from test_train import StopAfter  # interrupts training after a given step
+from helpers import StopAfter, assert_same_outputs, flip, truncate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -201,7 +203,7 @@ def test_pretrain_writes_a_model_folder_with_its_record(method, pretrained, fash
     out, folders = pretrained
     folder = folders[method]
     assert folder.parent == out and folder.name.startswith(f"{method}_resnet-small_")
-    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "pretrain.json"}
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "pretrain.json", "COMPLETE"}
     assert not list(out.glob(".*checkpoint*"))  # the checkpoint goes once the model is saved
     record = pretrain_record(folder)
     assert record["method"] == method and record["task"] == METHODS[method][0] and record["architecture"] == "resnet-small"
@@ -233,7 +235,7 @@ def test_pretrain_again_trains_nothing(method, pretrained, fashion_dir, monkeypa
     [
         ({"method": "byol"}, "unknown pre-training method 'byol'; known: supervised, simclr, moco"),
         ({"architecture": "resnet-huge"}, "unknown architecture 'resnet-huge'; known: resnet18, resnet50, resnet-small"),
-        ({"train_examples": 0}, "train_examples must be positive, got 0"),
+        ({"train_examples": 0}, "train_examples must be at least 1, got 0"),
         ({"epoch": 1}, "unknown option 'epoch'"),
         ({"data": "nowhere"}, "data not found: nowhere"),
     ],
@@ -360,3 +362,18 @@ def test_cli_pretrain_finds_the_finished_model(pretrained, fashion_dir, monkeypa
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == str(folders["simclr"]) and lines[0].startswith("simclr pre-training, 2 steps in ")
     assert "dev knn_accuracy" in lines[0]
+
+
+@pytest.mark.parametrize("name, corrupt", [("model.safetensors", truncate), ("pretrain.json", flip), ("COMPLETE", truncate)])
+def test_a_damaged_pretrained_folder_is_refused_as_a_model_and_made_again(name, corrupt, pretrained, fashion_dir, tmp_path, caplog):
+    out = shutil.copytree(pretrained[0], tmp_path / "out")
+    folder = out / pretrained[1]["supervised"].name
+    corrupt(folder / name)
+    with pytest.raises(TicketlabError, match="is damaged") as error:
+        resolve_config(str(folder), "digits", None, 0.2)
+    assert "\n" not in str(error.value)
+    with caplog.at_level(logging.WARNING, logger="ticketlab"):
+        again = pretrain("supervised", data=str(fashion_dir), out=out, **PRETRAIN)
+    (report,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "is damaged" in report and "pre-training it again" in report
+    assert_same_outputs(again, pretrained[1]["supervised"])

@@ -36,6 +36,7 @@ def read_ticket(source: str | Path, round: int | None = None) -> tuple[Mask, dic
     round = rounds[-1] if round is None else round
     if round not in rounds:
         raise TicketlabError(f"{path} has no complete round {round}; complete: {', '.join(map(str, rounds))}")
+    store.verified(round)
     return load_mask(store.mask_path(round))
 
 

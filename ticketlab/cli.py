@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
@@ -25,9 +27,12 @@ from .pretrain import METHODS as PRETRAINING_METHODS, pretrain, pretrain_record
 from .pruning import SCHEDULES, SCOPES
 from .report.build import build_report, load_results, print_earlybert_tables, print_tables
 from .report.pretraining import SUMMARY
-from .store import RunStore, split_metrics
+from .store import RunStore, describe, split_metrics, verify
 from .tasks import TASKS
 from .transfer import grid, transfer
+
+
+NAME_MAX = 255  # bytes of one file or folder name
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,32 +58,32 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
     find_cmd = verbs.add_parser("find", help="find a ticket by iterative magnitude pruning (IMP)")
-    find_cmd.add_argument("--model", default="splade-tiny", help=f"{' | '.join(EMBEDDED_MODELS)} | a local Hugging Face folder")
+    find_cmd.add_argument("--model", type=_path, default="splade-tiny", help=f"{' | '.join(EMBEDDED_MODELS)} | a local Hugging Face folder")
     find_cmd.add_argument("--task", default="rotten-tomatoes", help=f"one of: {', '.join(TASKS)}")
-    find_cmd.add_argument("--data", help="the task's data files instead of its default")
+    find_cmd.add_argument("--data", type=_path, help="the task's data files instead of its default")
     find_cmd.add_argument("--metric", help="the metric deciding matching, METRIC or SPLIT/METRIC (default: the paper's)")
     find_cmd.add_argument("--controls", type=_controls, default=(), help=f"control experiments at every sparsity: all, or some of {', '.join(CONTROLS)}")
     find_cmd.add_argument("--save-weights", action="store_true", help="keep every round's trained weights (default: the dense and the last)")
     _add_run_options(find_cmd)
 
     transfer_cmd = verbs.add_parser("transfer", help="train a ticket found on one task on another task, from θ0")
-    transfer_cmd.add_argument("--ticket", required=True, help="RUN[:ROUND] (default: its last round) or a mask file")
+    transfer_cmd.add_argument("--ticket", type=_path, required=True, help="RUN[:ROUND] (default: its last round) or a mask file")
     transfer_cmd.add_argument("--task", required=True, help=f"the target task, one of: {', '.join(TASKS)}")
-    transfer_cmd.add_argument("--model", help="the ticket's base model, where it moved (default: as the ticket records it)")
-    transfer_cmd.add_argument("--data", help="the target task's data files instead of its default")
+    transfer_cmd.add_argument("--model", type=_path, help="the ticket's base model, where it moved (default: as the ticket records it)")
+    transfer_cmd.add_argument("--data", type=_path, help="the target task's data files instead of its default")
     _add_run_options(transfer_cmd)
 
     grid_cmd = verbs.add_parser("grid", help="transfer the IMP tickets of every task to every other task")
     grid_cmd.add_argument("--tasks", required=True, type=lambda text: text.split(","), help="comma-separated, e.g. mlm,rotten-tomatoes")
-    grid_cmd.add_argument("--model", default="splade-tiny")
+    grid_cmd.add_argument("--model", type=_path, default="splade-tiny")
     grid_cmd.add_argument("--data", action="append", type=_assignment, default=[], metavar="TASK=PATH", help="a task's data files (repeat)")
     grid_cmd.add_argument("--target", type=_fraction, help="sparsity IMP prunes to (default: --sparsity)")
     _add_run_options(grid_cmd, sparsity_help="sparsity of the tickets transferred")
 
     early_cmd = verbs.add_parser("earlybert", help="EarlyBERT: an early-bird structured ticket (heads, FFN neurons), trained as a smaller model")
-    early_cmd.add_argument("--model", default="splade-tiny", help=f"{' | '.join(EMBEDDED_MODELS)} | a local Hugging Face folder")
+    early_cmd.add_argument("--model", type=_path, default="splade-tiny", help=f"{' | '.join(EMBEDDED_MODELS)} | a local Hugging Face folder")
     early_cmd.add_argument("--task", default="rotten-tomatoes", help=f"one of: {', '.join(TASKS)}")
-    early_cmd.add_argument("--data", help="the task's data files instead of its default")
+    early_cmd.add_argument("--data", type=_path, help="the task's data files instead of its default")
     search = early_cmd.add_argument_group("search (defaults: EarlyBERT's)")
     search.add_argument("--heads", type=_ratio, default=EarlyBirdConfig.heads, help="fraction of each layer's attention heads pruned (default 1/3)")
     search.add_argument("--ffn", type=_ratio, default=EarlyBirdConfig.ffn, help="fraction of all FFN neurons pruned, ranked globally (default %(default)s)")
@@ -89,44 +94,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(early_cmd, pruning=False)
 
     report_cmd = verbs.add_parser("report", help="tables, verdicts and plots of runs, from the run store alone (no training)")
-    report_cmd.add_argument("runs", nargs="+", help="run folders, or folders of runs")
-    report_cmd.add_argument("--out", help="report folder (default: report/ beside the runs)")
+    report_cmd.add_argument("runs", type=_path, nargs="+", help="run folders, or folders of runs")
+    report_cmd.add_argument("--out", type=_folder, help="report folder (default: report/ beside the runs)")
     report_cmd.add_argument("--metric", action="append", type=_assignment, default=[], metavar="TASK=[SPLIT/]METRIC", help="the metric deciding matching for a task")
 
     experiment_cmd = verbs.add_parser("experiment", help="a recipe's lottery runs, controls, seeds and transfer grid, then its report")
     recipe = experiment_cmd.add_mutually_exclusive_group(required=True)
     recipe.add_argument("--preset", help=f"one of: {', '.join(presets())}")
-    recipe.add_argument("--recipe", help="a recipe YAML file")
-    experiment_cmd.add_argument("--out", help="run store folder (default: runs/<recipe name>)")
+    recipe.add_argument("--recipe", type=_path, help="a recipe YAML file")
+    experiment_cmd.add_argument("--out", type=_folder, help="run store folder (default: runs/<recipe name>)")
     experiment_cmd.add_argument("--seeds", type=int, help="override the recipe's number of seeds")
-    experiment_cmd.add_argument("--model", help="override the recipe's model (e.g. your local bert-base-uncased folder)")
+    experiment_cmd.add_argument("--model", type=_path, help="override the recipe's model (e.g. your local bert-base-uncased folder)")
 
     pretrain_cmd = verbs.add_parser("pretrain", help="pre-train a ResNet on Fashion-MNIST (supervised, SimCLR or MoCo v2) as a model folder")
     pretrain_cmd.add_argument("--method", choices=PRETRAINING_METHODS, default="supervised")
     pretrain_cmd.add_argument("--arch", dest="architecture", choices=ARCHITECTURES, default="resnet-small")
-    pretrain_cmd.add_argument("--data", help="a folder with Fashion-MNIST's four IDX files (default: the Debian package's)")
-    pretrain_cmd.add_argument("--out", default="runs/pretrained", help="where model folders go (default %(default)s)")
+    pretrain_cmd.add_argument("--data", type=_path, help="a folder with Fashion-MNIST's four IDX files (default: the Debian package's)")
+    pretrain_cmd.add_argument("--out", type=_folder, default="runs/pretrained", help="where model folders go (default %(default)s)")
     pretrain_cmd.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)")
     _add_training_options(pretrain_cmd)
 
     import_cmd = verbs.add_parser("import-resnet", help="a torchvision-layout ResNet state dict (.pth, .safetensors) as a model folder")
-    import_cmd.add_argument("weights", help="the state dict file (ImageNet supervised, or SimCLR / MoCo in torchvision's layout)")
+    import_cmd.add_argument("weights", type=_path, help="the state dict file (ImageNet supervised, or SimCLR / MoCo in torchvision's layout)")
     import_cmd.add_argument("--arch", dest="architecture", choices=ARCHITECTURES, required=True)
     import_cmd.add_argument("--in-channels", type=int, default=3)
-    import_cmd.add_argument("--out", required=True, help="a new folder")
+    import_cmd.add_argument("--out", type=_folder, required=True, help="a new folder")
+
+    verify_cmd = verbs.add_parser("verify", help="check every file of runs against the digest its unit recorded; say what is damaged")
+    verify_cmd.add_argument("runs", type=_path, nargs="+", help="run folders, or folders of runs")
 
     verbs.add_parser("tasks", help="list the tasks with their metrics and the files they read")
     apply_cmd = verbs.add_parser("apply", help="write a model with a ticket applied (pruned weights zeroed) as a Hugging Face folder")
-    apply_cmd.add_argument("ticket", help="a mask file, or a run folder (its last round; RUN:ROUND for another)")
-    apply_cmd.add_argument("--model", default="splade-tiny", help="the ticket's base model")
-    apply_cmd.add_argument("--out", required=True, help="a new folder")
+    apply_cmd.add_argument("ticket", type=_path, help="a mask file, or a run folder (its last round; RUN:ROUND for another)")
+    apply_cmd.add_argument("--model", type=_path, default="splade-tiny", help="the ticket's base model")
+    apply_cmd.add_argument("--out", type=_folder, required=True, help="a new folder")
     return parser
 
 
 def _add_run_options(command: argparse.ArgumentParser, sparsity_help: str = "target sparsity", pruning: bool = True) -> None:
     """Options of every verb that trains: where runs go, seeds, training and (with `pruning`) IMP's pruning."""
     command.add_argument("--seeds", type=int, default=1, help="run with this many seeds: --seed, --seed + 1, ... (default 1)")
-    command.add_argument("--out", default="runs", help="run store folder (default %(default)s)")
+    command.add_argument("--out", type=_folder, default="runs", help="run store folder (default %(default)s)")
     command.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)")
     _add_training_options(command)
     if not pruning:
@@ -151,6 +159,23 @@ def _add_training_options(command: argparse.ArgumentParser) -> None:
     train.add_argument("--seed", type=int, help="the first seed (default 0)")
     train.add_argument("--weight-decay", type=float)
     train.add_argument("--warmup-ratio", type=float)
+
+
+def _path(text: str) -> str:
+    """A path whose every name fits a file system (at most NAME_MAX bytes)."""
+    long = next((part for part in Path(text).parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long is not None:
+        raise argparse.ArgumentTypeError(f"the name {long[:16]}... is longer than the {NAME_MAX} bytes a file name may have")
+    return text
+
+
+def _folder(text: str) -> str:
+    """--out: a folder, or a path where one can be made (no file in its place or above it)."""
+    path = Path(_path(text))
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(f"{blocking} is a file, not a folder")
+    return text
 
 
 def _ratio(text: str) -> float:
@@ -210,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(folder)
         elif verb == "import-resnet":
             print(import_resnet(**args))
+        elif verb == "verify":
+            return 0 if print_verification(args["runs"]) else 1
         else:
             _train_verb(verb, args)
     except TicketlabError as error:
@@ -302,6 +329,16 @@ def print_earlybert(result: EarlyBertResult) -> None:
             f"{record['time_ratio']:.2f}" if record["time_ratio"] is not None else "",
         )
     Console().print(table)
+
+
+def print_verification(runs: Sequence[str]) -> bool:
+    """`ticketlab verify`: a line per damaged unit and how to redo it, then a count; True when nothing is damaged."""
+    units = list(verify(runs))
+    damaged = [(marker, problems) for marker, problems in units if problems]
+    for marker, problems in damaged:
+        print(f"{marker.parent}: damaged, {describe(problems)}; run the command that made it again to redo it")
+    print(f"{len(units)} units checked, {len(damaged)} damaged")
+    return not damaged
 
 
 def print_tasks() -> None:

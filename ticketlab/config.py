@@ -5,10 +5,62 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, TypeVar
 
+from .errors import TicketlabError
+from .pruning import METHODS, check_scope
 from .pruning.schedules import sparsity_schedule
+
+T = TypeVar("T")
+SEED_LIMIT = 2**32  # seeds are in [0, 2^32), numpy's range
+
+
+def check_types(settings: Any, where: str = "") -> None:
+    """A one-line error (prefixed by `where`) for a dataclass field whose value is not of its annotated type;
+    an int counts as a float, a bool as no number."""
+    hints = typing.get_type_hints(type(settings))
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if not _is_a(value, hints[f.name]):
+            raise TicketlabError(f"{where}{f.name} must be {f.type}, got {value!r}")
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_is_a(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_is_a(k, args[0]) and _is_a(v, args[1]) for k, v in value.items())
+    if isinstance(value, bool):
+        return hint is bool
+    return isinstance(value, (int, float) if hint is float else hint)
+
+
+def check_range(name: str, value: float, low: float, high: float = math.inf, *, above_low: bool = False) -> None:
+    """A one-line error unless `value` is finite and in [low, high] ((low, high] with `above_low`)."""
+    if not (math.isfinite(value) and (value > low if above_low else value >= low) and value <= high):
+        interval = f"{'(' if above_low else '['}{low:g}, {high:g}{']' if math.isfinite(high) else ')'}"
+        raise TicketlabError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def from_options(cls: type[T], options: Mapping[str, Any], where: str = "") -> T:
+    """`cls(**options)` for a self-checking dataclass, with one-line errors prefixed by `where` (an unknown field too)."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TicketlabError(f"{where}unknown setting {unknown[0]!r}; known: {', '.join(known)}")
+    try:
+        return cls(**options)
+    except TicketlabError as error:
+        raise TicketlabError(f"{where}{error}") from None
 
 
 @dataclass(frozen=True)
@@ -25,6 +77,19 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     max_grad_norm: float = 1.0
 
+    def __post_init__(self) -> None:
+        check_types(self)
+        counts = {"epochs": self.epochs, "batch_size": self.batch_size, "max_length": self.max_length, "train_examples": self.train_examples}
+        for name, count in counts.items():
+            if count is not None and count < 1:
+                raise TicketlabError(f"{name} must be at least 1, got {count}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise TicketlabError(f"seed must be in [0, 2^32), got {self.seed}")
+        check_range("learning_rate", self.learning_rate, 0.0, above_low=True)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        check_range("max_grad_norm", self.max_grad_norm, 0.0, above_low=True)
+
 
 @dataclass(frozen=True)
 class PruneConfig:
@@ -37,6 +102,14 @@ class PruneConfig:
     scope: str = "global"  # or "per-matrix"
     rewind_step: int = 0  # 0: rewind to the pre-trained weights θ0; i: to the weights after step i of round 0
     rewind_head: bool = False  # the paper's code keeps the task head's trained values across rounds
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        self.levels()
+        METHODS.get(self.method)
+        check_scope(self.scope)
+        if self.rewind_step < 0:
+            raise TicketlabError(f"rewind_step must be >= 0, got {self.rewind_step}")
 
     def levels(self) -> list[float]:
         """Sparsity of every round, the dense round 0 first (raises on a bad target, rate or schedule)."""

@@ -18,7 +18,7 @@ import copy
 import dataclasses
 import hashlib
 import json
-import time
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,18 +27,19 @@ import torch
 from safetensors.torch import save_file
 
 from .atomic import atomic_path, remove, write_json
-from .config import PruneConfig
+from .config import PruneConfig, check_range, check_types
 from .errors import TicketlabError
-from .lottery import Lottery, resolve_config, run_lottery, seeded_generator
+from .lottery import Lottery, resolve_config, run_lottery, writing
 from .masks import load_mask, save_mask, sparsity
 from .models import config_values, resolve_model
 from .models.compact import compact, save_compact, structure_mask
 from .pruning.structured import EarlyBird, Structure, check_ratios, random_structure
 from .slimming import EarlyBirdSearch, slimming
-from .store import RunStore
-from .train import TrainHook, accelerator, total_steps
+from .store import MARKER, RunStore, damage, describe, seal
+from .train import TrainHook, accelerator, seeded_generator, total_steps, usable_checkpoint
 
 ARMS = ("earlybert", "earlybert-random")
+log = logging.getLogger(__name__)
 DRAWS_PER_TRAINING = 100  # the default draw interval: 1% of the training steps
 
 
@@ -54,10 +55,10 @@ class EarlyBirdConfig:
     threshold: float = 0.1  # ... and is passed when every normalized Hamming distance is below this
 
     def __post_init__(self) -> None:
+        check_types(self)
         check_ratios([], self.heads, self.ffn)
         EarlyBird(self.window, self.threshold)
-        if self.l1 < 0:
-            raise TicketlabError(f"--l1 must be >= 0, got {self.l1:g}")
+        check_range("--l1", self.l1, 0.0)
         if self.draw_every is not None and self.draw_every < 1:
             raise TicketlabError(f"--draw-every must be at least 1 step, got {self.draw_every}")
 
@@ -100,25 +101,47 @@ def earlybert(
     run_lottery(config, Path(out), checkpoint_every=checkpoint_every, hooks=hooks, last_round=0)
     store = RunStore(Path(out) / config.name())
     branches = {arm: store.branch(settings.branch(arm)) for arm in ARMS}
-    if not all(rounds.is_complete(0) for rounds in branches.values()):
-        lottery = Lottery(config, store, False, checkpoint_every, hooks)
-        ticket, search = _search(lottery, settings, branches["earlybert"])
-        random = random_structure(ticket, seeded_generator(config.train.seed, "earlybert-random", settings.hash()))
-        for arm, structure, found_by in (("earlybert", ticket, search), ("earlybert-random", random, None)):
-            if not branches[arm].is_complete(0):
-                _train_ticket(lottery, branches[arm], settings.branch(arm), arm, structure, found_by)
+    search_dir = branches["earlybert"].path / "search"
+    with writing(store):
+        searched = _searched(search_dir)
+        if not all([rounds.intact(0) for rounds in branches.values()]) or not searched:
+            lottery = Lottery(config, store, False, checkpoint_every, hooks)
+            ticket, search = _search(lottery, settings, search_dir)
+            random = random_structure(ticket, seeded_generator(config.train.seed, "earlybert-random", settings.hash()))
+            for arm, structure, found_by in (("earlybert", ticket, search), ("earlybert-random", random, None)):
+                if not branches[arm].is_complete(0):
+                    _train_ticket(lottery, branches[arm], settings.branch(arm), arm, structure, found_by)
     return EarlyBertResult(store.path, store.metrics(0), *(branches[arm].metrics(0) for arm in ARMS))
 
 
-def _search(lottery: Lottery, settings: EarlyBirdConfig, rounds: RunStore) -> tuple[Structure, dict[str, Any]]:
-    """The early-bird ticket and the search's record (kept in the branch, so a complete search is not repeated)."""
-    folder = rounds.round_dir(0)
-    if (folder / "search.json").exists():
+def _searched(folder: Path) -> bool:
+    """Whether the search's folder holds a complete, intact search (its checkpoint, left by a kill after it
+    completed, goes); a damaged search is reported and removed, to be searched again."""
+    if not (folder / MARKER).exists():
+        return False
+    problems = damage(folder)
+    if problems:
+        log.warning("%s is damaged: %s; searching again", folder, describe(problems))
+        remove(folder)
+        return False
+    _sweep(folder)
+    return True
+
+
+def _sweep(folder: Path) -> None:
+    """Remove what a complete search no longer needs: its checkpoint, temporaries of killed writes."""
+    for stale in [folder / "search.pt", *folder.glob(".*.tmp*")]:
+        remove(stale)
+
+
+def _search(lottery: Lottery, settings: EarlyBirdConfig, folder: Path) -> tuple[Structure, dict[str, Any]]:
+    """The early-bird ticket and the search's record, kept in `folder` (a unit of its own, sealed like a round:
+    a complete search is not repeated)."""
+    if (folder / MARKER).exists():
         return load_mask(folder / "ticket.safetensors")[0], json.loads((folder / "search.json").read_text())
     config = lottery.config
     draw_every = settings.draw_every or max(1, round(total_steps(len(lottery.features["train"]), config.train) / DRAWS_PER_TRAINING))
     lottery.start_from_theta0()
-    started = time.perf_counter()
     with slimming(lottery.model) as coefficients:
         search = EarlyBirdSearch(coefficients, settings.heads, settings.ffn, settings.l1, draw_every, EarlyBird(settings.window, settings.threshold))
         result = lottery.run_training(lottery.model, folder / "search.pt", [search], "EarlyBERT search", round=0)
@@ -129,7 +152,7 @@ def _search(lottery: Lottery, settings: EarlyBirdConfig, rounds: RunStore) -> tu
         **dataclasses.asdict(settings),
         "draw_every": draw_every,
         "steps": result.steps,
-        "time_s": time.perf_counter() - started,
+        "time_s": result.time_s,
         "draw_step": search.draws[-1].step,
         "early_bird": search.found,
         "draws": [dataclasses.asdict(d) for d in search.draws],
@@ -140,14 +163,18 @@ def _search(lottery: Lottery, settings: EarlyBirdConfig, rounds: RunStore) -> tu
             save_file(scores, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
         save_mask(folder / "ticket.safetensors", search.ticket, metadata)
         write_json(folder / "search.json", record)
-        remove(folder / "search.pt")
+        seal(folder, {"search": True})
+        _sweep(folder)
     accelerator().wait_for_everyone()
     return search.ticket, record
 
 
 def _train_ticket(lottery: Lottery, rounds: RunStore, branch: str, arm: str, structure: Structure, search: dict[str, Any] | None) -> None:
     """Cut `structure` out of θ0, train the smaller model with the run's recipe, keep it (model/) and record it
-    with the `search` that found it (None for the random ticket), whose time counts in the time ratio."""
+    with the `search` that found it (None for the random ticket), whose time counts in the time ratio. A resumed
+    training goes on with the structure it started with."""
+    if usable_checkpoint(rounds.checkpoint_path(0)):
+        structure = load_mask(rounds.structure_path(0))[0]
     lottery.start_from_theta0()
     mask = structure_mask(lottery.model, structure)
     model = compact(copy.deepcopy(lottery.model), structure)

@@ -17,13 +17,14 @@ from typing import Any
 
 import yaml
 
+from .config import PruneConfig, TrainConfig, check_types, from_options
 from .controls import CONTROLS
 from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
-from .lottery import find
+from .lottery import find, resolve_config
 from .report.build import build_report
 from .tasks import TASKS
-from .pretrain import METHODS, pretrain
+from .pretrain import METHODS, pretrain, pretraining_config
 from .report.pretraining import write_pretraining_summary
 from .transfer import grid, transfer
 
@@ -35,7 +36,7 @@ class Recipe:
     """What an experiment runs. Per-task entries hold `data` and training options (TrainConfig fields)."""
 
     name: str
-    model: str
+    model: str | None  # None: the models `pretrain` makes
     tasks: dict[str, dict[str, Any]]
     seeds: int = 1
     prune: dict[str, Any] = field(default_factory=dict)  # PruneConfig fields: sparsity, schedule, rate, ...
@@ -46,6 +47,31 @@ class Recipe:
     # architecture, methods (method -> TrainConfig fields of its pre-training) and tickets (TrainConfig fields of IMP on
     # the pre-training task); None: the recipe's `model` is pre-trained already
     pretrain: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        """Every setting checked, by type and value, before anything runs."""
+        where = f"recipe {self.name}: "
+        check_types(self, where)
+        if self.model is None and self.pretrain is None:
+            raise TicketlabError(f"{where}a recipe needs `model`, or `pretrain` to make its models")
+        if not self.tasks:
+            raise TicketlabError(f"{where}tasks names no task")
+        for task, options in self.tasks.items():
+            TASKS.get(task)
+            if not isinstance(options.get("data") or "", str):
+                raise TicketlabError(f"{where}tasks: {task}: data must be a path, got {options['data']!r}")
+            from_options(TrainConfig, {k: v for k, v in options.items() if k != "data"}, f"{where}tasks: {task}: ")
+        if self.seeds < 1:
+            raise TicketlabError(f"{where}seeds must be at least 1, got {self.seeds}")
+        from_options(PruneConfig, self.prune, f"{where}prune: ")
+        for control in self.controls:
+            CONTROLS.get(control)
+        if any(step < 0 for step in self.rewind_steps):
+            raise TicketlabError(f"{where}rewind_steps must be >= 0, got {self.rewind_steps}")
+        if self.transfer is not None and not 0.0 < self.transfer < 1.0:
+            raise TicketlabError(f"{where}transfer is a sparsity in (0, 1), got {self.transfer!r}")
+        _earlybert_settings(self)
+        _pretrain_settings(self)
 
 
 def presets() -> list[str]:
@@ -69,32 +95,17 @@ def load_recipe(source: str | Path) -> Recipe:
     unknown = sorted(set(raw) - fields)
     if unknown:
         raise TicketlabError(f"{path}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(fields))}")
-    try:
-        recipe = Recipe(name=path.stem, **{"model": None, **raw, "tasks": {task: dict(options or {}) for task, options in raw["tasks"].items()}})
-    except (KeyError, TypeError, AttributeError) as error:
-        raise TicketlabError(f"{path}: a recipe needs `model` and a mapping `tasks` ({error})") from None
-    if recipe.model is None and recipe.pretrain is None:
-        raise TicketlabError(f"{path}: a recipe needs `model`, or `pretrain` to make its models")
-    _pretrain_settings(recipe)
-    for task in recipe.tasks:
-        TASKS.get(task)
-    for control in recipe.controls:
-        CONTROLS.get(control)
-    if recipe.seeds < 1:
-        raise TicketlabError(f"{path}: seeds must be at least 1, got {recipe.seeds}")
-    _earlybert_settings(recipe)
-    return recipe
+    if not isinstance(raw.get("tasks"), dict):
+        raise TicketlabError(f"{path}: a recipe needs `model` and a mapping `tasks`")
+    tasks = {task: {} if options is None else options for task, options in raw["tasks"].items()}  # `task:` alone: no options
+    return Recipe(name=path.stem, **{"model": None, **raw, "tasks": tasks})
 
 
 def _earlybert_settings(recipe: Recipe) -> EarlyBirdConfig | None:
     """The recipe's EarlyBERT settings (None: it runs no EarlyBERT); a one-line error for unknown or bad ones."""
     if recipe.earlybert is None:
         return None
-    try:
-        return EarlyBirdConfig(**recipe.earlybert)
-    except TypeError:
-        known = ", ".join(f.name for f in dataclasses.fields(EarlyBirdConfig))
-        raise TicketlabError(f"recipe {recipe.name}: earlybert takes a mapping of {known}") from None
+    return from_options(EarlyBirdConfig, recipe.earlybert, f"recipe {recipe.name}: earlybert: ")
 
 
 def _pretrain_settings(recipe: Recipe) -> tuple[str, dict[str, dict[str, Any]], dict[str, Any]] | None:
@@ -107,11 +118,20 @@ def _pretrain_settings(recipe: Recipe) -> tuple[str, dict[str, dict[str, Any]], 
     methods = recipe.pretrain.get("methods") or {}
     if not isinstance(methods, dict) or not methods:
         raise TicketlabError(f"recipe {recipe.name}: pretrain needs `methods`, a mapping of {', '.join(METHODS)} to their options")
-    for method in methods:
-        if method not in METHODS:
-            raise TicketlabError(f"recipe {recipe.name}: unknown pre-training method {method!r}; known: {', '.join(METHODS)}")
+    where = f"recipe {recipe.name}: pretrain: "
+    methods = {method: {} if options is None else options for method, options in methods.items()}
+    tickets = recipe.pretrain.get("tickets") or {}
     architecture = recipe.pretrain.get("architecture", "resnet-small")
-    return architecture, {m: dict(o or {}) for m, o in methods.items()}, dict(recipe.pretrain.get("tickets") or {})
+    for name, options in {**methods, "tickets": tickets}.items():
+        if not isinstance(options, dict):
+            raise TicketlabError(f"{where}{name} takes a mapping of training options, got {options!r}")
+    try:
+        for method, options in methods.items():
+            pretraining_config(method, architecture, options)
+        from_options(TrainConfig, tickets, "tickets: ")
+    except TicketlabError as error:
+        raise TicketlabError(f"{where}{error}") from None
+    return architecture, methods, tickets
 
 
 def run_experiment(
@@ -164,6 +184,10 @@ def _run_recipe(recipe: Recipe, out: Path, seeds: range, checkpoint_every: int) 
     """Every lottery run, control, rewinding run, EarlyBERT search and transfer grid of `recipe`, then its report."""
     settings = _earlybert_settings(recipe)
     data, training = _task_settings(recipe)
+    prune = dict(recipe.prune)
+    sparsity = prune.pop("sparsity", PruneConfig.sparsity)
+    for task in recipe.tasks:  # the model, data and options of every task are checked before anything trains
+        resolve_config(recipe.model, task, data.get(task), sparsity, **prune, **training[task])
     for seed in seeds:
         for task in recipe.tasks:
             options = {**recipe.prune, **training[task], "seed": seed}

@@ -8,15 +8,16 @@ that derive from the run's rounds (see ticketlab.controls).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import logging
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, load_model as load_weights, save_file, save_model
-from .atomic import atomic_path, remove
+from .atomic import atomic_path
 from .config import PruneConfig, RunConfig, TrainConfig
 from .controls import CONTROLS, Control
 from .errors import TicketlabError
@@ -28,16 +29,18 @@ from .models import (
     hidden_size,
     load_pretrained,
     layer_stack_weights,
+    max_positions,
     model_fingerprint,
     prunable_weights,
     resolve_model,
 )
-from .pruning import METHODS, check_scope, round_at
+from .pruning import METHODS, round_at
 from .store import RunStore
 from .tasks import TASKS, Task
-from .train import MaskEnforcer, TrainHook, TrainResult, accelerator, predict, total_steps, train
+from .train import MaskEnforcer, TrainHook, TrainResult, accelerator, predict, seeded_generator, total_steps, train, usable_checkpoint
 
 DEFAULT_RATES = {"linear": 0.1, "geometric": 0.2}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,7 +75,9 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
     if rewind_epoch is not None:
         given["rewind_step"] = _epoch_steps(spec, data, train_config, rewind_epoch, given.get("rewind_step"))
     prune_config = PruneConfig(sparsity=sparsity, **{k: v for k, v in given.items() if k in prune_names})
-    _validate(train_config, prune_config)
+    positions = max_positions(model_path)
+    if positions is not None and train_config.max_length > positions:
+        raise TicketlabError(f"max_length {train_config.max_length} is longer than the {positions} positions {model} takes")
     return RunConfig(
         model=model if model in EMBEDDED_MODELS else str(model_path.resolve()),
         model_hash=model_fingerprint(model_path),
@@ -125,13 +130,44 @@ def run_lottery(
     store = RunStore(out / config.name())
     levels = config.prune.levels()
     rounds = range(len(levels) if last_round is None else last_round + 1)
-    if not all(store.is_complete(r) for r in rounds):
+    lottery: Lottery | None = None
+    if not all(store.is_complete(r) and not store.damage(r) for r in rounds):
         lottery = Lottery(config, store, save_weights, checkpoint_every, hooks)  # checks everything before writing
+    with writing(store):
         store.initialize(config)
         for round in rounds:
-            if not store.is_complete(round):
-                lottery.run_round(round, levels[round])
+            store.intact(round)  # a damaged round is reported and reopened; leftovers of a kill go
+        _reopen_sources(store, rounds)
+        trained = [round for round in rounds if not store.is_complete(round)]
+        for round in trained:
+            lottery = lottery or Lottery(config, store, save_weights, checkpoint_every, hooks)
+            lottery.run_round(round, levels[round])
+        if not save_weights and accelerator().is_main_process:
+            for round in set(trained) - {0, rounds[-1]}:  # a redone middle round's; the dense round 0 and the last stay
+                store.discard(round, "weights.safetensors")
     return LotteryResult(store.path, [store.metrics(r) for r in rounds])
+
+
+def _reopen_sources(store: RunStore, rounds: range) -> None:
+    """A reopened round whose mask or starting head is gone is prepared again from the previous round's trained
+    weights: where those were not kept, the previous round is trained again too (and so on back)."""
+    for round in reversed(rounds):
+        if round > 0 and not store.is_complete(round) and not _inputs_ready(store, round):
+            if store.is_complete(round - 1) and not store.weights_path(round - 1).exists():
+                log.info("round %d is trained again: round %d is made from its weights", round - 1, round)
+                store.reopen(round - 1, {})
+
+
+def _inputs_ready(store: RunStore, round: int) -> bool:
+    """The round's mask and starting head are written (they are made before it trains)."""
+    return store.mask_path(round).exists() and store.head_path(round).exists()
+
+
+@contextmanager
+def writing(store: RunStore) -> Iterator[None]:
+    """The run held for writing by this command (the main process takes the lock; the others follow it)."""
+    with store.lock() if accelerator().is_main_process else nullcontext():
+        yield
 
 
 def run_controls(
@@ -149,23 +185,20 @@ def run_controls(
     incomplete = [r for r in [0, *rounds] if not store.is_complete(r)]
     if incomplete:
         raise TicketlabError(f"{store.path}: round {incomplete[0]} of the lottery run is not complete; run find first")
+    for round in [0, *rounds]:
+        store.verified(round)  # the controls read its masks, heads and dense weights
     lottery: Lottery | None = None
-    for name in controls:
-        control = CONTROLS.get(name)
-        for round in rounds:
-            if store.branch(name).is_complete(round):
-                continue
-            lottery = lottery or Lottery(config, store, False, checkpoint_every, hooks)
-            rng = seeded_generator(config.train.seed, name, round)
-            mask = control.mask(lottery, round, levels[round], rng)
-            if mask is not None:
-                lottery.run_branch(name, round, levels[round], mask, lambda: lottery.start_control(control, round, rng))
-
-
-def seeded_generator(*key: object) -> torch.Generator:
-    """A generator seeded by a stable hash of `key` (the run's seed, the control, the round)."""
-    digest = hashlib.sha256("/".join(map(str, key)).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+    with writing(store):
+        for name in controls:
+            control = CONTROLS.get(name)
+            for round in rounds:
+                if store.branch(name).intact(round):
+                    continue
+                lottery = lottery or Lottery(config, store, False, checkpoint_every, hooks)
+                rng = seeded_generator(config.train.seed, name, round)
+                mask = control.mask(lottery, round, levels[round], rng)
+                if mask is not None:
+                    lottery.run_branch(name, round, levels[round], mask, lambda: lottery.start_control(control, round, rng))
 
 
 class Lottery:
@@ -196,31 +229,29 @@ class Lottery:
     def run_round(self, round: int, level: float) -> None:
         """IMP round `round`: prune the previous round's trained weights to `level`, rewind, train, record."""
         store = self.store
-        resuming = store.checkpoint_path(round).exists()
-        if round > 0 and not resuming:
-            load_weights(self.model, str(store.weights_path(round - 1)))  # to prune, and for the trained head
-        mask = self._mask(round, level)
-        if not resuming:
+        if not _inputs_ready(store, round):
+            self._prepare(round, level)
+        mask = load_mask(store.mask_path(round))[0]
+        if not usable_checkpoint(store.checkpoint_path(round)):
             self._rewind(round, mask)
-            self._save(store.head_path(round), {k: p.detach() for k, p in head_parameters(self.model).items()})
         hooks: list[TrainHook] = []
-        if round == 0 and self.config.prune.rewind_step > 0:
+        rewinding = round == 0 and self.config.prune.rewind_step > 0
+        if rewinding:
             hooks.append(_SaveRewindPoint(self.config.prune.rewind_step, store.rewind_path()))
         record = self._train(store, round, level, mask, hooks, f"round {round} · sparsity {level:.1%}")
         if accelerator().is_main_process:
             with atomic_path(store.weights_path(round)) as tmp:
                 save_model(self.model, str(tmp))
-            store.complete(round, record)
-            remove(store.checkpoint_path(round))
+            store.complete(round, record, extra=[store.rewind_path()] if rewinding else [])
             if round > 1 and not self.save_weights:
-                remove(store.weights_path(round - 1))  # the dense round 0 stays: the one-shot control prunes it
+                store.discard(round - 1, "weights.safetensors")  # the dense round 0 stays: the one-shot control prunes it
         accelerator().wait_for_everyone()
 
     def run_branch(self, name: str, round: int, level: float, mask: Mask, start: Callable[[], None], **record: Any) -> None:
         """Train `mask` from the weights `start` sets, as branch `name` of round `round`; `record` adds to its
         metrics.json (its "arm" defaults to `name`)."""
         rounds = self.store.branch(name)
-        if not rounds.checkpoint_path(round).exists():
+        if not usable_checkpoint(rounds.checkpoint_path(round)):
             start()
             apply_mask(self.weights, mask)
         if accelerator().is_main_process:
@@ -228,7 +259,6 @@ class Lottery:
         metrics = self._train(rounds, round, level, mask, [], f"{name} · sparsity {level:.1%}")
         if accelerator().is_main_process:
             rounds.complete(round, {"arm": name, **metrics, **record})
-            remove(rounds.checkpoint_path(round))
         accelerator().wait_for_everyone()
 
     def start_control(self, control: Control, round: int, rng: torch.Generator) -> None:
@@ -281,21 +311,21 @@ class Lottery:
     def train_model(self, model: torch.nn.Module, rounds: RunStore, round: int, hooks: list[TrainHook], description: str) -> dict[str, Any]:
         """Train `model` (this run's, or one built from it), checkpointing in `rounds`' round folder, then evaluate
         it. Returns steps, train loss, training time, wall time (with evaluation) and every split's metrics."""
-        started = time.perf_counter()
         result = self.run_training(model, rounds.checkpoint_path(round), hooks, description, round)
-        train_time = time.perf_counter() - started
+        evaluated = time.perf_counter()
         metrics = {split: self.evaluate(split, model) for split in self.task.eval_splits}
         return {
             "steps": result.steps,
             "train_loss": result.train_loss,
-            "train_time_s": train_time,
-            "wall_time_s": time.perf_counter() - started,
+            "train_time_s": result.time_s,  # over every attempt, as the wall time
+            "wall_time_s": result.time_s + time.perf_counter() - evaluated,
             **metrics,
         }
 
     def run_training(self, model: torch.nn.Module, checkpoint: Path, hooks: list[TrainHook], description: str, round: int) -> TrainResult:
         """The run's recipe and training data on `model`, resumable from `checkpoint`."""
-        torch.manual_seed(self.config.train.seed + round)  # this round's dropout (a checkpoint restores its own state)
+        seed = self.config.train.seed + round
+        torch.manual_seed(seed)  # this round's dropout (a checkpoint restores its own state)
         return train(
             model,
             self.features["train"],
@@ -306,6 +336,7 @@ class Lottery:
             checkpoint_every=self.checkpoint_every,
             description=description,
             forward=self.task.forward,
+            seed=seed,  # and its data randomness
         )
 
     def evaluate(self, split: str, model: torch.nn.Module | None = None) -> dict[str, float]:
@@ -315,37 +346,30 @@ class Lottery:
         outputs = predict(model, features, self.eval_collate, self.config.train.batch_size, self.task.outputs, self.task.forward)
         return self.task.score(self.examples[split], features, outputs)
 
-    def _save(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
-        if accelerator().is_main_process:
-            with atomic_path(path) as tmp:
-                save_file({k: v.cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-
-    def _mask(self, round: int, level: float) -> Mask:
-        """Round 0 is dense; round r prunes the model's weights (round r-1's, trained) to `level`.
-        The mask is saved before training starts, so a resumed round finds it."""
+    def _prepare(self, round: int, level: float) -> None:
+        """Write a round's inputs before it trains (a resumed or redone round finds them): its mask, pruned to `level`
+        from the previous round's trained weights (round 0: dense), and the head it starts from (round 0: the fresh
+        one; later: the head trained in the previous round, the paper's choice, or the fresh one with `rewind_head`)."""
         store = self.store
-        if store.mask_path(round).exists():
-            return load_mask(store.mask_path(round))[0]
         if round == 0:
             mask = ones_like(self.weights)
         else:
+            load_weights(self.model, str(store.weights_path(round - 1)))
             previous = load_mask(store.mask_path(round - 1))[0]
-            prune = METHODS.get(self.config.prune.method)
-            mask = prune(self.weights, previous, level, scope=self.config.prune.scope)
+            mask = METHODS.get(self.config.prune.method)(self.weights, previous, level, scope=self.config.prune.scope)
+        fresh_head = round == 0 or self.config.prune.rewind_head
+        head = self.head0 if fresh_head else {k: p.detach() for k, p in head_parameters(self.model).items()}
         if accelerator().is_main_process:
             save_mask(store.mask_path(round), mask, self.provenance(round, mask))
-        return mask
+            with atomic_path(store.head_path(round)) as tmp:
+                save_file({k: v.cpu().contiguous() for k, v in head.items()}, str(tmp))
+        accelerator().wait_for_everyone()
 
     def _rewind(self, round: int, mask: Mask) -> None:
-        """Start weights of a round: θ0 (or θi) for the backbone, the kept weights only; the head keeps the
-        values it was trained to in the previous round (loaded already) unless `rewind_head`."""
-        if round == 0:
-            self.start_from_theta0()
-        else:
-            rewind = self.store.rewind_path() if self.config.prune.rewind_step else None
-            backbone(self.model).load_state_dict(load_file(str(rewind)) if rewind else self.theta0)
-            if self.config.prune.rewind_head:
-                self.model.load_state_dict(self.head0, strict=False)
+        """Start weights of a round: θ0 (or θi) for the backbone, the kept weights only, and the round's starting head."""
+        rewind = self.store.rewind_path() if round > 0 and self.config.prune.rewind_step else None
+        backbone(self.model).load_state_dict(load_file(str(rewind)) if rewind else self.theta0)
+        self.model.load_state_dict(load_file(str(self.store.head_path(round))), strict=False)
         apply_mask(self.weights, mask)
 
     def provenance(self, round: int, mask: Mask) -> dict[str, Any]:
@@ -384,22 +408,3 @@ def _epoch_steps(task: Task, data: str | None, train: TrainConfig, epochs: int, 
         raise TicketlabError(f"rewind_epoch must be >= 0, got {epochs}")
     examples = len(task.splits(data)["train"][: train.train_examples])
     return epochs * total_steps(examples, dataclasses.replace(train, epochs=1))
-
-
-def _validate(train: TrainConfig, prune: PruneConfig) -> None:
-    prune.levels()  # raises on a bad target, rate or schedule
-    METHODS.get(prune.method)
-    check_scope(prune.scope)
-    check_train_config(train)
-    if prune.rewind_step < 0:
-        raise TicketlabError(f"rewind_step must be >= 0, got {prune.rewind_step}")
-
-
-def check_train_config(train: TrainConfig) -> None:
-    """A one-line error for a setting that cannot train (a count or rate that is not positive)."""
-    positive = {"epochs": train.epochs, "batch_size": train.batch_size, "learning_rate": train.learning_rate, "max_length": train.max_length}
-    if train.train_examples is not None:
-        positive["train_examples"] = train.train_examples
-    for name, value in positive.items():
-        if not value > 0:
-            raise TicketlabError(f"{name} must be positive, got {value}")

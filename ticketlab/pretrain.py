@@ -11,17 +11,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import time
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from .atomic import atomic_path, remove, write_json
 from .config import TrainConfig
 from .errors import TicketlabError
-from .lottery import check_train_config
 from .models.vision import LAYOUTS, ResNetConfig, ResNetForContrastiveLearning, ResNetForImageClassification
+from .store import damage, describe, hold, seal
 from .tasks import TASKS
 from .train import predict, train
 
@@ -31,6 +31,7 @@ METHODS = {  # method -> (its pre-training task, the model that trains on it)
     "moco": ("fashion-mnist-moco", ResNetForContrastiveLearning),
 }
 RECORD = "pretrain.json"
+log = logging.getLogger(__name__)
 
 
 def pretrain(
@@ -44,41 +45,54 @@ def pretrain(
 ) -> Path:
     """Pre-train `architecture` from a random initialisation with `method` (supervised, simclr, moco); `options` are
     TrainConfig fields over the pre-training task's recipe. Returns the model folder."""
-    if method not in METHODS:
-        raise TicketlabError(f"unknown pre-training method {method!r}; known: {', '.join(METHODS)}")
-    if architecture not in LAYOUTS:
-        raise TicketlabError(f"unknown architecture {architecture!r}; known: {', '.join(LAYOUTS)}")
+    config = pretraining_config(method, architecture, options)
+    if checkpoint_every < 1:
+        raise TicketlabError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
     task_name, model_class = METHODS[method]
     task = TASKS.get(task_name)
-    config = _train_config(task.small_recipe, options)
     if data is not None and not Path(data).exists():
         raise TicketlabError(f"data not found: {data}")
     settings = {"method": method, "architecture": architecture, "data": str(Path(data).resolve()) if data else None,
                 "train": dataclasses.asdict(config)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     folder = Path(out) / f"{method}_{architecture}_{digest}"
-    if (folder / RECORD).is_file():
-        return folder
-
+    checkpoint = Path(out) / f".{folder.name}.checkpoint"
     examples = task.splits(data)
     examples["train"] = examples["train"][: config.train_examples]
     features = {name: task.encode(None, split, config.max_length) for name, split in examples.items()}
-    torch.manual_seed(config.seed)
-    in_channels = features["train"][0]["pixel_values"].shape[0]
-    model = model_class(ResNetConfig.for_architecture(architecture, in_channels=in_channels, **task.model_options(data)))
-    checkpoint = Path(out) / f".{folder.name}.checkpoint"
-    started = time.perf_counter()
-    result = train(model, features["train"], task.collator(None, train=True), config, checkpoint=checkpoint,
-                   checkpoint_every=checkpoint_every, description=f"pre-training · {method}", forward=task.forward)
-    train_time = time.perf_counter() - started
-    dev = predict(model, features["dev"], task.collator(None, train=False), config.batch_size, task.outputs, task.forward)
-    record = {**settings, "task": task.name, "steps": result.steps, "train_loss": result.train_loss,
-              "train_time_s": train_time, "dev": task.score(examples["dev"], features["dev"], dev)}
-    with atomic_path(folder) as tmp:
-        model.resnet.save_pretrained(tmp)
-        write_json(tmp / RECORD, record)
-    remove(checkpoint)
+    with hold(Path(out) / f".{folder.name}.lock", folder):
+        if _finished(folder, checkpoint):
+            return folder
+        torch.manual_seed(config.seed)
+        in_channels = features["train"][0]["pixel_values"].shape[0]
+        model = model_class(ResNetConfig.for_architecture(architecture, in_channels=in_channels, **task.model_options(data)))
+        result = train(model, features["train"], task.collator(None, train=True), config, checkpoint=checkpoint,
+                       checkpoint_every=checkpoint_every, description=f"pre-training · {method}", forward=task.forward)
+        dev = predict(model, features["dev"], task.collator(None, train=False), config.batch_size, task.outputs, task.forward)
+        record = {**settings, "task": task.name, "steps": result.steps, "train_loss": result.train_loss,
+                  "train_time_s": result.time_s, "dev": task.score(examples["dev"], features["dev"], dev)}
+        with atomic_path(folder) as tmp:
+            model.resnet.save_pretrained(tmp)
+            write_json(tmp / RECORD, record)
+            seal(tmp, {"method": method})
+        remove(checkpoint)
     return folder
+
+
+def _finished(folder: Path, checkpoint: Path) -> bool:
+    """Whether `folder` holds an intact finished pre-training. Leftovers of a killed process go (temporaries of a
+    save, a checkpoint left after the model's save); a damaged folder is reported and removed, to be made again."""
+    for leftover in folder.parent.glob(f".{folder.name}*.tmp*"):
+        remove(leftover)
+    if not (folder / RECORD).is_file():
+        return False
+    problems = damage(folder)
+    if problems:
+        log.warning("%s is damaged: %s; pre-training it again", folder, describe(problems))
+        remove(folder)
+        return False
+    remove(checkpoint)
+    return True
 
 
 def pretrain_record(folder: str | Path) -> dict[str, Any]:
@@ -89,11 +103,19 @@ def pretrain_record(folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _train_config(recipe: TrainConfig, options: dict[str, Any]) -> TrainConfig:
+def pretraining_config(method: str, architecture: str, options: Mapping[str, Any]) -> TrainConfig:
+    """The training settings of a pre-training: TrainConfig fields `options` over its task's recipe; one-line errors
+    for an unknown method, architecture or option, or a batch a contrastive method cannot learn from."""
+    if method not in METHODS:
+        raise TicketlabError(f"unknown pre-training method {method!r}; known: {', '.join(METHODS)}")
+    if architecture not in LAYOUTS:
+        raise TicketlabError(f"unknown architecture {architecture!r}; known: {', '.join(LAYOUTS)}")
+    task_name, model_class = METHODS[method]
     names = {field.name for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - names)
     if unknown:
         raise TicketlabError(f"unknown option {unknown[0]!r}")
-    config = dataclasses.replace(recipe, **{k: v for k, v in options.items() if v is not None})
-    check_train_config(config)
+    config = dataclasses.replace(TASKS.get(task_name).small_recipe, **{k: v for k, v in options.items() if v is not None})
+    if model_class is ResNetForContrastiveLearning and config.batch_size < 2:
+        raise TicketlabError(f"{method} contrasts the images of a batch with each other: batch_size must be at least 2, got {config.batch_size}")
     return config

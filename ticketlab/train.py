@@ -6,7 +6,10 @@ fp32 on CPU, bf16 autocast on GPU; `accelerate launch` / torchrun run it data-pa
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
 import math
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +28,21 @@ from .errors import TicketlabError
 
 Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
 Outputs = Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor]], Any]  # (model, batch) -> output with `.loss`
+# (model, batch, generator of the batch's data randomness: None in evaluation) -> output with `.loss`
+Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator | None], Any]
+CHECKPOINT_KEYS = frozenset({"step", "loss_sum", "time_s", "model", "optimizer", "scheduler", "rng", "cuda_rng", "hooks"})
+log = logging.getLogger(__name__)
 
 
-def call_model(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
-    """The plain way a batch goes through a model."""
+def call_model(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> Any:
+    """The plain way a batch goes through a model (no data randomness)."""
     return model(**batch)
+
+
+def seeded_generator(*key: object) -> torch.Generator:
+    """A CPU generator seeded by a stable hash of `key` (e.g. the run's seed, a control, a round)."""
+    digest = hashlib.sha256("/".join(map(str, key)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
 class TrainHook:
@@ -99,6 +111,7 @@ class EpochShuffle(Sampler[int]):
 class TrainResult:
     steps: int
     train_loss: float
+    time_s: float  # training time over every attempt: a resumed run adds the time its checkpoint had counted
 
 
 @functools.cache
@@ -133,10 +146,12 @@ def training_step(
     max_grad_norm: float,
     step: int,
     forward: Forward = call_model,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Optimizer step number `step` (from 1), hooks included; returns the (detached) loss."""
+    """Optimizer step number `step` (from 1), hooks included, the batch's data randomness drawn from `generator`;
+    returns the (detached) loss."""
     acc = accelerator()
-    loss = forward(model, batch).loss
+    loss = forward(model, batch, generator).loss
     acc.backward(loss)
     for hook in hooks:
         hook.after_backward(model)
@@ -161,10 +176,16 @@ def train(
     checkpoint_every: int = 100,
     description: str = "training",
     forward: Forward = call_model,
+    seed: int | None = None,
 ) -> TrainResult:
     """Fine-tune `model` in place, each batch through `forward` (a task's may differ from the plain call).
-    With `checkpoint`, saves there every `checkpoint_every` steps and resumes from it bit for bit when it exists
-    (model, optimizer, schedule, random state, position, hooks). A hook may end training early (`should_stop`)."""
+    The data randomness of step k (MLM masks, augmented views) comes from a generator of the unit's `seed` (default:
+    the config's) and k alone, so neither resuming nor the loader's prefetching can shift it.
+    With `checkpoint`, saves there every `checkpoint_every` steps and resumes from it bit for bit when it holds a
+    usable one (model, optimizer, schedule, random state, position, hooks, time). A hook may end training early
+    (`should_stop`). A loss or weight that turns nan or inf raises a TicketlabError before any checkpoint or result
+    holds it."""
+    started = time.perf_counter()
     if not features:
         raise TicketlabError("the training split is empty")
     acc = accelerator()
@@ -179,10 +200,12 @@ def train(
     steps_per_epoch = len(loader)
     total = steps_per_epoch * config.epochs
 
-    step, loss_sum = 0, torch.zeros((), device=acc.device)
-    if checkpoint is not None and checkpoint.exists():
-        step, loss_sum = _load_checkpoint(checkpoint, acc.unwrap_model(prepared), optimizer, scheduler, hooks)
+    seed = config.seed if seed is None else seed
+    step, loss_sum, time_s = 0, torch.zeros((), device=acc.device), 0.0
+    if checkpoint is not None and usable_checkpoint(checkpoint):
+        step, loss_sum, time_s = _load_checkpoint(checkpoint, acc.unwrap_model(prepared), optimizer, scheduler, hooks)
         loss_sum = loss_sum.to(acc.device)
+    unchecked: list[torch.Tensor] = []  # the losses since the last check for nan and inf
 
     prepared.train()
     for hook in hooks:
@@ -196,14 +219,55 @@ def train(
             batches = acc.skip_first_batches(loader, offset) if offset else loader
             for batch in batches:
                 step += 1
-                loss_sum += training_step(prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm, step, forward)
-                if checkpoint is not None and step % checkpoint_every == 0 and step < total:
-                    _save_checkpoint(checkpoint, step, loss_sum, acc.unwrap_model(prepared), optimizer, scheduler, hooks)
+                generator = seeded_generator(seed, "data", step)
+                loss = training_step(prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm, step, forward, generator)
+                loss_sum += loss
+                unchecked.append(loss)
+                if step % checkpoint_every == 0 and step < total:
+                    _check_finite(unchecked, step, prepared, description)  # before a checkpoint can hold the weights
+                    if checkpoint is not None:
+                        elapsed = time_s + time.perf_counter() - started
+                        _save_checkpoint(checkpoint, step, loss_sum, elapsed, acc.unwrap_model(prepared), optimizer, scheduler, hooks)
                 advance()
                 if _stopped(hooks):
                     break
+    _check_finite(unchecked, step, prepared, description)
     acc.free_memory()
-    return TrainResult(steps=step, train_loss=float(acc.reduce(loss_sum, "mean")) / max(step, 1))
+    train_loss = float(acc.reduce(loss_sum, "mean")) / max(step, 1)
+    return TrainResult(steps=step, train_loss=train_loss, time_s=time_s + time.perf_counter() - started)
+
+
+def _check_finite(losses: list[torch.Tensor], step: int, model: torch.nn.Module, description: str) -> None:
+    """Raise, naming the step, if one of `losses` (those of the steps up to `step`) or a weight after `step` is nan
+    or inf; `losses` is emptied. One device sync, so training checks only every `checkpoint_every` steps and at its end."""
+    values = torch.stack(losses).cpu() if losses else torch.zeros(0)
+    losses.clear()
+    bad = (~values.isfinite()).nonzero().flatten()
+    if len(bad):
+        first = int(bad[0])
+        at, what = step - len(values) + 1 + first, f"the training loss is {float(values[first])}"
+    elif not torch.stack([p.isfinite().all() for p in model.parameters()]).all():
+        at, what = step, "the weights turned nan or inf"
+    else:
+        return
+    raise TicketlabError(f"{what} at step {at} of {description}; lower the learning rate (--lr)")
+
+
+def usable_checkpoint(path: Path) -> bool:
+    """Whether `path` holds a checkpoint to resume from. A damaged one is only a cache of progress: it is reported in
+    one line and removed, so that the unit starts afresh from its start weights."""
+    if not path.exists():
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing = CHECKPOINT_KEYS - state.keys()
+        if missing:
+            raise KeyError(sorted(missing)[0])
+        return True
+    except Exception as error:  # whatever keeps a cache from loading (truncated, garbage, empty, old), it goes
+        log.warning("%s is damaged (%s); discarding it: that training starts afresh", path, type(error).__name__)
+        path.unlink(missing_ok=True)
+        return False
 
 
 def _stopped(hooks: Sequence[TrainHook]) -> bool:
@@ -231,7 +295,7 @@ def predict(
     model.eval()
     kept: dict[str, list[np.ndarray]] = {}
     for batch in loader:
-        out = forward(model, batch)
+        out = forward(model, batch, None)
         rows = {k: acc.pad_across_processes(v, dim=1) if v.ndim > 1 else v for k, v in outputs(out, batch).items()}
         for name, value in acc.gather_for_metrics(rows).items():
             kept.setdefault(name, []).append(value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy())
@@ -248,12 +312,15 @@ def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _save_checkpoint(path: Path, step: int, loss_sum: torch.Tensor, model, optimizer, scheduler, hooks: Sequence[TrainHook]) -> None:
+def _save_checkpoint(
+    path: Path, step: int, loss_sum: torch.Tensor, time_s: float, model, optimizer, scheduler, hooks: Sequence[TrainHook]
+) -> None:
     acc = accelerator()
     if acc.is_main_process:
         state = {
             "step": step,
             "loss_sum": loss_sum.cpu(),
+            "time_s": time_s,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -266,7 +333,7 @@ def _save_checkpoint(path: Path, step: int, loss_sum: torch.Tensor, model, optim
     acc.wait_for_everyone()
 
 
-def _load_checkpoint(path: Path, model, optimizer, scheduler, hooks: Sequence[TrainHook]) -> tuple[int, torch.Tensor]:
+def _load_checkpoint(path: Path, model, optimizer, scheduler, hooks: Sequence[TrainHook]) -> tuple[int, torch.Tensor, float]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -274,9 +341,9 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, hooks: Sequence[Tr
     torch.set_rng_state(state["rng"])
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    for hook, hook_state in zip(hooks, state.get("hooks", ())):
+    for hook, hook_state in zip(hooks, state["hooks"]):
         hook.load_state_dict(hook_state)
-    return state["step"], state["loss_sum"]
+    return state["step"], state["loss_sum"], state["time_s"]
 
 
 @contextmanager

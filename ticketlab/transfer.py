@@ -6,15 +6,17 @@ round 0, its IMP tickets and its controls sit beside it and the report compares 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .api import read_ticket
 from .config import PruneConfig, RunConfig
 from .errors import TicketlabError
-from .lottery import Lottery, resolve_config, run_controls, run_lottery
+from .lottery import Lottery, resolve_config, run_controls, run_lottery, writing
 from .pruning import round_at
 from .store import RunStore
+from .tasks import TASKS
 
 PROVENANCE = ("base_model", "model_hash", "task", "round", "seed", "config_hash")
 
@@ -39,8 +41,9 @@ def transfer(
     missing = [key for key in PROVENANCE if key not in provenance]
     if missing:
         raise TicketlabError(f"{ticket} carries no provenance ({missing[0]} missing): only tickets that ticketlab found transfer")
+    branch, round, seed = _source(provenance, ticket)
     if options.get("seed") is None:
-        options["seed"] = int(provenance["seed"])
+        options["seed"] = seed
     config = resolve_config(model or provenance["base_model"], task, data, sparsity, **options)
     if config.model_hash != provenance["model_hash"]:
         raise TicketlabError(
@@ -49,14 +52,24 @@ def transfer(
         )
     run_lottery(config, Path(out), checkpoint_every=checkpoint_every, last_round=0)
     store = RunStore(Path(out) / config.name())
-    branch = f"transfer_{provenance['task']}_{provenance['config_hash']}"
-    round = int(provenance["round"])
-    if not store.branch(branch).is_complete(round):
-        lottery = Lottery(config, store, False, checkpoint_every, ())
-        source = {key: provenance[key] for key in ("task", "round", "config_hash", "sparsity")}
-        level = float(provenance.get("level", provenance["sparsity"]))
-        lottery.run_branch(branch, round, level, lottery.fit(mask), lottery.start_from_theta0, arm="transfer", source=source)
+    with writing(store):
+        if not store.branch(branch).intact(round):
+            lottery = Lottery(config, store, False, checkpoint_every, ())
+            source = {key: provenance[key] for key in ("task", "round", "config_hash", "sparsity")}
+            level = float(provenance.get("level", provenance["sparsity"]))
+            lottery.run_branch(branch, round, level, lottery.fit(mask), lottery.start_from_theta0, arm="transfer", source=source)
     return store.branch(branch).metrics(round)
+
+
+def _source(provenance: dict[str, str], ticket: str | Path) -> tuple[str, int, int]:
+    """The branch a ticket's transfer is stored in, its round and its seed, from the ticket's metadata: data from
+    outside, so each part is checked (a registered task, a config hash, numbers) before it names a folder."""
+    task, config_hash, round, seed = (provenance[key] for key in ("task", "config_hash", "round", "seed"))
+    numbers = all(re.fullmatch(r"[0-9]{1,9}", n) for n in (round, seed))
+    if task not in TASKS or not re.fullmatch(r"[0-9a-f]{10}", config_hash) or not numbers:
+        raise TicketlabError(f"{ticket}: its metadata does not name a ticketlab run (task {task!r}, config hash "
+                             f"{config_hash!r}, round {round!r}, seed {seed!r})")
+    return f"transfer_{task}_{config_hash}", int(round), int(seed)
 
 
 def grid(

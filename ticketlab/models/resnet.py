@@ -8,6 +8,7 @@ files load as they are.
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -226,7 +227,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         if path.suffix == ".safetensors":
             data = load_file(path, device="cpu")
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a pickle protocol torch did not write: it reads or fails, in one line below
+                warnings.simplefilter("ignore")
+                data = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, SafetensorError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TicketlabError(f"cannot read weights from {path}: {message}") from None

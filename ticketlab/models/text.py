@@ -9,13 +9,18 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from torch import nn
 
 from ..assets import asset_path
 from ..errors import TicketlabError
+from ..store import MARKER, damage, describe
 
 EMBEDDED_MODELS = ("splade-tiny", "minilm-l6")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# model types whose position ids start after the padding index (RoBERTa's scheme): the first pad_token_id + 1
+# position embeddings are never an input's
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "longformer", "data2vec-text", "roberta-prelayernorm", "xmod")
 
 transformers.logging.set_verbosity_error()  # load_pretrained says what is newly initialised, in one line
 log = logging.getLogger(__name__)
@@ -31,6 +36,8 @@ def resolve_model(name: str) -> Path:
         raise TicketlabError(f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}) nor an existing folder")
     if not (path / "config.json").is_file():
         raise TicketlabError(f"{path} is not a Hugging Face model folder (no config.json)")
+    if (path / MARKER).is_file() and (problems := damage(path)):  # a folder ticketlab made (pretrain) says its digests
+        raise TicketlabError(f"{path} is damaged: {describe(problems)}; run the command that made it again to redo it")
     return path
 
 
@@ -47,12 +54,14 @@ def model_fingerprint(path: Path) -> str:
 
 def load_pretrained(path: Path, auto_class: type, seed: int, **kwargs) -> nn.Module:
     """Load pre-trained weights in fp32 (magnitude ranking wants full precision); newly initialised parts
-    (task head, a missing pooler or MLM head) are drawn from `seed`, so θ0 is the same every time, and logged."""
+    (task head, a missing pooler or MLM head) are drawn from `seed`, so θ0 is the same every time, and logged.
+    A model with nothing to prune is refused."""
     torch.manual_seed(seed)
     try:
         model, info = auto_class.from_pretrained(path, dtype=torch.float32, output_loading_info=True, **kwargs)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, SafetensorError) as error:
         raise TicketlabError(f"cannot load a model from {path}: {str(error).strip().splitlines()[0]}") from None
+    prunable_weights(model)
     if info["missing_keys"]:
         output = model.get_output_embeddings()
         tied = output is not None and output.weight is model.get_input_embeddings().weight
@@ -63,13 +72,28 @@ def load_pretrained(path: Path, auto_class: type, seed: int, **kwargs) -> nn.Mod
     return model
 
 
+def model_config(path: Path) -> transformers.PretrainedConfig:
+    """The model's config; a one-line error when it cannot be read."""
+    try:
+        return transformers.AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise TicketlabError(f"cannot read the config of {path}: {str(error).strip().splitlines()[0]}") from None
+
+
 def config_values(path: Path, *names: str) -> tuple:
     """Fields of the model's config (e.g. "hidden_size"); a one-line error when the config or a field is missing."""
-    try:
-        config = transformers.AutoConfig.from_pretrained(path)
-        return tuple(getattr(config, name) for name in names)
-    except (OSError, ValueError, KeyError, AttributeError) as error:
-        raise TicketlabError(f"cannot read {', '.join(names)} from the config of {path}: {str(error).strip().splitlines()[0]}") from None
+    config = model_config(path)
+    missing = [name for name in names if not hasattr(config, name)]
+    if missing:
+        raise TicketlabError(f"the config of {path} has no {missing[0]}")
+    return tuple(getattr(config, name) for name in names)
+
+
+def max_positions(path: Path) -> int | None:
+    """The longest input the model's position embeddings take (None: it has none, as a ResNet)."""
+    config = model_config(path)
+    positions = getattr(config, "max_position_embeddings", None)
+    return positions - config.pad_token_id - 1 if positions is not None and config.model_type in OFFSET_POSITIONS else positions
 
 
 def hidden_size(path: Path) -> int:
@@ -107,6 +131,9 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
         for module_name, module in child.named_modules():
             if isinstance(module, nn.Linear):
                 weights[".".join(filter(None, (child_name, module_name, "weight")))] = module.weight
+    if not weights:
+        raise TicketlabError(f"{type(model).__name__}: nothing to prune, no nn.Linear weight in or after its layer stack "
+                             "(ticketlab prunes BERT-style encoders and its ResNets)")
     return weights
 
 

@@ -187,6 +187,8 @@ def import_resnet(weights: str | Path, architecture: str, out: str | Path, in_ch
     layout) as a pre-trained model folder that every ticketlab verb takes (its `fc`, if any, is left out)."""
     if Path(out).exists():
         raise TicketlabError(f"{out} exists already; choose a new folder")
+    if in_channels < 1:
+        raise TicketlabError(f"in_channels must be at least 1, got {in_channels}")
     model = ResNetModel(ResNetConfig.for_architecture(architecture, in_channels=in_channels))
     load_resnet_weights(model, weights, skip_classifier=True)
     model.save_pretrained(out)

@@ -56,9 +56,11 @@ def draw_structure(scores: Mapping[str, torch.Tensor], heads: float, ffn: float)
 
 
 def random_structure(like: Mapping[str, torch.Tensor], generator: torch.Generator) -> Structure:
-    """A structure keeping as many heads and FFN neurons in every layer as `like`, chosen uniformly at random."""
-    structure_shapes(like)
-    return {name: _keep_largest(torch.rand(kept.shape, generator=generator), int(kept.sum())) for name, kept in like.items()}
+    """A structure keeping as many heads and FFN neurons in every layer as `like`, chosen uniformly at random.
+    Drawn in one fixed order (every layer's heads, then every layer's neurons), whatever the order of `like`'s keys."""
+    layers = range(len(structure_shapes(like)))
+    names = [f"heads.{i}" for i in layers] + [f"ffn.{i}" for i in layers]
+    return {name: _keep_largest(torch.rand(like[name].shape, generator=generator), int(like[name].sum())) for name in names}
 
 
 def _keep_largest(values: torch.Tensor, count: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import TicketlabError
-from ..store import RunStore, split_metrics
+from ..store import RunStore, run_folders, split_metrics
 
 # whole attention heads and FFN neurons removed (EarlyBERT): their sparsity is not a level of IMP's schedule
 STRUCTURED_ARMS = frozenset({"earlybert", "earlybert-random"})
@@ -39,15 +39,17 @@ class Result:
 
 
 def collect(paths: Iterable[str | Path]) -> list[Result]:
-    """Results of the complete rounds of every run in `paths`: run folders, or folders holding run folders."""
+    """Results of the complete rounds of every run in `paths`: run folders, or folders holding run folders.
+    A damaged round stops it with one line (the report never shows what a damaged file says)."""
     results: list[Result] = []
-    for run in _run_folders(paths):
+    for run in run_folders(paths):
         store = RunStore.open(run)
         config = store.config()
         arm = "imp" if config.prune.rewind_step == 0 else f"imp-rewind-{config.prune.rewind_step}"
         rounds = [(store, arm)] + [(store.branch(name), None) for name in store.branches()]
         for rounds_store, fixed_arm in rounds:
             for round in rounds_store.completed_rounds():
+                rounds_store.verified(round)
                 record = rounds_store.metrics(round)
                 if not fixed_arm and "arm" not in record:
                     raise TicketlabError(f"{rounds_store.round_dir(round)}/metrics.json names no arm")
@@ -73,15 +75,3 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
 def unstructured(results: Iterable[Result]) -> list[Result]:
     """The results whose sparsity is a level of the unstructured schedule: every arm but STRUCTURED_ARMS."""
     return [r for r in results if r.arm not in STRUCTURED_ARMS]
-
-
-def _run_folders(paths: Iterable[str | Path]) -> list[Path]:
-    folders: list[Path] = []
-    for path in map(Path, paths):
-        if (path / "config.json").is_file():
-            folders.append(path)
-        elif path.is_dir() and (found := sorted(p.parent for p in path.glob("*/config.json"))):
-            folders.extend(found)
-        else:
-            raise TicketlabError(f"{path} is neither a ticketlab run folder nor a folder of runs")
-    return folders

@@ -23,7 +23,8 @@ class Task(ABC):
     """A task: subclasses set the class attributes and implement `splits`, `encode` and `score`.
 
     Features are dicts of token lists; keys the model does not take (offsets, example ids) may ride along:
-    `collator` drops them. A batch goes through the model by `forward`, in training and evaluation alike.
+    `collator` drops them. A batch goes through the model by `forward`, in training and evaluation alike; in training
+    it gets the step's generator for any data randomness (masks, views), which a resumed run draws again exactly.
     Evaluation keeps `outputs` of every batch (rows in feature order) and hands them to `score` together with
     the split's examples and features.
     """
@@ -56,7 +57,10 @@ class Task(ABC):
         its tokenizer (image tasks: the number of input channels it expects)."""
         if is_resnet(model):
             raise TicketlabError(f"task {self.name} is a text task; {model} holds a ResNet")
-        return load_tokenizer(model)
+        tokenizer = load_tokenizer(model)
+        if tokenizer.pad_token is None:
+            raise TicketlabError(f"the tokenizer of {model} has no padding token, which task {self.name} needs to batch examples")
+        return tokenizer
 
     @abstractmethod
     def encode(self, tokenizer, examples: list[Any], max_length: int) -> list[dict]:
@@ -66,8 +70,9 @@ class Task(ABC):
         """Pads a list of features into a batch of tensors (`train`: for training, else for evaluation)."""
         return DataCollatorWithPadding(tokenizer)
 
-    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
-        """One batch through the model: an output with the `.loss` training takes and what `outputs` reads."""
+    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> Any:
+        """One batch through the model: an output with the `.loss` training takes and what `outputs` reads
+        (`generator`: the data randomness of a training step; None in evaluation)."""
         return model(**batch)
 
     def outputs(self, output: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -142,12 +142,11 @@ class ContrastivePretraining(ImageTask):
     def images(self, data: str | None) -> dict[str, ImageSet]:
         return FashionMnist().images(data)
 
-    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
+    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> Any:
+        """Training (with the step's `generator`): the loss over two augmented views; evaluation: the features."""
         images = batch["pixel_values"]
-        if not model.training:
+        if generator is None:
             return model(pixel_values=images)
-        # the views' seed comes from the global random stream, which checkpoints keep: a resumed run sees the same views
-        generator = torch.Generator(images.device).manual_seed(int(torch.randint(2**62, (1,))))
         size = tuple(images.shape[-2:])
         return model(pixel_values=augment_view(images, generator, size, self.views),
                      positive_values=augment_view(images, generator, size, self.views))

@@ -61,19 +61,23 @@ class MaskedLanguageModeling(Task):
         ]
 
     def collator(self, tokenizer, train: bool) -> Collate:
-        """Training masks afresh at every step (dynamic masking); evaluation masks block i with seed i."""
+        """Evaluation masks block i with seed i; training batches carry their blocks unmasked, with the masking that
+        `forward` applies afresh at every step (dynamic masking)."""
         masking = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, mask_replace_prob=0.8, random_replace_prob=0.1)
-        if train:
-            return lambda features: masking([{k: f[k] for k in MODEL_KEYS} for f in features])
-        return functools.partial(_fixed_masks, masking)
+        return functools.partial(_unmasked if train else _fixed_masks, masking)
 
-    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> MaskedLMOutput:
+    def forward(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> MaskedLMOutput:
         """Vocabulary logits only at the masked positions (labels != -100), the only ones loss and metrics read.
+        A training batch is masked here, from the step's `generator`; an evaluation batch comes masked.
 
         The output embeddings (the decoder) see only those rows of their input: this fits any masked LM whose decoder
         is its last step, position by position (BERT, RoBERTa, ALBERT, DistilBERT, ELECTRA, DeBERTa-v2, ModernBERT).
         The call still goes through the (possibly wrapped) model: data-parallel gradient sync and mixed precision stay.
         """
+        if generator is not None:
+            batch = _dynamic_masks(batch, generator)
         labels = batch["labels"]
         masked = labels != -100
         decoder = accelerator().unwrap_model(model).get_output_embeddings()
@@ -110,6 +114,20 @@ class MaskedLanguageModeling(Task):
 def _per_block(values: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
     """Row sums of `values`, given one per masked position in row-major order."""
     return torch.zeros(masked.shape, dtype=values.dtype, device=values.device).masked_scatter(masked, values).sum(1)
+
+
+def _unmasked(masking: DataCollatorForLanguageModeling, features: list[dict]) -> dict:
+    """A training batch: the blocks as they are, and the masking that `forward` draws for them."""
+    stacked = {key: torch.tensor([f[key] for f in features]) for key in MODEL_KEYS}
+    return {**stacked, "masking": masking}
+
+
+def _dynamic_masks(batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A training batch's blocks masked with `generator`, drawn on the CPU: the same masks on every device."""
+    masking, ids = batch["masking"], batch["input_ids"]
+    masking.generator = generator
+    inputs, labels = masking.torch_mask_tokens(ids.to("cpu", copy=True), batch["special_tokens_mask"].cpu())
+    return {"input_ids": inputs.to(ids.device), "labels": labels.to(ids.device)}
 
 
 def _fixed_masks(masking: DataCollatorForLanguageModeling, features: list[dict]) -> dict[str, torch.Tensor]:
