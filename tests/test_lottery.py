@@ -7,7 +7,7 @@ from transformers import AutoModelForSequenceClassification
 
 import ticketlab
 from ticketlab.masks import sparsity
-from ticketlab.models import backbone, head_parameters, load_pretrained, prunable_weights
+from ticketlab.models import head_parameters, load_pretrained, prunable_weights
 from ticketlab.pruning import sparsity_schedule
 from ticketlab.store import RunStore
 from ticketlab.train import TrainHook

@@ -84,8 +84,9 @@ def test_pretraining_resumes_exactly_and_a_rerun_clears_its_leftovers(fashion_di
             "--checkpoint-every", "1"]
     resumed, whole = assert_resumes_exactly(args, [".*.checkpoint"], tmp_path)
     (model,) = resumed.glob("moco_*")
-    for leftover in (".checkpoint", ".checkpoint.tmp123", ".tmp123"):  # what kills during the final saves leave
-        (resumed / f".{model.name}{leftover}").write_bytes(b"partial")
+    checkpoint = f".{model.name}.checkpoint"
+    for leftover in (checkpoint, f".{checkpoint}.tmp123", f".{model.name}.tmp123"):  # what kills during saves leave
+        (resumed / leftover).write_bytes(b"partial")
     run_ok([*args, "--out", resumed], tmp_path / "again.stderr")
     assert_same_outputs(resumed, whole)
 

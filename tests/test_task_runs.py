@@ -51,7 +51,7 @@ def test_bad_data_or_metric_is_one_line_and_writes_nothing(tiny_model_dir, tmp_p
     (glue / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n", encoding="utf-8")
     out = tmp_path / "runs"
     cases = {
-        "no data for a task that ships none": (["--task", "squad"], "SQuAD does not ship"),
+        "no data for a task that ships none": (["--task", "squad", "--max-length", "64"], "SQuAD does not ship"),
         "label outside the set": (["--task", "rte", "--data", glue], "dev.tsv:2: label 'maybe'"),
         "missing folder": (["--task", "mrpc", "--data", tmp_path / "nowhere"], "data not found"),
         "unknown metric": (["--task", "rte", "--data", glue, "--metric", "f1"], "has no metric 'f1'"),
@@ -73,13 +73,14 @@ def test_the_embedded_wikipedia_is_plain_text_with_a_fixed_held_out_split():
     assert not any(markup in text for markup in ("'''", "[[", "]]", "{{", "}}", "\n=="))
 
 
-def test_bert_base_size_models_get_the_papers_recipe_and_small_ones_the_small_recipe(tiny_model_dir, tmp_path):
-    base = tmp_path / "bert-base-config"
-    base.mkdir()
-    (base / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 768}), encoding="utf-8")
+def test_bert_base_size_models_get_the_papers_recipe_and_small_ones_the_small_recipe(tmp_path):
+    base, small = tmp_path / "bert-base-config", tmp_path / "small-config"
+    for folder, width in ((base, 768), (small, 128)):  # 512 positions: SQuAD's 384 tokens fit
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": width}), encoding="utf-8")
     for name in ("mrpc", "squad", "mlm"):
         task = TASKS.get(name)
         assert resolve_config(str(base), name, None, 0.5).train == task.recipe
-        assert resolve_config(str(tiny_model_dir), name, None, 0.5, epochs=1).train == dataclasses.replace(task.small_recipe, epochs=1)
+        assert resolve_config(str(small), name, None, 0.5, epochs=1).train == dataclasses.replace(task.small_recipe, epochs=1)
     assert TASKS.get("mrpc").recipe == TrainConfig(epochs=3, batch_size=32, learning_rate=2e-5, max_length=128)
     assert TASKS.get("squad").recipe == TrainConfig(epochs=2, batch_size=16, learning_rate=3e-5, max_length=384)

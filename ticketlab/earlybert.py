@@ -18,7 +18,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,11 +34,10 @@ from .models import config_values, resolve_model
 from .models.compact import compact, save_compact, structure_mask
 from .pruning.structured import EarlyBird, Structure, check_ratios, random_structure
 from .slimming import EarlyBirdSearch, slimming
-from .store import MARKER, RunStore, damage, describe, seal
+from .store import MARKER, RunStore, finished, seal
 from .train import TrainHook, accelerator, seeded_generator, total_steps, usable_checkpoint
 
 ARMS = ("earlybert", "earlybert-random")
-log = logging.getLogger(__name__)
 DRAWS_PER_TRAINING = 100  # the default draw interval: 1% of the training steps
 
 
@@ -103,7 +101,7 @@ def earlybert(
     branches = {arm: store.branch(settings.branch(arm)) for arm in ARMS}
     search_dir = branches["earlybert"].path / "search"
     with writing(store):
-        searched = _searched(search_dir)
+        searched = finished(search_dir, search_dir / "search.pt", "searching again")
         if not all([rounds.intact(0) for rounds in branches.values()]) or not searched:
             lottery = Lottery(config, store, False, checkpoint_every, hooks)
             ticket, search = _search(lottery, settings, search_dir)
@@ -112,26 +110,6 @@ def earlybert(
                 if not branches[arm].is_complete(0):
                     _train_ticket(lottery, branches[arm], settings.branch(arm), arm, structure, found_by)
     return EarlyBertResult(store.path, store.metrics(0), *(branches[arm].metrics(0) for arm in ARMS))
-
-
-def _searched(folder: Path) -> bool:
-    """Whether the search's folder holds a complete, intact search (its checkpoint, left by a kill after it
-    completed, goes); a damaged search is reported and removed, to be searched again."""
-    if not (folder / MARKER).exists():
-        return False
-    problems = damage(folder)
-    if problems:
-        log.warning("%s is damaged: %s; searching again", folder, describe(problems))
-        remove(folder)
-        return False
-    _sweep(folder)
-    return True
-
-
-def _sweep(folder: Path) -> None:
-    """Remove what a complete search no longer needs: its checkpoint, temporaries of killed writes."""
-    for stale in [folder / "search.pt", *folder.glob(".*.tmp*")]:
-        remove(stale)
 
 
 def _search(lottery: Lottery, settings: EarlyBirdConfig, folder: Path) -> tuple[Structure, dict[str, Any]]:
@@ -164,7 +142,7 @@ def _search(lottery: Lottery, settings: EarlyBirdConfig, folder: Path) -> tuple[
         save_mask(folder / "ticket.safetensors", search.ticket, metadata)
         write_json(folder / "search.json", record)
         seal(folder, {"search": True})
-        _sweep(folder)
+        finished(folder, folder / "search.pt", "searching again")  # its checkpoint and an earlier kill's temporaries go
     accelerator().wait_for_everyone()
     return search.ticket, record
 
@@ -209,7 +187,6 @@ def _train_ticket(lottery: Lottery, rounds: RunStore, branch: str, arm: str, str
     if accelerator().is_main_process:
         save_compact(model, rounds.round_dir(0) / "model", lottery.processor)
         rounds.complete(0, record)
-        remove(rounds.checkpoint_path(0))
     accelerator().wait_for_everyone()
 
 

@@ -125,10 +125,10 @@ def _pretrain_settings(recipe: Recipe) -> tuple[str, dict[str, dict[str, Any]], 
     for name, options in {**methods, "tickets": tickets}.items():
         if not isinstance(options, dict):
             raise TicketlabError(f"{where}{name} takes a mapping of training options, got {options!r}")
-    try:
+    try:  # `data`: the pre-training task's files, beside the training options
         for method, options in methods.items():
-            pretraining_config(method, architecture, options)
-        from_options(TrainConfig, tickets, "tickets: ")
+            pretraining_config(method, architecture, {k: v for k, v in options.items() if k != "data"})
+        from_options(TrainConfig, {k: v for k, v in tickets.items() if k != "data"}, "tickets: ")
     except TicketlabError as error:
         raise TicketlabError(f"{where}{error}") from None
     return architecture, methods, tickets

@@ -70,6 +70,7 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
     schedule = given.get("schedule", PruneConfig.schedule)
     given.setdefault("rate", DEFAULT_RATES.get(schedule, PruneConfig.rate))
     train_config = dataclasses.replace(recipe, **{k: v for k, v in given.items() if k in train_names})
+    spec.check_batch(train_config)
     if data is not None and not Path(data).exists():
         raise TicketlabError(f"data not found: {data}")
     if rewind_epoch is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,7 +20,7 @@ from .atomic import atomic_path, remove, write_json
 from .config import TrainConfig
 from .errors import TicketlabError
 from .models.vision import LAYOUTS, ResNetConfig, ResNetForContrastiveLearning, ResNetForImageClassification
-from .store import damage, describe, hold, seal
+from .store import finished, hold, seal
 from .tasks import TASKS
 from .train import predict, train
 
@@ -31,7 +30,6 @@ METHODS = {  # method -> (its pre-training task, the model that trains on it)
     "moco": ("fashion-mnist-moco", ResNetForContrastiveLearning),
 }
 RECORD = "pretrain.json"
-log = logging.getLogger(__name__)
 
 
 def pretrain(
@@ -82,17 +80,9 @@ def pretrain(
 def _finished(folder: Path, checkpoint: Path) -> bool:
     """Whether `folder` holds an intact finished pre-training. Leftovers of a killed process go (temporaries of a
     save, a checkpoint left after the model's save); a damaged folder is reported and removed, to be made again."""
-    for leftover in folder.parent.glob(f".{folder.name}*.tmp*"):
+    for leftover in [*folder.parent.glob(f".{folder.name}.tmp*"), *folder.parent.glob(f".{checkpoint.name}.tmp*")]:
         remove(leftover)
-    if not (folder / RECORD).is_file():
-        return False
-    problems = damage(folder)
-    if problems:
-        log.warning("%s is damaged: %s; pre-training it again", folder, describe(problems))
-        remove(folder)
-        return False
-    remove(checkpoint)
-    return True
+    return finished(folder, checkpoint, "pre-training it again")
 
 
 def pretrain_record(folder: str | Path) -> dict[str, Any]:
@@ -110,12 +100,11 @@ def pretraining_config(method: str, architecture: str, options: Mapping[str, Any
         raise TicketlabError(f"unknown pre-training method {method!r}; known: {', '.join(METHODS)}")
     if architecture not in LAYOUTS:
         raise TicketlabError(f"unknown architecture {architecture!r}; known: {', '.join(LAYOUTS)}")
-    task_name, model_class = METHODS[method]
     names = {field.name for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - names)
     if unknown:
         raise TicketlabError(f"unknown option {unknown[0]!r}")
-    config = dataclasses.replace(TASKS.get(task_name).small_recipe, **{k: v for k, v in options.items() if v is not None})
-    if model_class is ResNetForContrastiveLearning and config.batch_size < 2:
-        raise TicketlabError(f"{method} contrasts the images of a batch with each other: batch_size must be at least 2, got {config.batch_size}")
+    task = TASKS.get(METHODS[method][0])
+    config = dataclasses.replace(task.small_recipe, **{k: v for k, v in options.items() if v is not None})
+    task.check_batch(config)
     return config

@@ -102,6 +102,22 @@ def damage(folder: Path) -> dict[str, str]:
     return problems
 
 
+def finished(folder: Path, checkpoint: Path, again: str) -> bool:
+    """For a unit made whole in a folder of its own (a pre-trained model, an EarlyBERT search): whether it is complete
+    and intact. Its checkpoint and temporaries a kill left after it completed go; a damaged unit is reported in one
+    line and removed, to be made `again` ("searching again")."""
+    if not (folder / MARKER).exists():
+        return False
+    problems = damage(folder)
+    if problems:
+        log.warning("%s is damaged: %s; %s", folder, describe(problems), again)
+        remove(folder)
+        return False
+    for stale in [checkpoint, *folder.glob(".*.tmp*")]:
+        remove(stale)
+    return True
+
+
 def describe(problems: dict[str, str]) -> str:
     """Problems as a short phrase: "mask.safetensors does not match its digest (and 1 more)"."""
     (name, problem), *more = problems.items()

@@ -39,6 +39,7 @@ class Task(ABC):
     auto_class: type  # the transformers Auto* class that adds this task's head
     prune_defaults: dict[str, Any] = {}  # PruneConfig fields that differ from the BERT-tickets code's for this task
     recipe: TrainConfig  # the paper's hyperparameters, for BERT-base-size models
+    min_batch_size: int = 1  # contrastive objectives compare the examples of a batch with each other
     small_recipe: TrainConfig  # for the small embedded models (hidden size under 768)
 
     def model_options(self, data: str | None = None) -> dict[str, Any]:
@@ -47,6 +48,12 @@ class Task(ABC):
 
     def recipe_for(self, hidden_size: int) -> TrainConfig:
         return self.recipe if hidden_size >= BASE_HIDDEN_SIZE else self.small_recipe
+
+    def check_batch(self, config: TrainConfig) -> None:
+        """A one-line error for a batch this task cannot learn from."""
+        if config.batch_size < self.min_batch_size:
+            raise TicketlabError(f"task {self.name} compares the examples of a batch with each other: batch_size must be "
+                                 f"at least {self.min_batch_size}, got {config.batch_size}")
 
     @abstractmethod
     def splits(self, data: str | None) -> dict[str, list[Any]]:

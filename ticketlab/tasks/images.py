@@ -131,6 +131,7 @@ class ContrastivePretraining(ImageTask):
     metrics = ("knn_accuracy",)
     metric = "knn_accuracy"
     auto_class = ResNetForContrastiveLearning
+    min_batch_size = 2
     files = FashionMnist.files
     method: str
     views: ViewRecipe
