@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from safetensors.torch import save_file
 
-from .atomic import atomic_path, remove, write_json
+from .atomic import atomic_path, write_json
 from .config import PruneConfig, check_range, check_types
 from .errors import TicketlabError
 from .lottery import Lottery, resolve_config, run_lottery, writing
