@@ -132,7 +132,7 @@ def run_lottery(
     levels = config.prune.levels()
     rounds = range(len(levels) if last_round is None else last_round + 1)
     lottery: Lottery | None = None
-    if not all(store.is_complete(r) and not store.damage(r) for r in rounds):
+    if not all(store.is_complete(r) for r in rounds):  # digests are checked once, under the lock
         lottery = Lottery(config, store, save_weights, checkpoint_every, hooks)  # checks everything before writing
     with writing(store):
         store.initialize(config)
