@@ -227,7 +227,7 @@ def _write_run(root: Path, task: str, seed: int) -> list[Mask]:
             continue
         r = LEVELS.index(level)
         if arm == "random":
-            mask = random_prune(weights, masks[0], level, scope="global", generator=generator)
+            mask = random_prune(weights, masks[0], level, generator)
         elif arm == "one-shot":
             mask = magnitude_prune({n: w.flip(0) for n, w in weights.items()}, masks[0], level)
         elif arm == "inverted":

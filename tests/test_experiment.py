@@ -16,6 +16,9 @@ def test_every_recipe_loads_and_names_known_tasks_and_controls():
     small = load_recipe("small")
     assert small.model == "splade-tiny" and set(small.tasks) == {"rotten-tomatoes", "mlm"} and small.seeds == 3
     assert small.transfer in (0.2, 0.4, 0.6, 0.8) and len(small.controls) == 7
+    minilm = load_recipe("minilm")
+    assert minilm.model == "minilm-l6" and minilm.seeds == 3 and minilm.prune["sparsity"] >= 0.8
+    assert set(minilm.controls) >= {"random", "one-shot", "reinit"} and len(minilm.transfer_levels()) == 3
     for name in presets():
         load_recipe(name)
 
@@ -29,6 +32,8 @@ def test_every_recipe_loads_and_names_known_tasks_and_controls():
         ("model: splade-tiny\n", "needs `model` and a mapping `tasks`"),
         ("model: [unclosed\n", "is not valid YAML"),
         ("model: splade-tiny\ntasks: {mlm: {}}\nseeds: 0\n", "seeds must be at least 1"),
+        ("model: splade-tiny\ntasks: {mlm: {}}\ntransfer: [0.5, 1.5]\n", "transfer is a sparsity in \\(0, 1\\) or a list"),
+        ("model: splade-tiny\ntasks: {mlm: {}}\ntransfer: [high]\n", "transfer must be"),
         ("model: splade-tiny\ntasks: {mlm: {}}\nearlybert: {hedas: 0.3}\n", "earlybert: unknown setting 'hedas'; known: heads, ffn"),
         ("model: splade-tiny\ntasks: {mlm: {}}\nearlybert: {heads: 2}\n", "--heads is the fraction pruned"),
     ],

@@ -1,13 +1,16 @@
 """IMP end to end on a tiny random BERT and real (subsampled) Rotten Tomatoes data."""
 
+import logging
+
 import pytest
 import torch
+from conftest import tiny_bert_config
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertModel
 
 import ticketlab
 from ticketlab.masks import sparsity
-from ticketlab.models import head_parameters, load_pretrained, prunable_weights
+from ticketlab.models import head_parameters, layer_stack_weights, load_pretrained, prunable_weights
 from ticketlab.pruning import sparsity_schedule
 from ticketlab.store import RunStore
 from ticketlab.train import TrainHook
@@ -106,3 +109,42 @@ def test_a_short_run_does_not_shorten_the_next_ones_data(tiny_model_dir, tmp_pat
     full = len(TASKS.get("rotten-tomatoes").splits(None)["train"])
     ticketlab.find(str(tiny_model_dir), sparsity=0.1, out=tmp_path, **FAST)
     assert len(TASKS.get("rotten-tomatoes").splits(None)["train"]) == full > FAST["train_examples"]
+
+
+@pytest.fixture(scope="module", params=["missing", "tiny"])
+def pooler_model_dir(request, tmp_path_factory, tiny_model_dir):
+    """The tiny BERT with no pre-trained pooler (drawn afresh at load) or with a pooler of tiny weights."""
+    path = tmp_path_factory.mktemp(f"pooler-{request.param}")
+    torch.manual_seed(0)
+    model = BertModel(tiny_bert_config(vocab_size=AutoTokenizer.from_pretrained(tiny_model_dir).vocab_size),
+                      add_pooling_layer=request.param == "tiny")
+    if request.param == "tiny":
+        with torch.no_grad():
+            model.pooler.dense.weight.mul_(1e-3)
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    return path
+
+
+def test_the_default_scope_never_empties_the_pooler(pooler_model_dir, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    result = ticketlab.find(str(pooler_model_dir), sparsity=0.75, out=tmp_path, schedule="geometric", rate=0.5, **FAST)
+    layers = layer_stack_weights(theta0(pooler_model_dir, 3))
+    for r, level in enumerate((0.0, 0.5, 0.75)):
+        mask = ticketlab.load_ticket(result.path, round=r)
+        inside = [m for name, m in mask.items() if name in layers]
+        assert sum(int((~m).sum()) for m in inside) == round(level * sum(m.numel() for m in inside))
+        pooler = mask["pooler.dense.weight"]
+        assert int((~pooler).sum()) == round(level * pooler.numel())  # ranked alone, at the run's sparsity
+        assert "nearly_empty" not in result.rounds[r]
+    assert not [r for r in caplog.records if "density" in r.getMessage()]
+
+
+@pytest.mark.parametrize("pooler_model_dir", ["tiny"], indirect=True)
+def test_the_paper_scope_empties_a_tiny_pooler_and_says_so(pooler_model_dir, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    result = ticketlab.find(str(pooler_model_dir), sparsity=0.5, out=tmp_path, schedule="geometric", rate=0.5, scope="global", **FAST)
+    assert not ticketlab.load_ticket(result.path)["pooler.dense.weight"].any()
+    assert result.rounds[1]["nearly_empty"] == [{"matrix": "pooler.dense.weight", "kept": 0.0}]
+    (warning,) = [r.getMessage() for r in caplog.records if "density" in r.getMessage()]
+    assert "round 1" in warning and "pooler.dense.weight keeps 0.00%" in warning

@@ -253,3 +253,10 @@ def test_evaluation_with_logits_at_masked_positions_only_has_the_full_metrics(to
     assert selected_scores["accuracy"] == full_scores["accuracy"] > 0
     for metric in ("loss", "perplexity"):
         assert selected_scores[metric] == pytest.approx(full_scores[metric], rel=1e-5)
+
+
+def test_a_loss_past_exps_range_has_infinite_perplexity():
+    outputs = {"loss_sum": np.array([7200.0, 1.0]), "correct": np.array([0, 1]), "count": np.array([8, 2])}
+    scores = TASKS.get("mlm").score([], [], outputs)  # mean loss 720.1: exp overflows a float
+    assert scores == {"accuracy": 0.1, "loss": pytest.approx(720.1), "perplexity": math.inf}
+    assert TASKS.get("mlm").score([], [], {**outputs, "loss_sum": np.array([8.0, 2.0])})["perplexity"] == pytest.approx(math.e)

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from ticketlab.errors import TicketlabError
-from ticketlab.masks import ones_like, sparsity
-from ticketlab.pruning import magnitude_prune, round_at, sparsity_schedule
+from ticketlab.masks import nearly_empty, ones_like, sparsity
+from ticketlab.pruning import magnitude_prune, round_at, scope_rankings, sparsity_schedule
 
 
 def random_weights(seed=0):
@@ -26,11 +26,33 @@ def test_global_mask_equals_ranking_all_weights_at_once():
 
 def test_per_matrix_prunes_each_matrix_to_the_sparsity():
     weights = random_weights()
-    mask = magnitude_prune(weights, ones_like(weights), 0.5, scope="per-matrix")
+    mask = magnitude_prune(weights, ones_like(weights), 0.5, scope_rankings("per-matrix", list(weights), ()))
     for name, w in weights.items():
         assert int((~mask[name]).sum()) == round(0.5 * w.numel())
         kept, pruned = w[mask[name]].abs(), w[~mask[name]].abs()
         assert kept.min() >= pruned.max()
+
+
+def test_the_layers_scope_ranks_the_layer_stack_together_and_each_other_matrix_alone():
+    weights = {**random_weights(), "pooler": torch.randn(6, 6) * 1e-4}  # tiny: a global ranking empties it first
+    rankings = scope_rankings("layers", list(weights), layers={"a", "b", "c"})
+    assert rankings == [["a", "b", "c"], ["pooler"]]
+    mask = magnitude_prune(weights, ones_like(weights), 0.6, rankings)
+    inside = {n: weights[n] for n in "abc"}
+    assert all(torch.equal(mask[n], m) for n, m in magnitude_prune(inside, ones_like(inside), 0.6).items())
+    assert int((~mask["pooler"]).sum()) == round(0.6 * 36)
+    assert not magnitude_prune(weights, ones_like(weights), 0.6)["pooler"].any()
+    assert scope_rankings("global", list(weights), {"a"}) == [list(weights)]
+    assert scope_rankings("layers", ["p"], layers=()) == [["p"]]
+
+
+def test_nearly_empty_names_matrices_below_the_density():
+    mask = {"a": torch.ones(10, 10, dtype=torch.bool), "b": torch.zeros(10, 10, dtype=torch.bool)}
+    mask["b"][0, :3] = True
+    assert nearly_empty(mask) == {}
+    assert nearly_empty(mask, below=0.05) == {"b": pytest.approx(0.03)}
+    mask["b"][:] = False
+    assert nearly_empty(mask) == {"b": 0.0}
 
 
 def test_masks_are_nested_and_exact_over_rounds():

@@ -20,6 +20,7 @@ from ticketlab.report.verdict import (
     is_matching_strict,
     summarize,
 )
+from ticketlab.store import RunStore
 
 DENSE = {0: 0.80, 1: 0.82, 2: 0.78}  # mean 0.80, sample std 0.02
 
@@ -224,3 +225,15 @@ def test_errors_are_one_clear_line(store, build, tmp_path):
     (broken / config("rotten-tomatoes", 1).name() / "round_00" / "COMPLETE").unlink()
     with pytest.raises(TicketlabError, match="no dense model \\(IMP round 0\\) of rotten-tomatoes with seed 1"):
         build.build_report([broken])
+
+
+def test_nearly_emptied_matrices_are_listed(store, build, tmp_path):
+    shutil.copytree(store, tmp_path / "runs")
+    run = RunStore(tmp_path / "runs" / config("rotten-tomatoes", 1).name())
+    record = {**run.metrics(3), "nearly_empty": [{"matrix": "pooler.dense.weight", "kept": 0.0043}]}
+    run.complete(3, record)
+    out = build.build_report([tmp_path / "runs"])
+    (row,) = pd.read_csv(out / "nearly_empty.csv").to_dict("records")
+    assert row == {"task": "rotten-tomatoes", "arm": "IMP", "seed": 1, "sparsity": 0.6, "matrix": "pooler.dense.weight", "kept": 0.0043}
+    assert "| rotten-tomatoes | IMP | 1 | 60.0% | pooler.dense.weight | 0.43% |" in (out / "report.md").read_text()
+    assert not (build.build_report([store]) / "nearly_empty.csv").exists()

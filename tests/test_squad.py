@@ -253,6 +253,80 @@ def test_invalid_spans_are_never_chosen(splits, features, trap):
     assert predictions[3] == span_text(dev[3], window, context[2], context[4])
 
 
+def run_qa_answers(examples, features, all_start_logits, all_end_logits, n_best_size=20, max_answer_length=30):
+    """run_qa.py's `postprocess_qa_predictions` (utils_qa.py, SQuAD v1.1: no null answer), transcribed: the
+    reference `best_answers` must agree with. Offsets of non-context tokens are None there, -1 here."""
+    windows_of = {}
+    for feature_index, feature in enumerate(features):
+        windows_of.setdefault(feature["example_index"], []).append(feature_index)
+    answers = []
+    for example_index, example in enumerate(examples):
+        prelim_predictions = []
+        for feature_index in windows_of.get(example_index, []):
+            start_logits, end_logits = all_start_logits[feature_index], all_end_logits[feature_index]
+            offset_mapping = [None if o[0] < 0 else tuple(o) for o in features[feature_index]["offset_mapping"]]
+            start_indexes = np.argsort(start_logits)[-1 : -n_best_size - 1 : -1].tolist()
+            end_indexes = np.argsort(end_logits)[-1 : -n_best_size - 1 : -1].tolist()
+            for start_index in start_indexes:
+                for end_index in end_indexes:
+                    if (start_index >= len(offset_mapping) or end_index >= len(offset_mapping)
+                            or offset_mapping[start_index] is None or offset_mapping[end_index] is None):
+                        continue
+                    if end_index < start_index or end_index - start_index + 1 > max_answer_length:
+                        continue
+                    prelim_predictions.append({
+                        "offsets": (offset_mapping[start_index][0], offset_mapping[end_index][1]),
+                        "score": start_logits[start_index] + end_logits[end_index],
+                    })
+        predictions = sorted(prelim_predictions, key=lambda x: x["score"], reverse=True)[:n_best_size]
+        texts = [example.context[p["offsets"][0] : p["offsets"][1]] for p in predictions]
+        if len(texts) == 0 or (len(texts) == 1 and texts[0] == ""):
+            texts.insert(0, "empty")
+        answers.append(texts[0])
+    return answers
+
+
+def random_windows(rng, examples_count=60):
+    """Examples of 1-3 overlapping windows: question and special tokens (offset -1), then context words (one of
+    them sometimes zero-width), then a separator."""
+    examples, features = [], []
+    for index in range(examples_count):
+        words = [f"w{index}x{k}" for k in range(int(rng.integers(5, 80)))]
+        context = " ".join(words)
+        ends = np.cumsum([len(w) + 1 for w in words]) - 1
+        spans = np.stack([ends - [len(w) for w in words], ends], 1)
+        if rng.random() < 0.3:
+            spans[int(rng.integers(len(words)))] = [0, 0]  # a token with no characters
+        examples.append(SimpleNamespace(context=context))
+        for first in range(0, len(words), 40)[: int(rng.integers(1, 4))]:
+            question = np.full((24 if index == 0 else int(rng.integers(2, 12)), 2), -1)  # example 0: room for 20 n-best
+            offsets = np.concatenate([question, spans[first : first + 50], [[-1, -1]]]).astype(np.int32)
+            features.append({"example_index": index, "offset_mapping": offsets})
+    return examples, features
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_answers_are_run_qas_on_random_logits(seed):
+    """Random logits with many ties, some windows with high question logits, and padding the answers must ignore."""
+    rng = np.random.default_rng(seed)
+    examples, features = random_windows(rng)
+    starts, ends = [], []
+    for feature in features:
+        length = len(feature["offset_mapping"])
+        logits = rng.integers(-3, 4, size=(2, length)).astype(np.float32) if seed % 2 else rng.normal(size=(2, length)).astype(np.float32)
+        if rng.random() < 0.4:
+            logits[:, feature["offset_mapping"][:, 0] < 0] += 8.0  # the question's logits win the n-best places
+        if feature["example_index"] == 0 or rng.random() < 0.1:
+            logits[:, feature["offset_mapping"][:, 0] >= 0] -= 20.0  # below the question's tokens; example 0: "empty"
+        starts.append(logits[0])
+        ends.append(logits[1])
+    width = max(map(len, starts)) + 5
+    padded = [np.stack([np.pad(x, (0, width - len(x)), constant_values=50.0) for x in side]) for side in (starts, ends)]
+    expected = run_qa_answers(examples, features, starts, ends)
+    assert best_answers(examples, features, *padded) == expected
+    assert expected[0] == "empty"
+
+
 def test_normalize_answer_is_the_official_one():
     assert normalize_answer("  The Quick,  brown-fox! ") == "quick brownfox"
     assert normalize_answer("An apple a day; theatre") == "apple day theatre"

@@ -143,7 +143,8 @@ def _add_run_options(command: argparse.ArgumentParser, sparsity_help: str = "tar
     prune = command.add_argument_group("pruning (defaults: the BERT-tickets code; image tasks: the CV code, geometric 0.2 with the head rewound)")
     prune.add_argument("--schedule", choices=SCHEDULES, help="linear: RATE of the original weights per round; geometric: of the remaining")
     prune.add_argument("--rate", type=_fraction, help="fraction pruned per round (default 0.1 linear, 0.2 geometric)")
-    prune.add_argument("--scope", choices=SCOPES, help="one global ranking (default) or each matrix to the same sparsity")
+    prune.add_argument("--scope", choices=SCOPES, help="layers (default): one ranking over the transformer layers, the pooler alone at the same sparsity; "
+                       "global: one ranking of every matrix (the paper's); per-matrix: each matrix alone")
     prune.add_argument("--rewind-step", type=int, help="rewind to the weights after this step of round 0 (default 0: θ0)")
     prune.add_argument("--rewind-epoch", type=int, help="rewind to the weights after this epoch of round 0 (the CV code's way)")
     prune.add_argument("--rewind-head", action="store_true", default=None, help="reset the task head too (text tasks' default: it keeps its trained values)")

@@ -99,7 +99,7 @@ class PruneConfig:
     method: str = "magnitude"
     schedule: str = "linear"  # linear: `rate` of the original weights per round; geometric: of the remaining
     rate: float = 0.1
-    scope: str = "global"  # or "per-matrix"
+    scope: str = "layers"  # or "global" (the paper's), "per-matrix": see ticketlab.pruning.SCOPES
     rewind_step: int = 0  # 0: rewind to the pre-trained weights θ0; i: to the weights after step i of round 0
     rewind_head: bool = False  # the paper's code keeps the task head's trained values across rounds
 

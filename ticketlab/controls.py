@@ -13,7 +13,7 @@ from typing import Callable, Protocol
 import torch
 
 from .masks import Mask, ones_like
-from .pruning import magnitude_prune, random_prune
+from .pruning import Rankings, magnitude_prune, random_prune
 from .registry import Registry
 
 Weights = dict[str, torch.Tensor]
@@ -23,7 +23,7 @@ NOISE_SCALE = 0.5  # "noise": Gaussian noise with this many standard deviations 
 class Parent(Protocol):
     """What a control reads of the lottery run it branches from (prunable weights, named as in masks)."""
 
-    scope: str  # the run's pruning scope
+    rankings: Rankings  # the run's pruning rankings (its scope, see ticketlab.pruning.scope_rankings)
 
     def imp_mask(self, round: int) -> Mask: ...
 
@@ -53,13 +53,13 @@ def _imp(parent: Parent, round: int, level: float, rng: torch.Generator) -> Mask
 
 def _one_shot(parent: Parent, round: int, level: float, rng: torch.Generator) -> Mask:
     dense = parent.dense_weights()
-    return magnitude_prune(dense, ones_like(dense), level, scope=parent.scope)
+    return magnitude_prune(dense, ones_like(dense), level, parent.rankings)
 
 
-def _random(scope: str) -> Callable[[Parent, int, float, torch.Generator], Mask]:
+def _random(per_matrix: bool) -> Callable[[Parent, int, float, torch.Generator], Mask]:
     def mask(parent: Parent, round: int, level: float, rng: torch.Generator) -> Mask:
         shapes = parent.imp_mask(0)
-        return random_prune(shapes, shapes, level, scope=scope, generator=rng)
+        return random_prune(shapes, shapes, level, rng, [[name] for name in shapes] if per_matrix else None)
 
     return mask
 
@@ -84,8 +84,8 @@ def _noisy(theta0: Weights, parent: Parent, rng: torch.Generator) -> Weights:
 
 
 CONTROLS.register("one-shot")(Control("one-shot magnitude pruning of the fine-tuned dense weights, rewound to θ0", _one_shot))
-CONTROLS.register("random")(Control("a random mask, uniform over all prunable weights", _random("global")))
-CONTROLS.register("random-per-matrix")(Control("a random mask, every matrix at the same sparsity", _random("per-matrix")))
+CONTROLS.register("random")(Control("a random mask, uniform over all prunable weights", _random(per_matrix=False)))
+CONTROLS.register("random-per-matrix")(Control("a random mask, every matrix at the same sparsity", _random(per_matrix=True)))
 CONTROLS.register("reinit")(Control("the IMP mask; kept weights drawn afresh from the model's initializer", _imp, _reinitialized))
 CONTROLS.register("shuffle")(Control("the IMP mask; θ0 shuffled within each matrix", _imp, _shuffled))
 CONTROLS.register("noise")(Control(f"the IMP mask; θ0 plus Gaussian noise of {NOISE_SCALE:g} std of each matrix", _imp, _noisy))

@@ -42,7 +42,7 @@ class Recipe:
     prune: dict[str, Any] = field(default_factory=dict)  # PruneConfig fields: sparsity, schedule, rate, ...
     controls: list[str] = field(default_factory=list)
     rewind_steps: list[int] = field(default_factory=list)  # extra IMP runs rewinding to these steps instead of θ0
-    transfer: float | None = None  # the sparsity of the tickets in the transfer grid (None: no grid)
+    transfer: float | list[float] | None = None  # the sparsity (or sparsities) of the transfer grid's tickets (None: no grid)
     earlybert: dict[str, Any] | None = None  # EarlyBirdConfig fields ({} for EarlyBERT's defaults; None: no EarlyBERT)
     # architecture, methods (method -> TrainConfig fields of its pre-training) and tickets (TrainConfig fields of IMP on
     # the pre-training task); None: the recipe's `model` is pre-trained already
@@ -68,10 +68,14 @@ class Recipe:
             CONTROLS.get(control)
         if any(step < 0 for step in self.rewind_steps):
             raise TicketlabError(f"{where}rewind_steps must be >= 0, got {self.rewind_steps}")
-        if self.transfer is not None and not 0.0 < self.transfer < 1.0:
-            raise TicketlabError(f"{where}transfer is a sparsity in (0, 1), got {self.transfer!r}")
+        if not all(0.0 < level < 1.0 for level in self.transfer_levels()):
+            raise TicketlabError(f"{where}transfer is a sparsity in (0, 1) or a list of them, got {self.transfer!r}")
         _earlybert_settings(self)
         _pretrain_settings(self)
+
+    def transfer_levels(self) -> list[float]:
+        """The sparsities of the transfer grid's tickets."""
+        return [] if self.transfer is None else self.transfer if isinstance(self.transfer, list) else [self.transfer]
 
 
 def presets() -> list[str]:
@@ -197,8 +201,8 @@ def _run_recipe(recipe: Recipe, out: Path, seeds: range, checkpoint_every: int) 
                 find(**common, **{**options, "rewind_step": step})
             if settings is not None:  # beside IMP, in the same run: they share the dense round 0
                 earlybert(**common, settings=settings, **options)
-    if recipe.transfer is not None and len(recipe.tasks) > 1:
+    for level in recipe.transfer_levels() if len(recipe.tasks) > 1 else []:
         prune = dict(recipe.prune)
-        grid(list(recipe.tasks), recipe.transfer, model=recipe.model, seeds=seeds, sparsity=prune.pop("sparsity", None),
+        grid(list(recipe.tasks), level, model=recipe.model, seeds=seeds, sparsity=prune.pop("sparsity", None),
              out=out, data=data, task_options=training, checkpoint_every=checkpoint_every, **prune)
     return build_report([out]) / "report.md"

@@ -21,7 +21,7 @@ from .atomic import atomic_path
 from .config import PruneConfig, RunConfig, TrainConfig
 from .controls import CONTROLS, Control
 from .errors import TicketlabError
-from .masks import Mask, apply_mask, fit_mask, load_mask, ones_like, save_mask, sparsity
+from .masks import LOW_DENSITY, Mask, apply_mask, fit_mask, load_mask, nearly_empty, ones_like, save_mask, sparsity
 from .models import (
     EMBEDDED_MODELS,
     backbone,
@@ -34,7 +34,7 @@ from .models import (
     prunable_weights,
     resolve_model,
 )
-from .pruning import METHODS, round_at
+from .pruning import METHODS, round_at, scope_rankings
 from .store import RunStore
 from .tasks import TASKS, Task
 from .train import MaskEnforcer, TrainHook, TrainResult, accelerator, predict, seeded_generator, total_steps, train, usable_checkpoint
@@ -208,7 +208,6 @@ class Lottery:
     def __init__(self, config: RunConfig, store: RunStore, save_weights: bool, checkpoint_every: int, hooks: Sequence[TrainHook]):
         self.config, self.store, self.save_weights, self.checkpoint_every = config, store, save_weights, checkpoint_every
         self.hooks = list(hooks)
-        self.scope = config.prune.scope
         self.levels = config.prune.levels()
         self.task = TASKS.get(config.task)
         model_path = resolve_model(config.model)
@@ -223,6 +222,7 @@ class Lottery:
         self.model = load_pretrained(model_path, self.task.auto_class, config.train.seed, **self.task.model_options(config.data))
         self.model.to(accelerator().device)
         self.weights = prunable_weights(self.model)
+        self.rankings = scope_rankings(config.prune.scope, list(self.weights), layer_stack_weights(self.model))
         self.theta0 = {k: v.detach().clone() for k, v in backbone(self.model).state_dict().items()}
         self.head0 = {k: v.detach().clone() for k, v in head_parameters(self.model).items()}
         self._dense: dict[str, torch.Tensor] | None = None
@@ -305,9 +305,14 @@ class Lottery:
 
     def _train(self, rounds: RunStore, round: int, level: float, mask: Mask, hooks: list[TrainHook], description: str) -> dict[str, Any]:
         """Train from the model's current weights with `mask` enforced, evaluate, and return the round's record."""
+        emptied = nearly_empty(mask)
+        if emptied:
+            log.warning("%s: below %g%% density: %s", description, 100 * LOW_DENSITY,
+                        ", ".join(f"{name} keeps {density:.2%}" for name, density in emptied.items()))
         enforcer = MaskEnforcer(list(self.weights.values()), [mask[n] for n in self.weights])
         record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description)
-        return {"round": round, "level": level, "sparsity": sparsity(mask), **record}
+        low = [{"matrix": name, "kept": density} for name, density in emptied.items()]
+        return {"round": round, "level": level, "sparsity": sparsity(mask), **record, **({"nearly_empty": low} if low else {})}
 
     def train_model(self, model: torch.nn.Module, rounds: RunStore, round: int, hooks: list[TrainHook], description: str) -> dict[str, Any]:
         """Train `model` (this run's, or one built from it), checkpointing in `rounds`' round folder, then evaluate
@@ -357,7 +362,7 @@ class Lottery:
         else:
             load_weights(self.model, str(store.weights_path(round - 1)))
             previous = load_mask(store.mask_path(round - 1))[0]
-            mask = METHODS.get(self.config.prune.method)(self.weights, previous, level, scope=self.config.prune.scope)
+            mask = METHODS.get(self.config.prune.method)(self.weights, previous, level, self.rankings)
         fresh_head = round == 0 or self.config.prune.rewind_head
         head = self.head0 if fresh_head else {k: p.detach() for k, p in head_parameters(self.model).items()}
         if accelerator().is_main_process:

@@ -18,6 +18,7 @@ from .atomic import atomic_path
 from .errors import TicketlabError
 
 Mask = dict[str, torch.Tensor]
+LOW_DENSITY = 0.01  # a matrix keeping less than this fraction of its weights is reported: it may silence a path
 
 
 def ones_like(weights: Mapping[str, torch.Tensor]) -> Mask:
@@ -30,6 +31,12 @@ def sparsity(mask: Mapping[str, torch.Tensor]) -> float:
     total = sum(m.numel() for m in mask.values())
     kept = sum(int(m.sum()) for m in mask.values())
     return 1.0 - kept / total if total else 0.0
+
+
+def nearly_empty(mask: Mapping[str, torch.Tensor], below: float = LOW_DENSITY) -> dict[str, float]:
+    """The matrices that keep less than `below` of their weights, with the fraction each keeps."""
+    kept = {name: float(m.float().mean()) for name, m in mask.items() if m.numel()}
+    return {name: density for name, density in kept.items() if density < below}
 
 
 def iou(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:

@@ -1,36 +1,48 @@
-"""Magnitude pruning: a pure function (weights, current mask, sparsity) -> new mask."""
+"""Magnitude pruning: a pure function (weights, current mask, sparsity, rankings) -> new mask."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Collection, Mapping, Sequence
 
 import torch
 
 from ..errors import TicketlabError
 from ..masks import Mask
 
-SCOPES = ("global", "per-matrix")
+# "layers" (the default): one global ranking over the transformer layers' matrices, each matrix outside them (the
+# pooler, the one path from the encoder to the head) ranked alone at the same sparsity; "global": one ranking of every
+# prunable matrix (the BERT-tickets code, which can empty the pooler); "per-matrix": every matrix ranked alone.
+SCOPES = ("layers", "global", "per-matrix")
+Rankings = Sequence[Sequence[str]]  # a partition of the matrices' names: each part is ranked by itself
 
 
 def magnitude_prune(
-    weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], sparsity: float, scope: str = "global"
+    weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], sparsity: float, rankings: Rankings | None = None
 ) -> Mask:
-    """Prune the smallest |w| until exactly round(sparsity * N) weights are pruned.
+    """Prune the smallest |w| until exactly round(sparsity * N) weights of each ranking are pruned.
 
     Ranked in fp32, weights already pruned rank lowest (so masks are nested), ties broken by position.
-    scope "global" ranks all weights at once (the BERT-tickets code); "per-matrix" prunes each matrix to `sparsity`.
+    `rankings` partitions the names (see `scope_rankings`); None ranks every weight at once.
     """
+    new: Mask = {}
+    for names in rankings if rankings is not None else [list(weights)]:
+        new.update(_prune_together({n: weights[n] for n in names}, {n: mask[n] for n in names}, sparsity))
+    return {name: new[name] for name in weights}
+
+
+def scope_rankings(scope: str, names: Sequence[str], layers: Collection[str]) -> list[list[str]]:
+    """The rankings a scope (SCOPES) makes of the prunable matrices `names`; `layers`: those inside the layer stack."""
     check_scope(scope)
     if scope == "global":
-        return _prune_together(weights, mask, sparsity)
-    new: Mask = {}
-    for name in weights:
-        new.update(_prune_together({name: weights[name]}, {name: mask[name]}, sparsity))
-    return new
+        return [list(names)]
+    if scope == "per-matrix":
+        return [[name] for name in names]
+    inside = [name for name in names if name in layers]
+    return ([inside] if inside else []) + [[name] for name in names if name not in layers]
 
 
 def check_scope(scope: str) -> None:
-    """Raise for a scope other than "global" or "per-matrix"."""
+    """Raise for a scope not in SCOPES."""
     if scope not in SCOPES:
         raise TicketlabError(f"unknown pruning scope {scope!r}; known: {', '.join(SCOPES)}")
 

@@ -7,15 +7,16 @@ from typing import Mapping
 import torch
 
 from ..masks import Mask
-from .magnitude import magnitude_prune
+from .magnitude import Rankings, magnitude_prune
 
 
 def random_prune(
-    weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], sparsity: float, scope: str, generator: torch.Generator
+    weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], sparsity: float, generator: torch.Generator,
+    rankings: Rankings | None = None,
 ) -> Mask:
-    """Prune uniformly at random to exactly round(sparsity * N) weights (per matrix with scope "per-matrix").
+    """Prune uniformly at random to exactly round(sparsity * N) weights of each ranking (None: all weights at once).
 
-    Magnitude pruning of random scores: the same exact counts, nesting and scopes as IMP, only the ranking differs.
+    Magnitude pruning of random scores: the same exact counts, nesting and rankings as IMP, only the order differs.
     """
     scores = {name: torch.rand(w.shape, generator=generator) for name, w in weights.items()}
-    return magnitude_prune(scores, mask, sparsity, scope=scope)
+    return magnitude_prune(scores, mask, sparsity, rankings)

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ..atomic import atomic_path
 from ..errors import TicketlabError
+from ..masks import LOW_DENSITY
 from ..tasks import TASKS
 from .earlybert import CELLS_TEXT as EARLYBERT_TEXT, earlybert_table, earlybert_views
 from .plots import draw_all
@@ -33,6 +34,7 @@ FILES = {
     "matching.csv": "per task: the dense baseline and the highest matching sparsity under each definition",
     "table2.csv": "per task: the dense model, then every arm at the highest matching sparsity (every metric)",
     "transfer.csv": "source x target at each level: the target's deciding metric, minus dense, minus random pruning",
+    "nearly_empty.csv": f"every subnetwork's matrices that keep under {LOW_DENSITY:.0%} of their weights (only where any do)",
     "earlybert.csv": "per task and EarlyBERT settings: dense, EarlyBERT and the random structured ticket, every metric, "
                      "what they keep, the draw step and the times (only with EarlyBERT results)",
 }
@@ -88,9 +90,10 @@ def print_earlybert_tables(results: list[Result], deciders: Deciders, console: C
 
 
 def csv_files(tables: Tables, earlybert: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The CSV files of a report by name (FILES); earlybert.csv only with EarlyBERT results."""
-    frames = dict(zip(FILES, (tables.long, tables.matching, tables.table2, tables.transfer, earlybert)))
-    return {name: frame for name, frame in frames.items() if name != "earlybert.csv" or not frame.empty}
+    """The CSV files of a report by name (FILES); nearly_empty.csv and earlybert.csv only where they have rows."""
+    frames = dict(zip(FILES, (tables.long, tables.matching, tables.table2, tables.transfer, tables.nearly_empty, earlybert)))
+    optional = {"nearly_empty.csv", "earlybert.csv"}
+    return {name: frame for name, frame in frames.items() if name not in optional or not frame.empty}
 
 
 def markdown(tables: Tables, earlybert: pd.DataFrame, deciders: Deciders, runs: list[Path], plots: list[Path], out: Path) -> str:
@@ -106,6 +109,10 @@ def markdown(tables: Tables, earlybert: pd.DataFrame, deciders: Deciders, runs: 
                   "minus random pruning's mean on the target at the same sparsity). Diagonal: the target's own IMP ticket.", ""]
         for level, view in transfers.items():
             lines += [f"### Sparsity {level:.1%}", "", markdown_table(view), ""]
+    if not tables.nearly_empty.empty:
+        lines += [f"## Matrices below {LOW_DENSITY:.0%} density", "", "A matrix a mask nearly empties can cut the only path "
+                  "to the head (the pooler under `--scope global`): these subnetworks may sit at the majority class.", "",
+                  markdown_table(_kept_as_percent(tables.nearly_empty)), ""]
     if not earlybert.empty:
         lines += ["## EarlyBERT", "", EARLYBERT_TEXT, ""]
         for (task, model), view in earlybert_views(earlybert, deciders).items():
@@ -121,6 +128,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
     rows = [list(map(str, frame.columns)), ["---"] * len(frame.columns)]
     rows += [[str(value).replace("|", "\\|") for value in row] for row in frame.itertuples(index=False)]
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def _kept_as_percent(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(sparsity=frame["sparsity"].map("{:.1%}".format), kept=frame["kept"].map("{:.2%}".format))
 
 
 def _relative(path: Path, out: Path) -> str:

@@ -67,13 +67,24 @@ class Tables:
     matching: pd.DataFrame  # one row per task: the deciding metric, the dense baseline, highest matching levels
     table2: pd.DataFrame  # rows of `long` at each task's dense and highest matching levels
     transfer: pd.DataFrame  # source x target at each transfer level (diagonal: the target's own IMP ticket)
+    nearly_empty: pd.DataFrame  # one row per subnetwork and matrix it keeps below LOW_DENSITY of (see masks.py)
 
 
 def make_tables(results: Iterable[Result], deciders: Deciders) -> Tables:
     """Every table of the report; TicketlabError when a task or seed lacks its dense round."""
+    results = list(results)
     long = long_table(results, deciders)
     matching = matching_table(long, deciders)
-    return Tables(long, matching, table2(long, matching), transfer_matrix(long))
+    return Tables(long, matching, table2(long, matching), transfer_matrix(long), nearly_empty_table(results))
+
+
+def nearly_empty_table(results: Iterable[Result]) -> pd.DataFrame:
+    """The matrices each subnetwork kept less than LOW_DENSITY of, as its training recorded them."""
+    rows = [
+        {"task": r.task, "arm": arm_label(r.arm, r.source), "seed": r.seed, "sparsity": r.level, "matrix": low["matrix"], "kept": low["kept"]}
+        for r in results for low in r.record.get("nearly_empty", [])
+    ]
+    return pd.DataFrame(rows, columns=["task", "arm", "seed", "sparsity", "matrix", "kept"])
 
 
 def long_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFrame:

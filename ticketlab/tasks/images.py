@@ -43,7 +43,7 @@ class ImageTask(Task):
     pruning (20% of the remaining weights per round; every round rewinds the whole network, classifier included)."""
 
     eval_splits = ("dev",)
-    prune_defaults = {"schedule": "geometric", "rewind_head": True}
+    prune_defaults = {"schedule": "geometric", "rewind_head": True, "scope": "global"}  # a ResNet has no pooler: one ranking
 
     def processor(self, model: Path) -> int:
         if not is_resnet(model):

@@ -108,7 +108,7 @@ class MaskedLanguageModeling(Task):
         if not count:
             raise TicketlabError("no token was masked in the held-out text; it is too short")
         loss = float(outputs["loss_sum"].sum()) / count
-        return {"accuracy": float(outputs["correct"].sum()) / count, "loss": loss, "perplexity": math.exp(loss)}
+        return {"accuracy": float(outputs["correct"].sum()) / count, "loss": loss, "perplexity": perplexity(loss)}
 
 
 def _per_block(values: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -203,3 +203,11 @@ def _plain_text(text: str) -> str:
     text = re.sub(r"'{2,}", "", text)
     lines = (line.strip() for line in text.splitlines())
     return "\n".join(line for line in lines if line and not re.fullmatch(r"=+.*=+", line))
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean masked loss); inf where that overflows a float (a loss above about 709), as run_mlm.py reports it."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf

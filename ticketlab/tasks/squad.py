@@ -21,8 +21,9 @@ from .base import Collate, Task
 FILES = {"train": "train-v1.1.json", "dev": "dev-v1.1.json"}
 FOLDER = "a folder with the official train-v1.1.json and dev-v1.1.json"
 LABELS = ("start_positions", "end_positions")
-N_BEST = 20  # start and end candidates per window
-MAX_ANSWER_TOKENS = 30
+N_BEST = 20  # start and end candidates per window (run_qa's n_best_size)
+MAX_ANSWER_TOKENS = 30  # run_qa's max_answer_length
+NO_ANSWER = "empty"  # what run_qa answers when no span is valid
 
 
 class Answer(NamedTuple):
@@ -164,27 +165,35 @@ def _token_span(offsets: np.ndarray, answer: Answer) -> tuple[int, int]:
 
 
 def best_answers(examples: list[Example], features: list[dict], start_logits: np.ndarray, end_logits: np.ndarray) -> list[str]:
-    """The answer text of each example: its best-scoring span over all its windows ("" when none is valid)."""
-    best = [(-np.inf, "")] * len(examples)
+    """Each example's answer as run_qa.py's `postprocess_qa_predictions` gives it for SQuAD v1.1: over its windows in
+    order, the best valid pair of each window (see `_best_span`), the first of the highest start + end logit winning
+    a tie; NO_ANSWER when no pair is valid (or the one valid pair is an empty string), as run_qa answers.
+
+    Each window ranks its own tokens only: padding, whose logits depend on how a batch was padded, is never a candidate
+    (run_qa pads every window to max_length and lets padding take n-best places, which it then drops)."""
+    best: list[tuple[float, str] | None] = [None] * len(examples)
+    valid = [0] * len(examples)
     for feature, starts, ends in zip(features, start_logits, end_logits):
         offsets, index = feature["offset_mapping"], feature["example_index"]
-        score, start, end = _best_span(offsets, starts[: len(offsets)], ends[: len(offsets)])
-        if score > best[index][0]:
+        count, score, start, end = _best_span(offsets, starts[: len(offsets)], ends[: len(offsets)])
+        valid[index] += count
+        if count and (best[index] is None or score > best[index][0]):
             best[index] = (score, examples[index].context[offsets[start, 0] : offsets[end, 1]])
-    return [text for _, text in best]
+    return [NO_ANSWER if top is None or (count == 1 and not top[1]) else top[1] for top, count in zip(best, valid)]
 
 
-def _best_span(offsets: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray) -> tuple[float, int, int]:
-    """(start + end logit, start, end) of the best span among the N_BEST starts and ends of a window's context,
-    with end >= start and at most MAX_ANSWER_TOKENS tokens (score -inf when there is none)."""
-    outside = offsets[:, 0] < 0
-    start_logits, end_logits = (np.where(outside, -np.inf, logits) for logits in (start_logits, end_logits))
-    starts, ends = (np.argsort(-logits, kind="stable")[:N_BEST] for logits in (start_logits, end_logits))
-    scores = start_logits[starts, None] + end_logits[None, ends]
+def _best_span(offsets: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray) -> tuple[int, float, int, int]:
+    """(valid pairs, score, start, end) of a window's best answer: run_qa's N_BEST highest start and end logits over
+    the window's tokens (its tie order: numpy's default argsort, reversed), the pairs whose start and end are context
+    tokens with end >= start and at most MAX_ANSWER_TOKENS tokens, scored start + end logit (first in start-then-end
+    order on a tie)."""
+    starts, ends = (np.argsort(logits)[-1 : -N_BEST - 1 : -1] for logits in (start_logits, end_logits))
+    context = offsets[:, 0] >= 0
     length = ends[None, :] - starts[:, None] + 1
-    scores[(length < 1) | (length > MAX_ANSWER_TOKENS)] = -np.inf
+    valid = context[starts][:, None] & context[ends][None, :] & (length >= 1) & (length <= MAX_ANSWER_TOKENS)
+    scores = np.where(valid, start_logits[starts][:, None] + end_logits[ends][None, :], -np.inf)
     s, e = np.unravel_index(np.argmax(scores), scores.shape)
-    return float(scores[s, e]), int(starts[s]), int(ends[e])
+    return int(valid.sum()), float(scores[s, e]), int(starts[s]), int(ends[e])
 
 
 def normalize_answer(text: str) -> str:
