@@ -237,3 +237,18 @@ def test_nearly_emptied_matrices_are_listed(store, build, tmp_path):
     assert row == {"task": "rotten-tomatoes", "arm": "IMP", "seed": 1, "sparsity": 0.6, "matrix": "pooler.dense.weight", "kept": 0.0043}
     assert "| rotten-tomatoes | IMP | 1 | 60.0% | pooler.dense.weight | 0.43% |" in (out / "report.md").read_text()
     assert not (build.build_report([store]) / "nearly_empty.csv").exists()
+
+
+def test_gaps_pair_imp_with_every_other_arm_seed_by_seed(store, build):
+    out = build.build_report([store])
+    gaps = pd.read_csv(out / "gaps.csv")
+    for (task, arm, source, level), values in ACCURACY.items():
+        if arm == "imp" or level == 0:
+            continue
+        row = _row(gaps, task=task, arm=arm, source=source or "", level=level)
+        differences = [imp - value for imp, value in zip(ACCURACY[task, "imp", None, level], values)]
+        assert (row.n, row["mean"], row["std"]) == pytest.approx((3, np.mean(differences), np.std(differences, ddof=1)))
+    assert "## IMP against every other arm" in (out / "report.md").read_text()
+    low = build.build_report([store], metrics={"mlm": "loss"})
+    mlm = pd.read_csv(low / "gaps.csv").query("task == 'mlm'")
+    assert set(mlm.metric) == {"loss"} and (mlm["mean"] != 0).any()  # lower is better: IMP's loss subtracted from the arm's

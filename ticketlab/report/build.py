@@ -17,7 +17,7 @@ from ..tasks import TASKS
 from .earlybert import CELLS_TEXT as EARLYBERT_TEXT, earlybert_table, earlybert_views
 from .plots import draw_all
 from .results import Result, collect
-from .tables import Deciders, Tables, make_tables, matching_view, rich_table, task_views, transfer_views
+from .tables import Deciders, Tables, gaps_view, make_tables, matching_view, rich_table, task_views, transfer_views
 
 CELLS = "mean ± std (min–max) over seeds; std is the sample standard deviation (ddof=1), 0 with a single seed"
 DEFINITIONS_TEXT = """\
@@ -34,6 +34,7 @@ FILES = {
     "matching.csv": "per task: the dense baseline and the highest matching sparsity under each definition",
     "table2.csv": "per task: the dense model, then every arm at the highest matching sparsity (every metric)",
     "transfer.csv": "source x target at each level: the target's deciding metric, minus dense, minus random pruning",
+    "gaps.csv": "per task and level: IMP's deciding metric minus every other arm's, seed by seed (positive: IMP is better)",
     "nearly_empty.csv": f"every subnetwork's matrices that keep under {LOW_DENSITY:.0%} of their weights (only where any do)",
     "earlybert.csv": "per task and EarlyBERT settings: dense, EarlyBERT and the random structured ticket, every metric, "
                      "what they keep, the draw step and the times (only with EarlyBERT results)",
@@ -80,6 +81,8 @@ def print_tables(paths: Iterable[str | Path], metrics: dict[str, str] | None = N
         console.print(rich_table(view, f"{task}: dense and every arm at the highest matching sparsity", CELLS))
     for level, view in transfer_views(tables).items():
         console.print(rich_table(view, f"Transfer at sparsity {level:.1%}: mean (minus dense / minus random pruning)", labels=1))
+    if not tables.gaps.empty:
+        console.print(rich_table(gaps_view(tables), "IMP minus every other arm, seed by seed (positive: IMP is better)", CELLS, labels=2))
     print_earlybert_tables(results, deciders, console)
 
 
@@ -90,9 +93,9 @@ def print_earlybert_tables(results: list[Result], deciders: Deciders, console: C
 
 
 def csv_files(tables: Tables, earlybert: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The CSV files of a report by name (FILES); nearly_empty.csv and earlybert.csv only where they have rows."""
-    frames = dict(zip(FILES, (tables.long, tables.matching, tables.table2, tables.transfer, tables.nearly_empty, earlybert)))
-    optional = {"nearly_empty.csv", "earlybert.csv"}
+    """The CSV files of a report by name (FILES); gaps.csv, nearly_empty.csv and earlybert.csv only where they have rows."""
+    frames = dict(zip(FILES, (tables.long, tables.matching, tables.table2, tables.transfer, tables.gaps, tables.nearly_empty, earlybert)))
+    optional = {"gaps.csv", "nearly_empty.csv", "earlybert.csv"}
     return {name: frame for name, frame in frames.items() if name not in optional or not frame.empty}
 
 
@@ -109,6 +112,9 @@ def markdown(tables: Tables, earlybert: pd.DataFrame, deciders: Deciders, runs: 
                   "minus random pruning's mean on the target at the same sparsity). Diagonal: the target's own IMP ticket.", ""]
         for level, view in transfers.items():
             lines += [f"### Sparsity {level:.1%}", "", markdown_table(view), ""]
+    if not tables.gaps.empty:
+        lines += ["## IMP against every other arm", "", "Cells: IMP's deciding metric minus the arm's, seed by seed (positive: "
+                  "IMP is better; lower-is-better metrics flipped), " + CELLS + ".", "", markdown_table(gaps_view(tables)), ""]
     if not tables.nearly_empty.empty:
         lines += [f"## Matrices below {LOW_DENSITY:.0%} density", "", "A matrix a mask nearly empties can cut the only path "
                   "to the head (the pooler under `--scope global`): these subnetworks may sit at the majority class.", "",

@@ -68,6 +68,7 @@ class Tables:
     table2: pd.DataFrame  # rows of `long` at each task's dense and highest matching levels
     transfer: pd.DataFrame  # source x target at each transfer level (diagonal: the target's own IMP ticket)
     nearly_empty: pd.DataFrame  # one row per subnetwork and matrix it keeps below LOW_DENSITY of (see masks.py)
+    gaps: pd.DataFrame  # IMP minus every other arm at the same task and level, paired by seed
 
 
 def make_tables(results: Iterable[Result], deciders: Deciders) -> Tables:
@@ -75,7 +76,7 @@ def make_tables(results: Iterable[Result], deciders: Deciders) -> Tables:
     results = list(results)
     long = long_table(results, deciders)
     matching = matching_table(long, deciders)
-    return Tables(long, matching, table2(long, matching), transfer_matrix(long), nearly_empty_table(results))
+    return Tables(long, matching, table2(long, matching), transfer_matrix(long), nearly_empty_table(results), gaps_table(results, deciders))
 
 
 def nearly_empty_table(results: Iterable[Result]) -> pd.DataFrame:
@@ -85,6 +86,25 @@ def nearly_empty_table(results: Iterable[Result]) -> pd.DataFrame:
         for r in results for low in r.record.get("nearly_empty", [])
     ]
     return pd.DataFrame(rows, columns=["task", "arm", "seed", "sparsity", "matrix", "kept"])
+
+
+def gaps_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFrame:
+    """The deciding metric of IMP minus that of every other arm at the same task and level, seed by seed (better
+    positive: flipped for lower-is-better metrics), and n, mean, std, min, max of those differences."""
+    columns = ["task", "level", "arm", "source", "split", "metric", *STATS]
+    values = _values(unstructured(results))
+    rows = []
+    for task, (split, metric) in deciders.items():
+        deciding = values[(values.task == task) & (values.split == split) & (values.metric == metric) & (values.level > 0)]
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        imp = deciding[deciding.arm == "imp"].set_index(["level", "seed"]).value
+        for (arm, source, level), group in deciding[deciding.arm != "imp"].groupby(["arm", "source", "level"], sort=False):
+            paired = [sign * (imp[level, seed] - value) for seed, value in zip(group.seed, group.value) if (level, seed) in imp.index]
+            if paired:
+                rows.append({"task": task, "level": level, "arm": arm, "source": source, "split": split, "metric": metric,
+                             **summarize(paired)._asdict()})
+    rows.sort(key=lambda row: (row["task"], row["level"], arm_order(row["arm"], row["source"])))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def long_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFrame:
@@ -193,6 +213,18 @@ def task_views(tables: Tables, deciders: Deciders) -> dict[str, pd.DataFrame]:
             })
         views[task] = pd.DataFrame(cells)
     return views
+
+
+def gaps_view(tables: Tables) -> pd.DataFrame:
+    """The gaps for display: a row per task and arm, a column per sparsity, cells "mean ± std (min–max)"."""
+    gaps = tables.gaps
+    levels = sorted(gaps.level.unique())
+    rows = []
+    for (task, arm, source), group in gaps.groupby(["task", "arm", "source"], sort=False):
+        by_level = {row.level: row for row in group.itertuples()}
+        rows.append({"task": task, "IMP minus": arm_label(arm, source or None),
+                     **{f"{level:.1%}": stats_cell(by_level.get(level)) for level in levels}})
+    return pd.DataFrame(rows)
 
 
 def transfer_views(tables: Tables) -> dict[float, pd.DataFrame]:
