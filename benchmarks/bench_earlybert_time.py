@@ -36,9 +36,18 @@ def main() -> None:
         if repeat == 0:
             first = result
             continue
-        assert all(r[split] == f[split] for r, f in zip((result.dense, result.earlybert, result.random), (first.dense, first.earlybert, first.random)))
-        for name, seconds in (("dense", result.dense["train_time_s"]), ("search", result.earlybert["search"]["time_s"]),
-                              ("earlybert", result.earlybert["train_time_s"]), ("random", result.random["train_time_s"])):
+        assert all(
+            r[split] == f[split]
+            for r, f in zip(
+                (result.dense, result.earlybert, result.random), (first.dense, first.earlybert, first.random)
+            )
+        )
+        for name, seconds in (
+            ("dense", result.dense["train_time_s"]),
+            ("search", result.earlybert["search"]["time_s"]),
+            ("earlybert", result.earlybert["train_time_s"]),
+            ("random", result.random["train_time_s"]),
+        ):
             times[name].append(seconds)
         print(f"repeat {repeat}: " + ", ".join(f"{name} {values[-1]:.1f} s" for name, values in times.items()))
 
@@ -46,15 +55,30 @@ def main() -> None:
     search = first.earlybert["search"]
     shape = first.earlybert["structure"]
     print(f"\nmachine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    print(f"{args.model} on {args.task}: {first.dense['steps']} steps a training; early bird drawn at step {search['draw_step']}"
-          f" ({'found' if search['early_bird'] else 'not found'}; draws every {search['draw_every']} steps)")
-    print(f"kept: {sum(map(len, shape['heads']))}/{sum(shape['heads_total'])} heads, {sum(shape['ffn_kept'])}/{sum(shape['ffn_total'])} FFN neurons,"
-          f" {shape['params'] / shape['dense_params']:.1%} of the parameters, prunable-weight sparsity {first.earlybert['sparsity']:.1%}")
-    print(f"{split} {metric}: dense {first.dense[split][metric]:.4f}, EarlyBERT {first.earlybert[split][metric]:.4f}, "
-          f"random structured {first.random[split][metric]:.4f}")
+    print(
+        f"{args.model} on {args.task}: {first.dense['steps']} steps a training; "
+        f"early bird drawn at step {search['draw_step']}"
+        f" ({'found' if search['early_bird'] else 'not found'}; draws every {search['draw_every']} steps)"
+    )
+    print(
+        f"kept: {sum(map(len, shape['heads']))}/{sum(shape['heads_total'])} heads, "
+        f"{sum(shape['ffn_kept'])}/{sum(shape['ffn_total'])} FFN neurons,"
+        f" {shape['params'] / shape['dense_params']:.1%} of the parameters, "
+        f"prunable-weight sparsity {first.earlybert['sparsity']:.1%}"
+    )
+    print(
+        f"{split} {metric}: dense {first.dense[split][metric]:.4f}, EarlyBERT {first.earlybert[split][metric]:.4f}, "
+        f"random structured {first.random[split][metric]:.4f}"
+    )
     print("medians: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in median.items()))
-    print(f"(search + EarlyBERT training) / dense training: {(median['search'] + median['earlybert']) / median['dense']:.3f}")
-    print(f"compacted training / dense training: {median['earlybert'] / median['dense']:.3f}; search / dense: {median['search'] / median['dense']:.3f}")
+    print(
+        "(search + EarlyBERT training) / dense training: "
+        f"{(median['search'] + median['earlybert']) / median['dense']:.3f}"
+    )
+    print(
+        f"compacted training / dense training: {median['earlybert'] / median['dense']:.3f}; "
+        f"search / dense: {median['search'] / median['dense']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -70,9 +70,14 @@ def main() -> None:
             times[name].append(turn(name))
     dense_ms, masked_ms = (1000 * statistics.median(times[n]) for n in ("dense", "masked"))
     ratios = [m / d for m, d in zip(times["masked"], times["dense"])]
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"model {args.model}, batch {config.batch_size} x <= {config.max_length} tokens, sparsity {args.sparsity:.0%}, "
-          f"{args.repeats} repeats x {args.steps} steps, alternating")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+    )
+    print(
+        f"model {args.model}, batch {config.batch_size} x <= {config.max_length} tokens, sparsity {args.sparsity:.0%}, "
+        f"{args.repeats} repeats x {args.steps} steps, alternating"
+    )
     print(f"dense step {dense_ms:.1f} ms, masked step {masked_ms:.1f} ms (medians)")
     print(f"masked / dense = {masked_ms / dense_ms:.3f} (median of per-repeat ratios: {statistics.median(ratios):.3f})")
 

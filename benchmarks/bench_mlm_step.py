@@ -68,9 +68,15 @@ def main() -> None:
 
     train_times = alternate(train_turn, list(ways), args.repeats)
     eval_times = alternate(eval_turn, list(ways), args.eval_repeats)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"model {args.model}, batch {config.batch_size} x {config.max_length} tokens, "
-          f"{args.repeats} repeats x {args.steps} training steps, {args.eval_repeats} evaluations of {len(dev)} dev blocks, alternating")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+    )
+    print(
+        f"model {args.model}, batch {config.batch_size} x {config.max_length} tokens, "
+        f"{args.repeats} repeats x {args.steps} training steps, "
+        f"{args.eval_repeats} evaluations of {len(dev)} dev blocks, alternating"
+    )
     report("training step", train_times, 1000, "ms")
     report("dev evaluation", eval_times, 1, "s")
     for name, metrics in scores.items():
@@ -91,8 +97,12 @@ def alternate(turn: Callable[[str], float], names: list[str], repeats: int) -> d
 def report(what: str, times: dict[str, list[float]], scale: float, unit: str) -> None:
     full, masked = (statistics.median(times[n]) for n in ("full", "masked-only"))
     ratios = [f / m for f, m in zip(times["full"], times["masked-only"])]
-    print(f"{what}: full vocabulary {scale * full:.1f} {unit}, masked positions only {scale * masked:.1f} {unit} (medians); "
-          f"speedup full / masked-only = {full / masked:.2f} (median of per-repeat ratios: {statistics.median(ratios):.2f})")
+    print(
+        f"{what}: full vocabulary {scale * full:.1f} {unit}, "
+        f"masked positions only {scale * masked:.1f} {unit} (medians); "
+        f"speedup full / masked-only = {full / masked:.2f} "
+        f"(median of per-repeat ratios: {statistics.median(ratios):.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def tiny_bert_config(**overrides) -> BertConfig:
-    settings = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    settings = dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128
+    )
     return BertConfig(**{**settings, **overrides})
 
 
@@ -42,7 +44,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def fashion_dir(tmp_path_factory):
     """Fashion-MNIST's four IDX files with 64 train and 32 test random 28x28 images."""
-    from test_image_files import fake_fashion
+    from helpers import fake_fashion
 
     root = tmp_path_factory.mktemp("fashion") / "fashion"
     fake_fashion(root, train=64, test=32)

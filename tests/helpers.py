@@ -1,17 +1,25 @@
 """What several tests share: a hook that interrupts training, the `ticketlab` command run in a child process that is
-killed (SIGKILL) at chosen points and run again, and the comparison of what two runs leave behind."""
+killed (SIGKILL) at chosen points and run again, and the comparison of what two runs leave behind; the `ticketlab`
+command in a subprocess; the data files the tests write (GLUE TSVs, SQuAD JSON, MLM documents, IDX images)."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import multiprocessing
 import os
+import random
 import signal
+import struct
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -143,3 +151,238 @@ def flip(path: Path) -> None:
 def truncate(path: Path) -> None:
     """Cut a file to half its length."""
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# --- The `ticketlab` command in a subprocess --------------------------------------------------------------------------
+
+
+TINY = ["--train-examples", "32", "--batch-size", "16", "--epochs", "1", "--sparsity", "0.1"]
+
+
+def run_cli(*args, cwd=None):
+    """`ticketlab ARGS` in a subprocess, its tables printed 200 columns wide."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "ticketlab", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+def snapshot(folder):
+    return {
+        p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+# --- GLUE: a task's folder of TSVs ------------------------------------------------------------------------------------
+
+
+BINARY = ("0", "1")
+NLI = ("entailment", "not_entailment")
+PAIR = ("sentence1", "sentence2")
+QUESTIONS = ("question1", "question2")
+GLUE_WORDS = "the a cat dog sat ran on under mat park quickly slowly big small red it was not very".split()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A task's files as GLUE's download script leaves them, and its text columns in Hugging Face's export."""
+
+    folder: str
+    header: str  # the header line (tab-separated)
+    texts: tuple[str, ...]  # its text column(s)
+    label: str  # its label column
+    labels: tuple[str, ...]  # the TSVs' label values in the order of Hugging Face's ids; () for STS-B's scores
+    hf_texts: tuple[str, ...]
+    dev: tuple[str, ...] = ("dev",)  # the labelled dev files
+    dev_header: str | None = None  # where the dev files differ
+    headerless: bool = False  # the header line is not in the files
+    bom: bool = False
+
+
+MNLI_HEAD = "\t".join(
+    (
+        "index promptID pairID genre sentence1_binary_parse sentence2_binary_parse sentence1_parse sentence2_parse "
+        "sentence1 sentence2"
+    ).split()
+)
+LAYOUTS = {
+    "cola": Layout(
+        "CoLA", "source\tlabel\tannotation\tsentence", ("sentence",), "label", BINARY, ("sentence",), headerless=True
+    ),
+    "sst2": Layout("SST-2", "sentence\tlabel", ("sentence",), "label", BINARY, ("sentence",)),
+    "mrpc": Layout(
+        "MRPC",
+        "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String",
+        ("#1 String", "#2 String"),
+        "Quality",
+        BINARY,
+        PAIR,
+        bom=True,
+    ),
+    "stsb": Layout(
+        "STS-B",
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
+        PAIR,
+        "score",
+        (),
+        PAIR,
+    ),
+    "qqp": Layout(
+        "QQP", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate", QUESTIONS, "is_duplicate", BINARY, QUESTIONS
+    ),
+    "mnli": Layout(
+        "MNLI",
+        f"{MNLI_HEAD}\tlabel1\tgold_label",
+        PAIR,
+        "gold_label",
+        ("entailment", "neutral", "contradiction"),
+        ("premise", "hypothesis"),
+        ("dev_matched", "dev_mismatched"),
+        f"{MNLI_HEAD}\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label",
+    ),
+    "qnli": Layout(
+        "QNLI", "index\tquestion\tsentence\tlabel", ("question", "sentence"), "label", NLI, ("question", "sentence")
+    ),
+    "rte": Layout("RTE", "index\tsentence1\tsentence2\tlabel", PAIR, "label", NLI, PAIR),
+    "wnli": Layout("WNLI", "index\tsentence1\tsentence2\tlabel", PAIR, "label", BINARY, PAIR),
+}
+
+
+def rows(name: str, split: str) -> list[tuple[tuple[str, ...], str, int | float]]:
+    """(texts, the TSV's label, Hugging Face's label) of a split; the first text has a lone double quote."""
+    layout, rng = LAYOUTS[name], random.Random(f"{name}/{split}")
+    out = []
+    for i in range(16 if split == "train" else 8):
+        texts = tuple(" ".join(rng.choices(GLUE_WORDS, k=rng.randint(3, 12))) for _ in layout.texts)
+        if i == 0:
+            texts = ('"hi he said and left',) + texts[1:]  # a field that opens a quote it never closes
+        if layout.labels:
+            out.append((texts, layout.labels[i % len(layout.labels)], i % len(layout.labels)))
+        else:
+            score = f"{rng.uniform(0, 5):.3f}"
+            out.append((texts, score, float(np.float32(score))))  # Hugging Face stores float32 scores
+    return out
+
+
+def write_glue(root: Path, name: str) -> Path:
+    """The task's folder of TSVs under `root` (glue_data), test.tsv (unlabelled) included."""
+    layout = LAYOUTS[name]
+    folder = root / layout.folder
+    folder.mkdir(parents=True)
+    for split in ("train", *layout.dev):
+        header = layout.dev_header if layout.dev_header and split != "train" else layout.header
+        columns = header.split("\t")
+        lines = [] if layout.headerless else [header]
+        for i, (texts, label, _) in enumerate(rows(name, split)):
+            values = dict.fromkeys(columns, str(i)) | dict(zip(layout.texts, texts))  # ids, genres, parses: filler
+            values |= {column: label for column in columns if column.startswith("label")} | {layout.label: label}
+            lines.append("\t".join(values[column] for column in columns))
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8-sig" if layout.bom else "utf-8")
+    (folder / "test.tsv").write_text("index\tsentence\n0\tno label here\n", encoding="utf-8")
+    return folder
+
+
+# --- SQuAD v1.1: the official files -----------------------------------------------------------------------------------
+
+
+FILLER = " ".join("river stone house garden light table window paper music forest".split() * 5)  # 50 tokens
+LONG = f"{FILLER} and then the golden bridge of kyoto {FILLER} {FILLER} and the silver moon rises over {FILLER}."
+CURIE = "Marie Curie was born in Warsaw in 1867. She won the Nobel Prize in Physics in 1903."
+CAFE = "Le Café de Flore à Paris serves crème brûlée. 東京 has many cafés too. The sign 🎉 means a party."
+TESLA = "Nikola Tesla was born in 1856 in Smiljan, in the Austrian Empire. He moved to New York in 1884."
+
+
+def paragraph(context: str, *questions: tuple[str, ...]) -> dict:
+    """A paragraph in the official layout; each question is (id, question, *answer texts found in the context)."""
+    qas = [
+        {"id": qid, "question": question, "answers": [{"text": a, "answer_start": context.index(a)} for a in answers]}
+        for qid, question, *answers in questions
+    ]
+    return {"context": context, "qas": qas}
+
+
+def squad_json(*articles: list[dict]) -> dict:
+    return {"version": "1.1", "data": [{"title": f"article {i}", "paragraphs": p} for i, p in enumerate(articles)]}
+
+
+TRAIN = squad_json(
+    [
+        paragraph(
+            CURIE, ("c1", "Where was Marie Curie born?", "Warsaw"), ("c2", "When did she win the Nobel Prize?", "1903")
+        ),
+        paragraph(
+            CAFE,
+            ("u1", "What does the café serve?", "crème brûlée"),
+            ("u2", "Which city has many cafés?", "東京"),
+            ("u3", "Which sign means a party?", "🎉"),
+        ),
+    ],
+    [paragraph(LONG, ("l1", "What is made of gold?", "golden bridge of kyoto"), ("l2", "What rises?", "silver moon"))],
+)
+DEV = squad_json(
+    [
+        paragraph(
+            TESLA, ("t1", "Where was Tesla born?", "Smiljan", "Smiljan, in the Austrian Empire", "Austrian Empire")
+        )
+    ],
+    [
+        paragraph(CAFE, ("d1", "What is the café called?", "Café de Flore", "Le Café de Flore")),
+        paragraph(
+            LONG,
+            ("d2", "What is made of gold?", "golden bridge of kyoto", "the golden bridge"),
+            ("d3", "What rises?", "silver moon"),
+        ),
+    ],
+)
+
+
+def write_squad(folder, train=TRAIN, dev=DEV):
+    folder.mkdir(exist_ok=True)
+    for name, data in (("train-v1.1.json", train), ("dev-v1.1.json", dev)):
+        (folder / name).write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    return folder
+
+
+# --- Masked language modeling: documents of random words --------------------------------------------------------------
+
+
+MLM_WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
+
+
+def documents(count: int, words: int = 40) -> list[str]:
+    rng = np.random.default_rng(count)
+    return [" ".join(rng.choice(MLM_WORDS, words)) for _ in range(count)]
+
+
+# --- Image files: IDX and a fake Fashion-MNIST ------------------------------------------------------------------------
+
+
+def write_idx(path: Path, array: np.ndarray, code: int = 0x08) -> Path:
+    """The IDX format written from its description: 0 0 dtype-code ndim, big-endian uint32 dims, big-endian data."""
+    data = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def fake_fashion(
+    root: Path, train: int = 5, test: int = 3, gz: bool = True
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The four IDX files with random 28x28 images; returns what was written."""
+    rng = np.random.default_rng(0)
+    root.mkdir(exist_ok=True)
+    written = {}
+    for split, prefix, n in (("train", "train", train), ("test", "t10k", test)):
+        images, labels = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
+        images[0, 0, 0], images[0, 0, 1] = 0, 255
+        suffix = ".gz" if gz else ""
+        write_idx(root / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
+        written[split] = (images, labels)
+    return written

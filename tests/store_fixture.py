@@ -73,7 +73,8 @@ def metrics(task: str, arm: str, source: str | None, level: float, seed: int) ->
 
 
 def task_metrics(task: str, accuracy: float, loss: float | None = None) -> dict[str, dict[str, float]]:
-    """rotten-tomatoes: dev accuracy and test accuracy 0.01 lower; mlm: accuracy, loss (default 3 - 5 * accuracy), perplexity."""
+    """rotten-tomatoes: dev accuracy and test accuracy 0.01 lower; mlm: accuracy, loss (default 3 - 5 * accuracy),
+    perplexity."""
     if task == "rotten-tomatoes":
         return {"dev": {"accuracy": accuracy}, "test": {"accuracy": accuracy - 0.01}}
     loss = 3.0 - 5.0 * accuracy if loss is None else loss
@@ -117,25 +118,54 @@ EARLYBERT_SETTINGS = {  # a run can hold several: each has its own pair of branc
 }
 # (task, settings, seed) -> (the EarlyBERT ticket, its search, the random structured ticket with the same counts)
 EARLYBERT: dict[tuple[str, str, int], tuple[Structured, Search, Structured]] = {
-    ("rotten-tomatoes", "a", 0): (Structured(((0,), (1,)), (48, 32), 0.79, 10.0), Search(2.0, (None, None, 0.4, 0.25, 0.09)),
-                                  Structured(((1,), (0,)), (48, 32), 0.70, 9.0)),
-    ("rotten-tomatoes", "a", 1): (Structured(((0,), (1,)), (44, 36), 0.80, 11.0), Search(3.0, (None, None, 0.3, 0.07)),
-                                  Structured(((0,), (0,)), (44, 36), 0.72, 10.0)),
-    ("rotten-tomatoes", "a", 2): (Structured(((1,), (1,)), (40, 40), 0.78, 12.0), Search(4.0, (None, None, 0.3, 0.2, 0.15, 0.12)),
-                                  Structured(((1,), (1,)), (40, 40), 0.71, 9.0)),
-    ("rotten-tomatoes", "b", 0): (Structured(((0, 1), (0, 1)), (30, 34), 0.81, 8.0), Search(1.0, (None, None, 0.05)),
-                                  Structured(((0, 1), (0, 1)), (30, 34), 0.75, 8.0)),
-    ("rotten-tomatoes", "b", 1): (Structured(((0, 1), (0, 1)), (32, 32), 0.80, 9.0), Search(1.0, (None, None, 0.08)),
-                                  Structured(((0, 1), (0, 1)), (32, 32), 0.76, 8.0)),
-    ("mlm", "a", 0): (Structured(((0,), (0,)), (48, 32), 0.19, 20.0), Search(5.0, (None, None, 0.05)),
-                      Structured(((1,), (1,)), (48, 32), 0.15, 18.0)),
-    ("mlm", "a", 1): (Structured(((0,), (1,)), (40, 40), 0.21, 22.0), Search(5.0, (None, None, 0.06)),
-                      Structured(((0,), (1,)), (40, 40), 0.14, 18.0)),
+    ("rotten-tomatoes", "a", 0): (
+        Structured(((0,), (1,)), (48, 32), 0.79, 10.0),
+        Search(2.0, (None, None, 0.4, 0.25, 0.09)),
+        Structured(((1,), (0,)), (48, 32), 0.70, 9.0),
+    ),
+    ("rotten-tomatoes", "a", 1): (
+        Structured(((0,), (1,)), (44, 36), 0.80, 11.0),
+        Search(3.0, (None, None, 0.3, 0.07)),
+        Structured(((0,), (0,)), (44, 36), 0.72, 10.0),
+    ),
+    ("rotten-tomatoes", "a", 2): (
+        Structured(((1,), (1,)), (40, 40), 0.78, 12.0),
+        Search(4.0, (None, None, 0.3, 0.2, 0.15, 0.12)),
+        Structured(((1,), (1,)), (40, 40), 0.71, 9.0),
+    ),
+    ("rotten-tomatoes", "b", 0): (
+        Structured(((0, 1), (0, 1)), (30, 34), 0.81, 8.0),
+        Search(1.0, (None, None, 0.05)),
+        Structured(((0, 1), (0, 1)), (30, 34), 0.75, 8.0),
+    ),
+    ("rotten-tomatoes", "b", 1): (
+        Structured(((0, 1), (0, 1)), (32, 32), 0.80, 9.0),
+        Search(1.0, (None, None, 0.08)),
+        Structured(((0, 1), (0, 1)), (32, 32), 0.76, 8.0),
+    ),
+    ("mlm", "a", 0): (
+        Structured(((0,), (0,)), (48, 32), 0.19, 20.0),
+        Search(5.0, (None, None, 0.05)),
+        Structured(((1,), (1,)), (48, 32), 0.15, 18.0),
+    ),
+    ("mlm", "a", 1): (
+        Structured(((0,), (1,)), (40, 40), 0.21, 22.0),
+        Search(5.0, (None, None, 0.06)),
+        Structured(((0,), (1,)), (40, 40), 0.14, 18.0),
+    ),
 }
-DENSE_TRAIN_S = {("rotten-tomatoes", 0): 20.0, ("rotten-tomatoes", 1): 22.0}  # round 0's train_time_s; the others lack it
+DENSE_TRAIN_S = {
+    ("rotten-tomatoes", 0): 20.0,
+    ("rotten-tomatoes", 1): 22.0,
+}  # round 0's train_time_s; the others lack it
 # dense_train_time_s in the EarlyBERT records; rotten-tomatoes seed 0's differs from its round 0 (which wins)
-STORED_DENSE_TRAIN_S = {("rotten-tomatoes", 0): 25.0, ("rotten-tomatoes", 1): 22.0, ("rotten-tomatoes", 2): 18.0,
-                        ("mlm", 0): 30.0, ("mlm", 1): 30.0}
+STORED_DENSE_TRAIN_S = {
+    ("rotten-tomatoes", 0): 25.0,
+    ("rotten-tomatoes", 1): 22.0,
+    ("rotten-tomatoes", 2): 18.0,
+    ("mlm", 0): 30.0,
+    ("mlm", 1): 30.0,
+}
 DENSE_PARAMS = 100_000
 HEAD_PARAMS, NEURON_PARAMS = 4 * 16 * 32 + 3 * 16, 2 * 32 + 1  # the parameters one head and one FFN neuron own
 
@@ -146,7 +176,7 @@ def write_store(root: Path) -> Path:
     for task in ("rotten-tomatoes", "mlm"):
         for seed in SEEDS:
             imp_masks[task, seed] = _write_run(root, task, seed)
-    for (task, arm, source, level) in ACCURACY:
+    for task, arm, source, level in ACCURACY:
         if arm == "transfer":
             for seed in SEEDS:
                 _write_transfer(root, task, source, level, seed, imp_masks[source, seed][LEVELS.index(level)])
@@ -169,16 +199,30 @@ def write_earlybert(root: Path) -> Path:
         settings = EARLYBERT_SETTINGS[name]
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         draw = next((j for j, w in enumerate(search.windows) if w is not None and w < settings["threshold"]), None)
-        draws = [{"step": 5 * (j + 1), "distance": None if j == 0 else 0.6 * (w or 0.5), "window": w}
-                 for j, w in enumerate(search.windows)]
-        found = {"steps": draws[-1]["step"], "time_s": search.time_s, "draw_step": draws[-1]["step"], "early_bird": draw is not None,
-                 **settings, "draws": draws}
-        _write_structured(store.branch(f"earlybert-{digest}"), task, seed, "earlybert", ticket, search.time_s, search=found)
-        _write_structured(store.branch(f"earlybert-random-{digest}"), task, seed, "earlybert-random", random_ticket, 0.0)
+        draws = [
+            {"step": 5 * (j + 1), "distance": None if j == 0 else 0.6 * (w or 0.5), "window": w}
+            for j, w in enumerate(search.windows)
+        ]
+        found = {
+            "steps": draws[-1]["step"],
+            "time_s": search.time_s,
+            "draw_step": draws[-1]["step"],
+            "early_bird": draw is not None,
+            **settings,
+            "draws": draws,
+        }
+        _write_structured(
+            store.branch(f"earlybert-{digest}"), task, seed, "earlybert", ticket, search.time_s, search=found
+        )
+        _write_structured(
+            store.branch(f"earlybert-random-{digest}"), task, seed, "earlybert-random", random_ticket, 0.0
+        )
     return root
 
 
-def _write_structured(branch: RunStore, task: str, seed: int, arm: str, ticket: Structured, search_s: float, **search) -> None:
+def _write_structured(
+    branch: RunStore, task: str, seed: int, arm: str, ticket: Structured, search_s: float, **search
+) -> None:
     """A structured ticket's round 0: its mask over the prunable weights, structure.safetensors, metrics.json."""
     last = arm == "earlybert-random"
     heads = {f"heads.{i}": torch.tensor([h in kept for h in range(2)]) for i, kept in enumerate(ticket.heads)}
@@ -195,19 +239,38 @@ def _write_structured(branch: RunStore, task: str, seed: int, arm: str, ticket: 
     save_mask(branch.structure_path(0), {**heads, **ffn}, {"format": "ticketlab-structure/1"})
     pruned_heads, pruned_neurons = 4 - sum(map(len, ticket.heads)), 128 - sum(ticket.ffn)
     dense_s = STORED_DENSE_TRAIN_S[task, seed]
-    _complete(branch, 0, sparsity(mask), mask, {
-        "arm": arm, **task_metrics(task, ticket.accuracy), "train_time_s": ticket.train_s,
-        "structure": {"heads": [list(kept) for kept in ticket.heads], "heads_total": [2, 2], "ffn_kept": list(ticket.ffn),
-                      "ffn_total": [64, 64], "dense_params": DENSE_PARAMS,
-                      "params": DENSE_PARAMS - HEAD_PARAMS * pruned_heads - NEURON_PARAMS * pruned_neurons},
-        **search, "dense_train_time_s": dense_s, "time_ratio": (search_s + ticket.train_s) / dense_s,
-    })
+    _complete(
+        branch,
+        0,
+        sparsity(mask),
+        mask,
+        {
+            "arm": arm,
+            **task_metrics(task, ticket.accuracy),
+            "train_time_s": ticket.train_s,
+            "structure": {
+                "heads": [list(kept) for kept in ticket.heads],
+                "heads_total": [2, 2],
+                "ffn_kept": list(ticket.ffn),
+                "ffn_total": [64, 64],
+                "dense_params": DENSE_PARAMS,
+                "params": DENSE_PARAMS - HEAD_PARAMS * pruned_heads - NEURON_PARAMS * pruned_neurons,
+            },
+            **search,
+            "dense_train_time_s": dense_s,
+            "time_ratio": (search_s + ticket.train_s) / dense_s,
+        },
+    )
 
 
 def config(task: str, seed: int, rewind_step: int = 0) -> RunConfig:
     return RunConfig(
-        model="splade-tiny", model_hash="fixture", task=task, data=None,
-        train=TrainConfig(epochs=1, seed=seed), prune=PruneConfig(sparsity=0.6, rate=0.2, rewind_step=rewind_step),
+        model="splade-tiny",
+        model_hash="fixture",
+        task=task,
+        data=None,
+        train=TrainConfig(epochs=1, seed=seed),
+        prune=PruneConfig(sparsity=0.6, rate=0.2, rewind_step=rewind_step),
     )
 
 
@@ -222,7 +285,7 @@ def _write_run(root: Path, task: str, seed: int) -> list[Mask]:
     for r, (level, mask) in enumerate(zip(LEVELS, masks)):
         _complete(store, r, level, mask, metrics(task, "imp", None, level, seed))
     generator = torch.Generator().manual_seed(seed)
-    for (t, arm, _, level) in ACCURACY:
+    for t, arm, _, level in ACCURACY:
         if t != task or arm in ("imp", "transfer"):
             continue
         r = LEVELS.index(level)
@@ -267,14 +330,25 @@ def _write_rewind_run(root: Path) -> None:
 
 
 def _complete(store: RunStore, round: int, level: float, mask: Mask, record: dict) -> None:
-    save_mask(store.mask_path(round), mask, {"format": "ticketlab-mask/1", "round": round, "sparsity": f"{sparsity(mask):.6f}"})
-    store.complete(round, {
-        "round": round, "level": level, "sparsity": sparsity(mask),
-        "steps": 10, "train_loss": 0.5, "wall_time_s": 1.0, **record,
-    })
+    save_mask(
+        store.mask_path(round),
+        mask,
+        {"format": "ticketlab-mask/1", "round": round, "sparsity": f"{sparsity(mask):.6f}"},
+    )
+    store.complete(
+        round,
+        {
+            "round": round,
+            "level": level,
+            "sparsity": sparsity(mask),
+            "steps": 10,
+            "train_loss": 0.5,
+            "wall_time_s": 1.0,
+            **record,
+        },
+    )
 
 
 def _weights(task: str, seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return {name: torch.randn(shape, generator=generator) for name, shape in weight_shapes(task).items()}
-

@@ -27,7 +27,19 @@ from ticketlab.models.vision import ResNetConfig, ResNetModel
 
 TINY = ["--train-examples", "16", "--batch-size", "16", "--epochs", "1", "--sparsity", "0.1"]
 FIND = ["find", "--model", "{tiny}", *TINY, "--out", "{out}"]
-EARLYBERT = ["earlybert", "--model", "{tiny}", "--train-examples", "16", "--batch-size", "16", "--epochs", "1", "--out", "{out}"]
+EARLYBERT = [
+    "earlybert",
+    "--model",
+    "{tiny}",
+    "--train-examples",
+    "16",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "1",
+    "--out",
+    "{out}",
+]
 TRANSFER = ["transfer", "--ticket", "{run}:1", "--task", "rotten-tomatoes", *TINY, "--out", "{out}"]
 QUICK = {"epochs": 1, "train_examples": 8}  # pre-training options
 PRETRAIN = ["pretrain", "--data", "{fashion}", "--epochs", "1", "--train-examples", "8", "--out", "{out}"]
@@ -63,9 +75,29 @@ CASES: dict[str, list[str] | dict] = {
     "find gpt-2 with a padding token (nothing prunable)": ["find", "--model", "{gpt2_padded}", *TINY, "--out", "{out}"],
     "find max length past the positions": [*FIND, "--max-length", "512"],
     "find max length one past the positions": [*FIND, "--max-length", "129"],
-    "find roberta max length past its offset positions": ["find", "--model", "{roberta}", *TINY, "--max-length", "33", "--out", "{out}"],
+    "find roberta max length past its offset positions": [
+        "find",
+        "--model",
+        "{roberta}",
+        *TINY,
+        "--max-length",
+        "33",
+        "--out",
+        "{out}",
+    ],
     "find text task on a resnet": ["find", "--model", "{resnet_model}", *TINY, "--out", "{out}"],
-    "find image task on a text model": ["find", "--model", "{tiny}", "--task", "fashion-mnist", "--data", "{fashion}", *TINY, "--out", "{out}"],
+    "find image task on a text model": [
+        "find",
+        "--model",
+        "{tiny}",
+        "--task",
+        "fashion-mnist",
+        "--data",
+        "{fashion}",
+        *TINY,
+        "--out",
+        "{out}",
+    ],
     # find: task, data, metric
     "find unknown task": ["find", "--model", "{tiny}", "--task", "nope", "--out", "{out}"],
     "find missing data": ["find", "--model", "{tiny}", "--data", "{missing}", "--out", "{out}"],
@@ -121,28 +153,147 @@ CASES: dict[str, list[str] | dict] = {
     "transfer missing ticket": ["transfer", "--ticket", "{missing}", "--task", "rotten-tomatoes", "--out", "{out}"],
     "transfer ticket name too long": ["transfer", "--ticket", LONG, "--task", "rotten-tomatoes", "--out", "{out}"],
     "transfer corrupt ticket": ["transfer", "--ticket", "{corrupt}", "--task", "rotten-tomatoes", "--out", "{out}"],
-    "transfer ticket without provenance": ["transfer", "--ticket", "{bare_mask}", "--task", "rotten-tomatoes", "--out", "{out}"],
+    "transfer ticket without provenance": [
+        "transfer",
+        "--ticket",
+        "{bare_mask}",
+        "--task",
+        "rotten-tomatoes",
+        "--out",
+        "{out}",
+    ],
     "transfer round not complete": ["transfer", "--ticket", "{run}:7", "--task", "rotten-tomatoes", "--out", "{out}"],
-    "transfer folder without rounds": ["transfer", "--ticket", "{empty_run}", "--task", "rotten-tomatoes", "--out", "{out}"],
+    "transfer folder without rounds": [
+        "transfer",
+        "--ticket",
+        "{empty_run}",
+        "--task",
+        "rotten-tomatoes",
+        "--out",
+        "{out}",
+    ],
     "transfer unknown task": ["transfer", "--ticket", "{run}:1", "--task", "nope", "--out", "{out}"],
-    "transfer to another model": ["transfer", "--ticket", "{run}:1", "--task", "rotten-tomatoes", "--model", "{other}", "--out", "{out}"],
-    "transfer to gpt-2": ["transfer", "--ticket", "{run}:1", "--task", "rotten-tomatoes", "--model", "{gpt2}", "--out", "{out}"],
+    "transfer to another model": [
+        "transfer",
+        "--ticket",
+        "{run}:1",
+        "--task",
+        "rotten-tomatoes",
+        "--model",
+        "{other}",
+        "--out",
+        "{out}",
+    ],
+    "transfer to gpt-2": [
+        "transfer",
+        "--ticket",
+        "{run}:1",
+        "--task",
+        "rotten-tomatoes",
+        "--model",
+        "{gpt2}",
+        "--out",
+        "{out}",
+    ],
     "transfer lr nan": [*TRANSFER, "--lr", "nan"],
     "transfer warmup ratio negative": [*TRANSFER, "--warmup-ratio", "-2"],
     "transfer max length past the positions": [*TRANSFER, "--max-length", "512"],
     "transfer missing ticket option": ["transfer", "--task", "rotten-tomatoes", "--out", "{out}"],
-    "transfer out is a file": ["transfer", "--ticket", "{run}:1", "--task", "rotten-tomatoes", *TINY, "--out", "{file}"],
+    "transfer out is a file": [
+        "transfer",
+        "--ticket",
+        "{run}:1",
+        "--task",
+        "rotten-tomatoes",
+        *TINY,
+        "--out",
+        "{file}",
+    ],
     "transfer bad setting into the existing store": [*TRANSFER[:-1], "{store}", "--lr", "inf"],
     # grid
     "grid one task": ["grid", "--tasks", "rotten-tomatoes", "--model", "{tiny}", *TINY, "--out", "{out}"],
-    "grid same task twice": ["grid", "--tasks", "rotten-tomatoes,rotten-tomatoes", "--model", "{tiny}", *TINY, "--out", "{out}"],
+    "grid same task twice": [
+        "grid",
+        "--tasks",
+        "rotten-tomatoes,rotten-tomatoes",
+        "--model",
+        "{tiny}",
+        *TINY,
+        "--out",
+        "{out}",
+    ],
     "grid unknown task": ["grid", "--tasks", "rotten-tomatoes,nope", "--model", "{tiny}", *TINY, "--out", "{out}"],
-    "grid target zero": ["grid", "--tasks", "rotten-tomatoes,mlm", "--model", "{tiny}", *TINY, "--target", "0", "--out", "{out}"],
-    "grid data without a task": ["grid", "--tasks", "rotten-tomatoes,mlm", "--model", "{tiny}", *TINY, "--data", "{missing}", "--out", "{out}"],
-    "grid data for another task": ["grid", "--tasks", "rotten-tomatoes,mlm", "--model", "{tiny}", *TINY, "--data", "squad={missing}", "--out", "{out}"],
-    "grid level without a round": ["grid", "--tasks", "rotten-tomatoes,mlm", "--model", "{tiny}", *TINY[:-1], "0.5", "--target", "0.3", "--out", "{out}"],
-    "grid lr inf": ["grid", "--tasks", "rotten-tomatoes,mlm", "--model", "{tiny}", *TINY, "--lr", "inf", "--out", "{out}"],
-    "grid out below a file": ["grid", "--tasks", "rotten-tomatoes,mlm", "--model", "{tiny}", *TINY, "--out", "{file}/runs"],
+    "grid target zero": [
+        "grid",
+        "--tasks",
+        "rotten-tomatoes,mlm",
+        "--model",
+        "{tiny}",
+        *TINY,
+        "--target",
+        "0",
+        "--out",
+        "{out}",
+    ],
+    "grid data without a task": [
+        "grid",
+        "--tasks",
+        "rotten-tomatoes,mlm",
+        "--model",
+        "{tiny}",
+        *TINY,
+        "--data",
+        "{missing}",
+        "--out",
+        "{out}",
+    ],
+    "grid data for another task": [
+        "grid",
+        "--tasks",
+        "rotten-tomatoes,mlm",
+        "--model",
+        "{tiny}",
+        *TINY,
+        "--data",
+        "squad={missing}",
+        "--out",
+        "{out}",
+    ],
+    "grid level without a round": [
+        "grid",
+        "--tasks",
+        "rotten-tomatoes,mlm",
+        "--model",
+        "{tiny}",
+        *TINY[:-1],
+        "0.5",
+        "--target",
+        "0.3",
+        "--out",
+        "{out}",
+    ],
+    "grid lr inf": [
+        "grid",
+        "--tasks",
+        "rotten-tomatoes,mlm",
+        "--model",
+        "{tiny}",
+        *TINY,
+        "--lr",
+        "inf",
+        "--out",
+        "{out}",
+    ],
+    "grid out below a file": [
+        "grid",
+        "--tasks",
+        "rotten-tomatoes,mlm",
+        "--model",
+        "{tiny}",
+        *TINY,
+        "--out",
+        "{file}/runs",
+    ],
     # earlybert
     "earlybert heads zero": [*EARLYBERT, "--heads", "0"],
     "earlybert heads one": [*EARLYBERT, "--heads", "1"],
@@ -159,7 +310,17 @@ CASES: dict[str, list[str] | dict] = {
     "earlybert threshold one": [*EARLYBERT, "--threshold", "1"],
     "earlybert lr inf": [*EARLYBERT, "--lr", "inf"],
     "earlybert gpt-2": ["earlybert", "--model", "{gpt2_padded}", "--train-examples", "16", "--out", "{out}"],
-    "earlybert resnet": ["earlybert", "--model", "{resnet_model}", "--task", "fashion-mnist", "--data", "{fashion}", "--out", "{out}"],
+    "earlybert resnet": [
+        "earlybert",
+        "--model",
+        "{resnet_model}",
+        "--task",
+        "fashion-mnist",
+        "--data",
+        "{fashion}",
+        "--out",
+        "{out}",
+    ],
     "earlybert out is a file": [*EARLYBERT[:-1], "{file}"],
     # report
     "report missing run": ["report", "{missing}", "--out", "{out}"],
@@ -226,11 +387,15 @@ CASES: dict[str, list[str] | dict] = {
     "recipe pretrain text": recipe(pretrain="abc"),
     "recipe pretrain unknown field": recipe(pretrain={"methods": {"supervised": QUICK}, "bogus": 1}),
     "recipe pretrain unknown method": recipe(pretrain={"methods": {"bogus": QUICK}}),
-    "recipe pretrain unknown architecture": recipe(pretrain={"architecture": "resnet9", "methods": {"supervised": QUICK}}),
+    "recipe pretrain unknown architecture": recipe(
+        pretrain={"architecture": "resnet9", "methods": {"supervised": QUICK}}
+    ),
     "recipe pretrain method options text": recipe(pretrain={"methods": {"supervised": "fast"}}),
     "recipe pretrain epochs text": recipe(pretrain={"methods": {"supervised": {"epochs": "two"}}}),
     "recipe pretrain simclr batch of one": recipe(pretrain={"methods": {"simclr": {**QUICK, "batch_size": 1}}}),
-    "recipe pretrain unknown ticket option": recipe(pretrain={"methods": {"supervised": QUICK}, "tickets": {"bogus": 1}}),
+    "recipe pretrain unknown ticket option": recipe(
+        pretrain={"methods": {"supervised": QUICK}, "tickets": {"bogus": 1}}
+    ),
     # pretrain
     "pretrain unknown method": [*PRETRAIN, "--method", "byol"],
     "pretrain unknown architecture": [*PRETRAIN, "--arch", "resnet9"],
@@ -284,7 +449,11 @@ def fill(spec, names: dict[str, str]):
 
 
 def snapshot(folder: Path) -> dict[Path, str]:
-    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -292,8 +461,14 @@ def inputs(tiny_model_dir, fashion_dir, one_thread, tmp_path_factory) -> dict[st
     """Every file and folder the cases name: models (GPT-2, truncated weights, another BERT, a RoBERTa, a ResNet),
     weight and mask files, and an existing lottery run (`store` holds `run`)."""
     root = tmp_path_factory.mktemp("inputs")
-    paths = {"root": root, "tiny": tiny_model_dir, "fashion": fashion_dir, "missing": root / "missing", "file": root / "a-file.txt",
-             "empty": root / "empty"}
+    paths = {
+        "root": root,
+        "tiny": tiny_model_dir,
+        "fashion": fashion_dir,
+        "missing": root / "missing",
+        "file": root / "a-file.txt",
+        "empty": root / "empty",
+    }
     paths["file"].write_text("not a folder\n")
     paths["empty"].mkdir()
     tokenizer = AutoTokenizer.from_pretrained(asset_path("splade-tiny"))
@@ -301,17 +476,30 @@ def inputs(tiny_model_dir, fashion_dir, one_thread, tmp_path_factory) -> dict[st
         paths[name] = root / name
         tokenizer.pad_token = pad
         tokenizer.save_pretrained(paths[name])
-        GPT2Model(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=tokenizer.vocab_size, n_positions=64)).save_pretrained(paths[name])
+        GPT2Model(
+            GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=tokenizer.vocab_size, n_positions=64)
+        ).save_pretrained(paths[name])
     paths["truncated"] = root / "truncated"
     shutil.copytree(tiny_model_dir, paths["truncated"])
     weights = paths["truncated"] / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     paths["other"] = root / "other"
-    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(paths["other"])
+    BertModel(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(paths["other"])
     paths["roberta"] = root / "roberta"  # 34 positions, the first two reserved: inputs of up to 32 tokens
     tokenizer.save_pretrained(paths["roberta"])
-    RobertaModel(RobertaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=64, max_position_embeddings=34, pad_token_id=1)).save_pretrained(paths["roberta"])
+    RobertaModel(
+        RobertaConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=34,
+            pad_token_id=1,
+        )
+    ).save_pretrained(paths["roberta"])
     resnet = ResNetModel(ResNetConfig.for_architecture("resnet-small", in_channels=1))
     paths["resnet"] = root / "resnet.safetensors"
     save_file(resnet.state_dict(), str(paths["resnet"]))
@@ -324,8 +512,9 @@ def inputs(tiny_model_dir, fashion_dir, one_thread, tmp_path_factory) -> dict[st
     paths["bare_mask"] = root / "bare.safetensors"
     save_mask(paths["bare_mask"], ones_like(prunable_weights(BertModel.from_pretrained(tiny_model_dir))), {})
     paths["store"] = root / "store"
-    paths["run"] = ticketlab.find(str(tiny_model_dir), sparsity=0.1, out=paths["store"], train_examples=16, batch_size=64, epochs=1,
-                                  max_length=16).path  # one step a round; evaluation in few, short batches
+    paths["run"] = ticketlab.find(
+        str(tiny_model_dir), sparsity=0.1, out=paths["store"], train_examples=16, batch_size=64, epochs=1, max_length=16
+    ).path  # one step a round; evaluation in few, short batches
     paths["mask"] = paths["run"] / "round_01" / "mask.safetensors"
     paths["empty_run"] = root / "empty-run"
     paths["empty_run"].mkdir()
@@ -371,7 +560,18 @@ def test_bad_input_gets_one_line_and_changes_nothing(case, inputs, untouched, tm
 
 def test_the_table_covers_every_verb():
     verbs = {spec[0] if isinstance(spec, list) and spec else "experiment" for spec in CASES.values()}
-    assert {"find", "transfer", "grid", "earlybert", "report", "experiment", "pretrain", "import-resnet", "apply", "tasks"} <= verbs
+    assert {
+        "find",
+        "transfer",
+        "grid",
+        "earlybert",
+        "report",
+        "experiment",
+        "pretrain",
+        "import-resnet",
+        "apply",
+        "tasks",
+    } <= verbs
     assert len(CASES) >= 110
 
 

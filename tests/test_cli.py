@@ -1,29 +1,13 @@
-"""The `ticketlab` command in a subprocess: what several test modules run it with, and `apply` end to end.
+"""The `ticketlab` command in a subprocess (helpers.run_cli): `apply` end to end.
 Bad input is tested in-process, case by case, in test_bad_input.py."""
-
-import hashlib
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from helpers import run_cli
 from transformers import BertModel
 
 import ticketlab
 from ticketlab.masks import load_mask
-
-TINY = ["--train-examples", "32", "--batch-size", "16", "--epochs", "1", "--sparsity", "0.1"]
-
-
-def run_cli(*args, cwd=None):
-    """`ticketlab ARGS` in a subprocess, its tables printed 200 columns wide."""
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "ticketlab", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
-
-
-def snapshot(folder):
-    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

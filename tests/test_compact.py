@@ -1,10 +1,11 @@
-"""Structured compaction: removing heads and FFN neurons gives exactly the masked model, smaller, and it saves and loads."""
+"""Structured compaction: removing heads and FFN neurons gives exactly the masked model, smaller, and it saves and
+loads."""
 
 from __future__ import annotations
 
 import copy
-import re
 import json
+import re
 
 import pytest
 import torch
@@ -30,18 +31,18 @@ from transformers import (
 
 import ticketlab
 from ticketlab import TicketlabError
-from ticketlab.masks import apply_mask, sparsity
-from ticketlab.models import (
+from ticketlab.earlybert import (
     compact,
     full_structure,
     layer_modules,
     layer_shapes,
     load_compact,
-    prunable_weights,
     save_compact,
     scale_structures,
     structure_mask,
 )
+from ticketlab.masks import apply_mask, sparsity
+from ticketlab.models import prunable_weights
 
 HIDDEN, HEADS, FFN, LAYERS = 32, 4, 37, 3
 HEAD_SIZE = HIDDEN // HEADS
@@ -50,8 +51,12 @@ TOLERANCE = 1e-5
 
 def tiny_config(cls=BertConfig, **overrides):
     settings = dict(
-        vocab_size=100, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        intermediate_size=FFN, max_position_embeddings=64,
+        vocab_size=100,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=64,
     )
     return cls(**{**settings, **overrides})
 
@@ -104,12 +109,17 @@ def pattern_structure() -> dict[str, torch.Tensor]:
     }
 
 
-STRUCTURES = {"random0": lambda: random_structure(0), "random1": lambda: random_structure(1),
-              "random2": lambda: random_structure(2), "pattern": pattern_structure}
+STRUCTURES = {
+    "random0": lambda: random_structure(0),
+    "random1": lambda: random_structure(1),
+    "random2": lambda: random_structure(2),
+    "pattern": pattern_structure,
+}
 
 
 def removed_parameters(structure) -> int:
-    """Q, K, V rows with biases and attention-output columns per head; FFN-in row, bias and FFN-out column per neuron."""
+    """Q, K, V rows with biases and attention-output columns per head; FFN-in row, bias and FFN-out column per
+    neuron."""
     heads = sum(int((~kept).sum()) for name, kept in structure.items() if name.startswith("heads."))
     neurons = sum(int((~kept).sum()) for name, kept in structure.items() if name.startswith("ffn."))
     return heads * (4 * HIDDEN * HEAD_SIZE + 3 * HEAD_SIZE) + neurons * (2 * HIDDEN + 1)
@@ -135,10 +145,14 @@ def test_compacted_model_equals_masked_model(cls, pattern):
     assert [(m.attention.num_attention_heads, m.attention.all_head_size) for m in layer_modules(compacted)] == [
         (heads, heads * HEAD_SIZE) for heads, _ in kept
     ]
-    assert compacted.config.layer_heads == [h for h, _ in kept] and compacted.config.layer_intermediate_sizes == [n for _, n in kept]
+    assert compacted.config.layer_heads == [h for h, _ in kept] and compacted.config.layer_intermediate_sizes == [
+        n for _, n in kept
+    ]
     assert compacted.config.attention_head_size == HEAD_SIZE and compacted.config.num_attention_heads == HEADS
     assert isinstance(compacted, cls) and type(compacted).__name__ == f"Compact{cls.__name__}"
-    assert model.config.model_type == "bert" and not hasattr(model.config, "layer_heads")  # the dense config is untouched
+    assert model.config.model_type == "bert" and not hasattr(
+        model.config, "layer_heads"
+    )  # the dense config is untouched
 
 
 def test_compacting_again_prunes_a_compacted_model_further():
@@ -200,8 +214,12 @@ def test_zeroing_the_unstructured_equivalent_computes_the_compacted_model():
 
 @pytest.mark.parametrize(
     "cls, auto_class",
-    [(BertModel, AutoModel), (BertForSequenceClassification, AutoModelForSequenceClassification),
-     (BertForMaskedLM, AutoModelForMaskedLM), (BertForQuestionAnswering, AutoModelForQuestionAnswering)],
+    [
+        (BertModel, AutoModel),
+        (BertForSequenceClassification, AutoModelForSequenceClassification),
+        (BertForMaskedLM, AutoModelForMaskedLM),
+        (BertForQuestionAnswering, AutoModelForQuestionAnswering),
+    ],
 )
 def test_compacted_folder_loads_back_with_identical_outputs(tmp_path, cls, auto_class):
     batch = inputs()
@@ -212,7 +230,10 @@ def test_compacted_folder_loads_back_with_identical_outputs(tmp_path, cls, auto_
     assert config["model_type"] == "ticketlab-compact-bert" and config["architectures"] == [f"Compact{cls.__name__}"]
     assert config["layer_heads"] == [1, 4, 3] and config["layer_intermediate_sizes"] == [5, FFN, 30]
     assert config["attention_head_size"] == HEAD_SIZE
-    for loaded in (load_compact(path), auto_class.from_pretrained(path)):  # the Auto classes know it after `import ticketlab`
+    for loaded in (
+        load_compact(path),
+        auto_class.from_pretrained(path),
+    ):  # the Auto classes know it after `import ticketlab`
         assert type(loaded) is type(compacted) and not loaded.training
         assert layer_shapes(loaded) == layer_shapes(compacted)
         assert torch.equal(outputs(loaded, batch), expected)
@@ -314,7 +335,9 @@ def test_bad_scales_and_other_architectures_are_one_line_errors():
         scale_structures(model, {"ffn.0": torch.ones(FFN, dtype=torch.bool)})
     distil = DistilBertModel(DistilBertConfig(vocab_size=100, dim=32, n_layers=1, n_heads=2, hidden_dim=37))
     for function in (layer_shapes, full_structure, lambda m: compact(m, {})):
-        with pytest.raises(TicketlabError, match="DistilBertModel: structured pruning needs the BERT layer layout") as error:
+        with pytest.raises(
+            TicketlabError, match="DistilBertModel: structured pruning needs the BERT layer layout"
+        ) as error:
             function(distil)
         assert "\n" not in str(error.value)
 

@@ -7,20 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli, write_glue
 from safetensors.torch import load_file
-from test_cli import run_cli
-from test_glue import write_glue
 from transformers import AutoModelForSequenceClassification
 
 import ticketlab
 from ticketlab.controls import CONTROLS, NOISE_SCALE
 from ticketlab.errors import TicketlabError
+from ticketlab.lottery import transfer
 from ticketlab.masks import load_mask, ones_like, sparsity
 from ticketlab.models import backbone, load_pretrained, prunable_weights
 from ticketlab.pruning import magnitude_prune
 from ticketlab.store import RunStore
 from ticketlab.train import TrainHook
-from ticketlab.transfer import transfer
 
 FAST = dict(train_examples=32, batch_size=16, epochs=1, learning_rate=1e-3, seed=5, rate=0.2)
 
@@ -39,16 +38,29 @@ class RecordStart(TrainHook):
 def controlled(tiny_model_dir, tmp_path_factory):
     """IMP to 60% (20%, 40%, 60%) with every control at every level, and the start weights of each training."""
     recorder = RecordStart()
-    result = ticketlab.find(str(tiny_model_dir), sparsity=0.6, out=tmp_path_factory.mktemp("runs"), controls=tuple(CONTROLS),
-                            hooks=[recorder], **FAST)
-    theta0 = {k: w.detach().clone() for k, w in prunable_weights(load_pretrained(
-        tiny_model_dir, AutoModelForSequenceClassification, FAST["seed"], num_labels=2)).items()}
+    result = ticketlab.find(
+        str(tiny_model_dir),
+        sparsity=0.6,
+        out=tmp_path_factory.mktemp("runs"),
+        controls=tuple(CONTROLS),
+        hooks=[recorder],
+        **FAST,
+    )
+    theta0 = {
+        k: w.detach().clone()
+        for k, w in prunable_weights(
+            load_pretrained(tiny_model_dir, AutoModelForSequenceClassification, FAST["seed"], num_labels=2)
+        ).items()
+    }
     return RunStore(result.path), recorder.starts, theta0
 
 
 def starts_by_branch(starts):
-    """Trainings run IMP rounds 0-3, then each control (sorted) at each round it has; inverted lacks 20% (no 80% round)."""
-    order = [("imp", r) for r in range(4)] + [(c, r) for c in CONTROLS for r in (1, 2, 3) if not (c == "inverted" and r == 1)]
+    """Trainings run IMP rounds 0-3, then each control (sorted) at each round it has; inverted lacks 20% (no 80%
+    round)."""
+    order = [("imp", r) for r in range(4)] + [
+        (c, r) for c in CONTROLS for r in (1, 2, 3) if not (c == "inverted" and r == 1)
+    ]
     assert len(starts) == len(order)
     return dict(zip(order, starts))
 
@@ -67,7 +79,13 @@ def test_every_control_has_its_sparsity_level_exactly(controlled):
             pruned = sum(int((~m).sum()) for m in mask.values())
             if control == "random-per-matrix":  # every matrix rounds on its own: checked per matrix below
                 assert abs(pruned - 0.2 * round * total) <= len(mask)
-            elif control in ("inverted", "one-shot", "reinit", "shuffle", "noise"):  # the layer stack and the pooler round apart
+            elif control in (
+                "inverted",
+                "one-shot",
+                "reinit",
+                "shuffle",
+                "noise",
+            ):  # the layer stack and the pooler round apart
                 assert abs(pruned - 0.2 * round * total) <= 1
             else:
                 assert pruned == builtins.round(0.2 * round * total)
@@ -77,7 +95,9 @@ def test_every_control_has_its_sparsity_level_exactly(controlled):
 def test_masks_differ_from_imp_as_intended(controlled):
     store, _, _ = controlled
     imp = {r: load_mask(store.mask_path(r))[0] for r in range(4)}
-    branch = {c: {r: load_mask(store.branch(c).mask_path(r))[0] for r in store.branch(c).completed_rounds()} for c in CONTROLS}
+    branch = {
+        c: {r: load_mask(store.branch(c).mask_path(r))[0] for r in store.branch(c).completed_rounds()} for c in CONTROLS
+    }
     dense = {k: v for k, v in load_file(str(store.weights_path(0))).items() if k.startswith("bert.")}
     dense = {k.removeprefix("bert."): v for k, v in dense.items() if k.removeprefix("bert.") in imp[0]}
     rankings = [[n for n in dense if n.startswith("encoder.")], ["pooler.dense.weight"]]  # the default scope, "layers"
@@ -126,7 +146,9 @@ def test_controls_rerun_is_a_no_op(controlled, tiny_model_dir):
     store, _, _ = controlled
     before = {p: p.stat().st_mtime_ns for p in store.path.rglob("metrics.json")}
     recorder = RecordStart()
-    ticketlab.find(str(tiny_model_dir), sparsity=0.6, out=store.path.parent, controls=tuple(CONTROLS), hooks=[recorder], **FAST)
+    ticketlab.find(
+        str(tiny_model_dir), sparsity=0.6, out=store.path.parent, controls=tuple(CONTROLS), hooks=[recorder], **FAST
+    )
     assert recorder.starts == [] and before == {p: p.stat().st_mtime_ns for p in store.path.rglob("metrics.json")}
 
 
@@ -135,7 +157,11 @@ def test_transfer_trains_the_ticket_on_another_task_from_theta0(controlled, tiny
     data = write_glue(tmp_path / "glue_data", "sst2")
     options = {k: v for k, v in FAST.items() if k != "seed"}
     record = transfer(f"{store.path}:2", "sst2", data=str(data), sparsity=0.6, out=store.path.parent, **options)
-    assert record["arm"] == "transfer" and record["source"]["task"] == "rotten-tomatoes" and record["level"] == pytest.approx(0.4)
+    assert (
+        record["arm"] == "transfer"
+        and record["source"]["task"] == "rotten-tomatoes"
+        and record["level"] == pytest.approx(0.4)
+    )
     target = RunStore(next(p for p in store.path.parent.glob("sst2_*")))
     assert target.config().train.seed == FAST["seed"] and target.is_complete(0)  # the same seed's dense baseline
     (branch,) = target.branches()
@@ -156,7 +182,17 @@ def test_transfer_refuses_a_ticket_of_another_base_model(controlled, tmp_path):
             (other / file).write_bytes(source.read_bytes())
     with pytest.raises(TicketlabError, match="fits only its own base model"):
         transfer(f"{store.path}:2", "rotten-tomatoes", model=str(other), out=tmp_path / "runs", **FAST)
-    done = run_cli("transfer", "--ticket", f"{store.path}:2", "--task", "rotten-tomatoes", "--model", str(other), "--out", str(tmp_path / "runs"))
+    done = run_cli(
+        "transfer",
+        "--ticket",
+        f"{store.path}:2",
+        "--task",
+        "rotten-tomatoes",
+        "--model",
+        str(other),
+        "--out",
+        str(tmp_path / "runs"),
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "fits only its own base model" in done.stderr
     assert not (tmp_path / "runs").exists()
 
@@ -164,9 +200,29 @@ def test_transfer_refuses_a_ticket_of_another_base_model(controlled, tmp_path):
 def test_grid_transfers_every_pair_for_every_seed_and_reports(tiny_model_dir, tmp_path):
     data = write_glue(tmp_path / "glue_data", "sst2")
     out = tmp_path / "runs"
-    done = run_cli("grid", "--tasks", "rotten-tomatoes,sst2", "--data", f"sst2={data}", "--model", str(tiny_model_dir),
-                   "--sparsity", "0.2", "--rate", "0.2", "--seeds", "2", "--out", str(out),
-                   "--train-examples", "32", "--batch-size", "16", "--epochs", "1")
+    done = run_cli(
+        "grid",
+        "--tasks",
+        "rotten-tomatoes,sst2",
+        "--data",
+        f"sst2={data}",
+        "--model",
+        str(tiny_model_dir),
+        "--sparsity",
+        "0.2",
+        "--rate",
+        "0.2",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--train-examples",
+        "32",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+    )
     assert done.returncode == 0, done.stderr
     assert "Transfer at sparsity 20.0%" in done.stdout
     runs = sorted(out.glob("*/config.json"))

@@ -8,21 +8,17 @@ import shutil
 
 import pytest
 import torch
-from test_mlm import documents
+from helpers import assert_same_outputs, documents, flip, truncate
 from transformers import AutoModelForSequenceClassification
 
 from ticketlab.cli import main
-from ticketlab.earlybert import EarlyBirdConfig, earlybert
-from ticketlab.lottery import Lottery
+from ticketlab.earlybert import EarlyBirdConfig, earlybert, layer_shapes, load_compact, structure_mask
+from ticketlab.earlybert.draw import EarlyBird
+from ticketlab.earlybert.search import EarlyBirdSearch, slimming
+from ticketlab.lottery import RunContext
 from ticketlab.masks import load_mask, sparsity
-from ticketlab.models import load_compact, structure_mask
-from ticketlab.models.compact import layer_shapes
-from ticketlab.pruning.structured import EarlyBird
-from ticketlab.slimming import EarlyBirdSearch, slimming
 from ticketlab.store import RunStore, verify
 from ticketlab.train import TrainHook
-
-from helpers import assert_same_outputs, flip, truncate
 
 FAST = dict(train_examples=64, batch_size=16, epochs=4, learning_rate=1e-3, seed=3)
 SETTINGS = EarlyBirdConfig(draw_every=1, window=3, threshold=0.2)
@@ -45,7 +41,10 @@ def searched(tiny_model_dir, tmp_path_factory):
 def test_the_ticket_keeps_the_requested_counts_and_trains_as_a_smaller_model(searched, tiny_model_dir):
     result, _ = searched
     shape = result.earlybert["structure"]
-    assert shape["heads_total"] == [2, 2] and [len(h) for h in shape["heads"]] == [1, 1]  # round(2 / 3) = 1 of 2 heads go
+    assert shape["heads_total"] == [2, 2] and [len(h) for h in shape["heads"]] == [
+        1,
+        1,
+    ]  # round(2 / 3) = 1 of 2 heads go
     assert sum(shape["ffn_total"]) == 128 and sum(shape["ffn_kept"]) == 128 - round(0.4 * 128)
     assert min(shape["ffn_kept"]) >= 1
     assert shape["params"] < shape["dense_params"]
@@ -59,7 +58,7 @@ def test_the_ticket_keeps_the_requested_counts_and_trains_as_a_smaller_model(sea
     model = load_compact(branch.round_dir(0) / "model")
     assert layer_shapes(model) == [(1, n) for n in shape["ffn_kept"]]
     assert sum(p.numel() for p in model.parameters()) == shape["params"]
-    lottery = Lottery(RunStore.open(result.run).config(), RunStore.open(result.run), False, 100, ())
+    lottery = RunContext(RunStore.open(result.run).config(), RunStore.open(result.run), 100, ())
     assert lottery.evaluate("dev", model) == result.earlybert["dev"]  # the stored model is the one evaluated
 
 
@@ -87,7 +86,10 @@ def test_the_random_structured_ticket_has_the_same_counts_in_every_layer(searche
     assert random["ffn_kept"] == ticket["ffn_kept"] and random["params"] == ticket["params"]
     assert result.random["sparsity"] == pytest.approx(result.earlybert["sparsity"])
     store = RunStore(result.run)
-    neurons = [load_mask(store.branch(SETTINGS.branch(arm)).structure_path(0))[0]["ffn.0"] for arm in ("earlybert", "earlybert-random")]
+    neurons = [
+        load_mask(store.branch(SETTINGS.branch(arm)).structure_path(0))[0]["ffn.0"]
+        for arm in ("earlybert", "earlybert-random")
+    ]
     assert not torch.equal(*neurons)
     assert "search" not in result.random
 
@@ -116,7 +118,14 @@ def test_an_interrupted_search_resumes_to_the_same_ticket_and_metrics(searched, 
     result, _ = searched
     dense_steps = result.dense["steps"]
     with pytest.raises(KeyboardInterrupt):  # 3 steps into the search, after its checkpoint at step 2
-        earlybert(str(tiny_model_dir), out=tmp_path, settings=SETTINGS, hooks=[InterruptAt(dense_steps + 3)], checkpoint_every=2, **FAST)
+        earlybert(
+            str(tiny_model_dir),
+            out=tmp_path,
+            settings=SETTINGS,
+            hooks=[InterruptAt(dense_steps + 3)],
+            checkpoint_every=2,
+            **FAST,
+        )
     branch = RunStore(tmp_path / result.run.name).branch(SETTINGS.branch("earlybert"))
     assert (branch.path / "search" / "search.pt").exists() and not (branch.path / "search" / "COMPLETE").exists()
     resumed = earlybert(str(tiny_model_dir), out=tmp_path, settings=SETTINGS, checkpoint_every=2, **FAST)
@@ -152,7 +161,15 @@ def test_the_l1_penalty_changes_only_the_coefficients_gradients(tiny_model_dir):
 def test_earlybert_runs_on_mlm_and_keeps_the_decoder_tied(tiny_model_dir, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(documents(40)), encoding="utf-8")
-    result = earlybert(str(tiny_model_dir), "mlm", data=str(corpus), out=tmp_path / "runs", settings=SETTINGS, max_length=32, batch_size=8)
+    result = earlybert(
+        str(tiny_model_dir),
+        "mlm",
+        data=str(corpus),
+        out=tmp_path / "runs",
+        settings=SETTINGS,
+        max_length=32,
+        batch_size=8,
+    )
     assert set(result.earlybert["dev"]) == {"accuracy", "loss", "perplexity"}
     assert set(result.random["dev"]) == {"accuracy", "loss", "perplexity"}
     model = load_compact(RunStore(result.run).branch(SETTINGS.branch("earlybert")).round_dir(0) / "model")
@@ -160,7 +177,8 @@ def test_earlybert_runs_on_mlm_and_keeps_the_decoder_tied(tiny_model_dir, tmp_pa
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
-    """`ticketlab ARGS` in this process (the subprocess tests of test_cli cover the entry point): exit code, stdout, stderr."""
+    """`ticketlab ARGS` in this process (the subprocess tests of test_cli cover the entry point): exit code, stdout,
+    stderr."""
     try:
         code = main([str(a) for a in args])
     except SystemExit as exit:
@@ -169,15 +187,20 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--heads", "0.9"], "prunes all 2 heads of layer 0"),
-    (["--heads", "0"], "outside (0, 1)"),
-    (["--ffn", "1"], "outside (0, 1)"),
-    (["--window", "0"], "window"),
-    (["--draw-every", "0"], "--draw-every"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--heads", "0.9"], "prunes all 2 heads of layer 0"),
+        (["--heads", "0"], "outside (0, 1)"),
+        (["--ffn", "1"], "outside (0, 1)"),
+        (["--window", "0"], "window"),
+        (["--draw-every", "0"], "--draw-every"),
+    ],
+)
 def test_bad_settings_are_one_line_errors_before_anything_is_written(tiny_model_dir, tmp_path, capsys, args, message):
-    code, _, err = cli(capsys, "earlybert", "--model", tiny_model_dir, "--out", tmp_path / "runs", "--train-examples", "16", *args)
+    code, _, err = cli(
+        capsys, "earlybert", "--model", tiny_model_dir, "--out", tmp_path / "runs", "--train-examples", "16", *args
+    )
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
@@ -185,19 +208,42 @@ def test_bad_settings_are_one_line_errors_before_anything_is_written(tiny_model_
 
 def test_the_cli_prints_dense_earlybert_and_random(tiny_model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    code, out, err = cli(capsys, "earlybert", "--model", tiny_model_dir, "--out", tmp_path / "runs", "--train-examples", "32",
-                         "--batch-size", "16", "--epochs", "2", "--draw-every", "1", "--window", "2", "--heads", "1/3")
+    code, out, err = cli(
+        capsys,
+        "earlybert",
+        "--model",
+        tiny_model_dir,
+        "--out",
+        tmp_path / "runs",
+        "--train-examples",
+        "32",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--draw-every",
+        "1",
+        "--window",
+        "2",
+        "--heads",
+        "1/3",
+    )
     assert code == 0, err
     for label in ("dense", "EarlyBERT", "random", "2/4"):  # heads kept: 2 of 4
         assert label in out
 
 
-@pytest.mark.parametrize("name, corrupt", [
-    ("search/search.json", lambda path: path.write_text("garbage")),
-    ("search/ticket.safetensors", flip),
-    ("round_00/model/model.safetensors", truncate),
-])
-def test_a_damaged_search_or_ticket_is_reported_once_and_made_again(name, corrupt, searched, tiny_model_dir, tmp_path, caplog):
+@pytest.mark.parametrize(
+    "name, corrupt",
+    [
+        ("search/search.json", lambda path: path.write_text("garbage")),
+        ("search/ticket.safetensors", flip),
+        ("round_00/model/model.safetensors", truncate),
+    ],
+)
+def test_a_damaged_search_or_ticket_is_reported_once_and_made_again(
+    name, corrupt, searched, tiny_model_dir, tmp_path, caplog
+):
     result, out = searched
     copy = shutil.copytree(out, tmp_path / "runs")
     corrupt(copy / result.run.name / "branches" / SETTINGS.branch("earlybert") / name)

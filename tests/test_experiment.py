@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from helpers import run_cli
 from store_fixture import write_store
-from test_cli import run_cli
 
 from ticketlab.errors import TicketlabError
 from ticketlab.experiment import RECIPES, Recipe, load_recipe, presets, run_experiment
@@ -32,9 +32,15 @@ def test_every_recipe_loads_and_names_known_tasks_and_controls():
         ("model: splade-tiny\n", "needs `model` and a mapping `tasks`"),
         ("model: [unclosed\n", "is not valid YAML"),
         ("model: splade-tiny\ntasks: {mlm: {}}\nseeds: 0\n", "seeds must be at least 1"),
-        ("model: splade-tiny\ntasks: {mlm: {}}\ntransfer: [0.5, 1.5]\n", "transfer is a sparsity in \\(0, 1\\) or a list"),
+        (
+            "model: splade-tiny\ntasks: {mlm: {}}\ntransfer: [0.5, 1.5]\n",
+            "transfer is a sparsity in \\(0, 1\\) or a list",
+        ),
         ("model: splade-tiny\ntasks: {mlm: {}}\ntransfer: [high]\n", "transfer must be"),
-        ("model: splade-tiny\ntasks: {mlm: {}}\nearlybert: {hedas: 0.3}\n", "earlybert: unknown setting 'hedas'; known: heads, ffn"),
+        (
+            "model: splade-tiny\ntasks: {mlm: {}}\nearlybert: {hedas: 0.3}\n",
+            "earlybert: unknown setting 'hedas'; known: heads, ffn",
+        ),
         ("model: splade-tiny\ntasks: {mlm: {}}\nearlybert: {heads: 2}\n", "--heads is the fraction pruned"),
     ],
 )
@@ -47,7 +53,9 @@ def test_a_bad_recipe_is_one_clear_error(tmp_path, text, message):
 
 def test_an_unknown_preset_lists_the_presets():
     done = run_cli("experiment", "--preset", "huge")
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "presets: " in done.stderr and "small" in done.stderr
+    assert (
+        done.returncode == 2 and done.stderr.count("\n") == 1 and "presets: " in done.stderr and "small" in done.stderr
+    )
 
 
 def test_report_verb_writes_markdown_csv_and_plots_from_the_store_alone(tmp_path):
@@ -71,8 +79,11 @@ def test_report_of_a_folder_without_runs_is_one_clear_error(tmp_path):
 
 def test_a_recipe_with_earlybert_runs_it_beside_imp_on_the_same_dense_model(tiny_model_dir, tmp_path):
     recipe = Recipe(
-        name="tiny", model=str(tiny_model_dir), tasks={"rotten-tomatoes": {"train_examples": 32, "batch_size": 16, "epochs": 2}},
-        prune={"sparsity": 0.2, "rate": 0.2}, earlybert={"draw_every": 1, "window": 2},
+        name="tiny",
+        model=str(tiny_model_dir),
+        tasks={"rotten-tomatoes": {"train_examples": 32, "batch_size": 16, "epochs": 2}},
+        prune={"sparsity": 0.2, "rate": 0.2},
+        earlybert={"draw_every": 1, "window": 2},
     )
     report = run_experiment(recipe, tmp_path / "runs")
     (run,) = [p.parent for p in (tmp_path / "runs").glob("*/config.json")]

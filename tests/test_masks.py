@@ -1,8 +1,8 @@
 import pytest
 import torch
+from conftest import tiny_bert_config
 from transformers import BertForSequenceClassification
 
-from conftest import tiny_bert_config
 from ticketlab import apply_ticket
 from ticketlab.errors import TicketlabError
 from ticketlab.masks import iou, load_mask, ones_like, save_mask, sparsity

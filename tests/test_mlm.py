@@ -11,10 +11,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_bert_config
+from helpers import StopAfter, documents
 from safetensors.torch import load_model
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, BertForMaskedLM
 
-from conftest import tiny_bert_config
 from ticketlab import find, load_ticket
 from ticketlab.api import apply_ticket
 from ticketlab.config import TrainConfig
@@ -24,18 +25,19 @@ from ticketlab.models import layer_stack_weights, load_pretrained, prunable_weig
 from ticketlab.store import RunStore
 from ticketlab.tasks import TASKS
 from ticketlab.tasks.mlm import _dynamic_masks, _plain_text
-from ticketlab.train import EpochShuffle, TrainHook, call_model, make_optimizer, predict, seeded_generator, train, training_step
-
-from helpers import StopAfter
+from ticketlab.train import (
+    EpochShuffle,
+    TrainHook,
+    call_model,
+    make_optimizer,
+    predict,
+    seeded_generator,
+    train,
+    training_step,
+)
 
 MLM = TASKS.get("mlm")
 mlm_module = sys.modules["ticketlab.tasks.mlm"]
-WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
-
-
-def documents(count: int, words: int = 40) -> list[str]:
-    rng = np.random.default_rng(count)
-    return [" ".join(rng.choice(WORDS, words)) for _ in range(count)]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,10 @@ def test_a_folder_of_txt_files_is_one_document_each_and_train_dev_files_are_take
         (lambda p: p / "absent.txt", "data not found"),
         (lambda p: (p / "empty.txt").write_text("\n\n") and p / "empty.txt", "empty.txt: no text"),
         (lambda p: (p / "one.txt").write_text("only one\n") and p / "one.txt", "one.txt: 1 document"),
-        (lambda p: (p / "latin1.txt").write_bytes(b"caf\xe9\nabc\n") and p / "latin1.txt", r"latin1.txt: not UTF-8 text \(byte 3\)"),
+        (
+            lambda p: (p / "latin1.txt").write_bytes(b"caf\xe9\nabc\n") and p / "latin1.txt",
+            r"latin1.txt: not UTF-8 text \(byte 3\)",
+        ),
         (lambda p: (p / "train.txt").write_text("x\n") and p, "has train.txt but no dev.txt"),
     ],
 )
@@ -95,11 +100,15 @@ def test_evaluation_masks_a_block_the_same_way_in_any_batch_and_training_by_the_
     evaluation = MLM.collator(tokenizer, train=False)
     alone = evaluation([blocks[3]])
     among = evaluation([blocks[7], blocks[3], blocks[1]])
-    assert torch.equal(alone["input_ids"][0], among["input_ids"][1]) and torch.equal(alone["labels"][0], among["labels"][1])
+    assert torch.equal(alone["input_ids"][0], among["input_ids"][1]) and torch.equal(
+        alone["labels"][0], among["labels"][1]
+    )
     training = MLM.collator(tokenizer, train=True)(blocks[:8])
     assert torch.equal(training["input_ids"], torch.tensor([b["input_ids"] for b in blocks[:8]]))  # unmasked
     before = torch.get_rng_state()
-    first, again, other = (_dynamic_masks(training, torch.Generator().manual_seed(seed))["labels"] for seed in (0, 0, 1))
+    first, again, other = (
+        _dynamic_masks(training, torch.Generator().manual_seed(seed))["labels"] for seed in (0, 0, 1)
+    )
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert torch.equal(torch.get_rng_state(), before)  # nothing drawn from the global (dropout) stream
 
@@ -119,9 +128,26 @@ def test_the_masks_of_a_training_step_depend_on_the_seed_and_the_step_alone(toke
     features, collate = MLM.encode(tokenizer, documents(10), 32), MLM.collator(tokenizer, train=True)
     config = TrainConfig(epochs=2, batch_size=4, seed=3)
     with pytest.raises(KeyboardInterrupt):
-        train(masked_lm(tokenizer, True), features, collate, config, hooks=[StopAfter(3)], checkpoint=tmp_path / "c.pt",
-              checkpoint_every=2, forward=MLM.forward, seed=11)
-    train(masked_lm(tokenizer, True), features, collate, config, checkpoint=tmp_path / "c.pt", forward=MLM.forward, seed=11)
+        train(
+            masked_lm(tokenizer, True),
+            features,
+            collate,
+            config,
+            hooks=[StopAfter(3)],
+            checkpoint=tmp_path / "c.pt",
+            checkpoint_every=2,
+            forward=MLM.forward,
+            seed=11,
+        )
+    train(
+        masked_lm(tokenizer, True),
+        features,
+        collate,
+        config,
+        checkpoint=tmp_path / "c.pt",
+        forward=MLM.forward,
+        seed=11,
+    )
     steps_per_epoch = math.ceil(len(features) / config.batch_size)
     order = EpochShuffle(len(features), config.seed)
     by_hand = []
@@ -180,8 +206,17 @@ def test_a_checkpoint_without_mlm_head_gets_a_tied_new_one_and_says_so(tiny_mode
 def test_imp_on_mlm_keeps_the_decoder_tied_and_its_ticket_fits_a_classifier(tiny_model_dir, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(documents(40)), encoding="utf-8")
-    result = find(str(tiny_model_dir), "mlm", data=str(corpus), sparsity=0.2, out=tmp_path / "runs",
-                  schedule="linear", rate=0.1, max_length=32, batch_size=8)
+    result = find(
+        str(tiny_model_dir),
+        "mlm",
+        data=str(corpus),
+        sparsity=0.2,
+        out=tmp_path / "runs",
+        schedule="linear",
+        rate=0.1,
+        max_length=32,
+        batch_size=8,
+    )
     assert [r["round"] for r in result.rounds] == [0, 1, 2]
     assert set(result.rounds[2]["dev"]) == {"accuracy", "loss", "perplexity"}
 
@@ -243,7 +278,9 @@ def test_evaluation_with_logits_at_masked_positions_only_has_the_full_metrics(to
     model = masked_lm(tokenizer, tied)
     features = MLM.encode(tokenizer, documents(40), 32)
     config = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-2)
-    train(model, features, MLM.collator(tokenizer, train=True), config, forward=MLM.forward)  # so that some guesses are right
+    train(
+        model, features, MLM.collator(tokenizer, train=True), config, forward=MLM.forward
+    )  # so that some guesses are right
     collate = MLM.collator(tokenizer, train=False)
     full = predict(model, features, collate, 4, MLM.outputs)
     selected = predict(model, features, collate, 4, MLM.outputs, MLM.forward)
@@ -259,4 +296,6 @@ def test_a_loss_past_exps_range_has_infinite_perplexity():
     outputs = {"loss_sum": np.array([7200.0, 1.0]), "correct": np.array([0, 1]), "count": np.array([8, 2])}
     scores = TASKS.get("mlm").score([], [], outputs)  # mean loss 720.1: exp overflows a float
     assert scores == {"accuracy": 0.1, "loss": pytest.approx(720.1), "perplexity": math.inf}
-    assert TASKS.get("mlm").score([], [], {**outputs, "loss_sum": np.array([8.0, 2.0])})["perplexity"] == pytest.approx(math.e)
+    assert TASKS.get("mlm").score([], [], {**outputs, "loss_sum": np.array([8.0, 2.0])})["perplexity"] == pytest.approx(
+        math.e
+    )

@@ -1,6 +1,7 @@
 """The prunable scope is found by structure, across BERT-family architectures."""
 
 import pytest
+from conftest import tiny_bert_config
 from transformers import (
     AutoModelForSequenceClassification,
     DistilBertConfig,
@@ -9,7 +10,6 @@ from transformers import (
     RobertaConfig,
 )
 
-from conftest import tiny_bert_config
 from ticketlab.models import backbone, head_parameters, prunable_weights
 
 SMALL = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)

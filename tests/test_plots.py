@@ -27,7 +27,9 @@ def random_mask(keep: float, seed: int) -> dict[str, torch.Tensor]:
 @pytest.fixture
 def model_dir(tmp_path):
     """A base model folder with just the config: 2 attention heads of size 16."""
-    BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path / "tiny")
+    BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).save_pretrained(
+        tmp_path / "tiny"
+    )
     return tmp_path / "tiny"
 
 
@@ -42,7 +44,11 @@ def make_results(tmp_path, model_dir, transfers=True) -> list[Result]:
             mask.pop("pooler.dense.weight")  # an MLM ticket has no pooler
         save_mask(path, mask, {})
         split, metric = DECIDERS[task]
-        results.append(Result(task, str(model_dir), seed, arm, source, round, level, level, {split: {metric: value}}, path, tmp_path))
+        results.append(
+            Result(
+                task, str(model_dir), seed, arm, source, round, level, level, {split: {metric: value}}, path, tmp_path
+            )
+        )
 
     for task, dense in (("sst2", 0.9), ("squad", 80.0), ("mlm", 10.0)):
         worse = 1 if task == "mlm" else -1
@@ -75,7 +81,10 @@ def test_layer_type_sparsity_is_exact():
     grid = layer_type_sparsity(mask)
     assert grid.rows == ("0", "1", "all")
     assert grid.columns == ("query", "key", "value", "attention output", "FFN in", "FFN out", "pooler", "all")
-    cell = lambda row, column: grid.values[grid.rows.index(row), grid.columns.index(column)]
+
+    def cell(row, column):
+        return grid.values[grid.rows.index(row), grid.columns.index(column)]
+
     assert cell("1", "key") == 0.25 and cell("0", "key") == 0.0
     assert cell("all", "key") == 0.125
     assert cell("0", "FFN in") == 1.0 and cell("all", "FFN in") == 0.5
@@ -148,8 +157,11 @@ def test_draw_all_writes_every_figure(tmp_path, model_dir):
     names = {path.name for path in written}
     tasks = ("mlm", "squad", "sst2")
     assert names == {
-        *(f"curve_{t}.png" for t in tasks), *(f"layers_{t}.png" for t in tasks), *(f"heads_{t}.png" for t in tasks),
-        "transfer_50.png", "overlap_75.png",
+        *(f"curve_{t}.png" for t in tasks),
+        *(f"layers_{t}.png" for t in tasks),
+        *(f"heads_{t}.png" for t in tasks),
+        "transfer_50.png",
+        "overlap_75.png",
     }
     assert sorted(written) == sorted(out.iterdir())
     for path in written:

@@ -9,7 +9,11 @@ from ticketlab.pruning import magnitude_prune, round_at, scope_rankings, sparsit
 
 def random_weights(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"a": torch.randn(8, 16, generator=g), "b": torch.randn(32, 8, generator=g) * 3, "c": torch.randn(5, 7, generator=g)}
+    return {
+        "a": torch.randn(8, 16, generator=g),
+        "b": torch.randn(32, 8, generator=g) * 3,
+        "c": torch.randn(5, 7, generator=g),
+    }
 
 
 def test_global_mask_equals_ranking_all_weights_at_once():

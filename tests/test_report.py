@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from rich.console import Console
-
 from store_fixture import ACCURACY, IMP_LOSS, config, write_store
+
 from ticketlab.errors import TicketlabError
+from ticketlab.report.console import print_tables
 from ticketlab.report.verdict import (
     LOWER_IS_BETTER,
     highest_matching,
@@ -105,7 +106,14 @@ def _row(frame: pd.DataFrame, **where) -> pd.Series:
 def test_report_files_and_numbers(store, build):
     out = build.build_report([store])
     assert out == store / "report"
-    assert {p.name for p in out.iterdir()} >= {"report.md", "results.csv", "matching.csv", "table2.csv", "transfer.csv", "plots"}
+    assert {p.name for p in out.iterdir()} >= {
+        "report.md",
+        "results.csv",
+        "matching.csv",
+        "table2.csv",
+        "transfer.csv",
+        "plots",
+    }
     results, deciders, plot_dir = build.calls[0]
     assert deciders == {"mlm": ("dev", "accuracy"), "rotten-tomatoes": ("dev", "accuracy")} and plot_dir == out
     assert len({(r.task, r.arm, r.source, r.level, r.seed) for r in results}) == len(results) == 3 * len(ACCURACY) + 3
@@ -140,12 +148,14 @@ def test_report_files_and_numbers(store, build):
     assert transfer.sparsity < 0.4  # an mlm ticket leaves the pooler dense: grouped by level all the same
 
     matching = pd.read_csv(out / "matching.csv").set_index("task")
-    assert matching.loc["rotten-tomatoes", ["dense_mean", "dense_std", "highest_paper", "highest_strict"]].tolist() == pytest.approx(
+    assert matching.loc[
+        "rotten-tomatoes", ["dense_mean", "dense_std", "highest_paper", "highest_strict"]
+    ].tolist() == pytest.approx(
         [0.80, 0.02, 0.4, 0.2]
     )  # the dense baseline is IMP's round 0, not the rewinding run's (0.50)
-    assert matching.loc["mlm", ["dense_mean", "dense_std", "highest_paper", "highest_strict"]].tolist() == pytest.approx(
-        [0.21, 0.01, 0.6, 0.2]
-    )
+    assert matching.loc[
+        "mlm", ["dense_mean", "dense_std", "highest_paper", "highest_strict"]
+    ].tolist() == pytest.approx([0.21, 0.01, 0.6, 0.2])
 
 
 def test_table2_has_the_dense_model_and_every_arm_at_the_highest_matching_sparsity(store, build):
@@ -155,8 +165,14 @@ def test_table2_has_the_dense_model_and_every_arm_at_the_highest_matching_sparsi
     paper = rt[rt.selected_by == "paper"]
     assert set(paper.level) == {0.4}
     assert paper.label.tolist() == [
-        "IMP", "IMP, rewind to step 10", "one-shot magnitude", "random pruning", "random re-init", "shuffled θ0",
-        "inverted mask", "transfer from mlm",
+        "IMP",
+        "IMP, rewind to step 10",
+        "one-shot magnitude",
+        "random pruning",
+        "random re-init",
+        "shuffled θ0",
+        "inverted mask",
+        "transfer from mlm",
     ]
     assert set(rt[rt.selected_by == "strict"].arm) == {"imp", "imp-rewind-10", "random", "reinit"}
     mlm = table2[table2.task == "mlm"]
@@ -167,7 +183,12 @@ def test_table2_has_the_dense_model_and_every_arm_at_the_highest_matching_sparsi
 def test_transfer_matrix(store, build):
     matrix = pd.read_csv(build.build_report([store]) / "transfer.csv")
     rows = {(r.source, r.target): r for r in matrix.itertuples()}
-    assert set(rows) == {("mlm", "rotten-tomatoes"), ("rotten-tomatoes", "mlm"), ("mlm", "mlm"), ("rotten-tomatoes", "rotten-tomatoes")}
+    assert set(rows) == {
+        ("mlm", "rotten-tomatoes"),
+        ("rotten-tomatoes", "mlm"),
+        ("mlm", "mlm"),
+        ("rotten-tomatoes", "rotten-tomatoes"),
+    }
     to_rt, to_mlm = rows["mlm", "rotten-tomatoes"], rows["rotten-tomatoes", "mlm"]
     assert (to_rt.level, to_rt.mean, to_rt.minus_dense, to_rt.minus_random) == pytest.approx((0.4, 0.79, -0.01, 0.09))
     assert (to_mlm.mean, to_mlm.minus_dense, to_mlm.minus_random) == pytest.approx((0.19, -0.02, 0.07))
@@ -190,13 +211,15 @@ def test_metric_override_with_a_lower_is_better_metric(store, build):
     matching = pd.read_csv(out / "matching.csv").set_index("task")
     assert matching.loc["mlm", ["split", "metric"]].tolist() == ["dev", "loss"]
     assert bool(matching.loc["mlm", "lower_is_better"])
-    assert matching.loc["mlm", ["dense_mean", "highest_paper", "highest_strict"]].tolist() == pytest.approx([1.9, 0.4, 0.2])
+    assert matching.loc["mlm", ["dense_mean", "highest_paper", "highest_strict"]].tolist() == pytest.approx(
+        [1.9, 0.4, 0.2]
+    )
     assert matching.loc["rotten-tomatoes", "metric"] == "accuracy"
 
 
-def test_console_tables(store, build):
+def test_console_tables(store):
     console = Console(record=True, width=250)
-    build.print_tables([store], console=console)
+    print_tables([store], console=console)
     text = console.export_text()
     assert "Highest matching sparsity" in text and "transfer from mlm" in text and "dev accuracy*" in text
     assert "0.7900 (-0.0100 / +0.0900)" in text  # the transfer matrix: mlm ticket on rotten-tomatoes
@@ -206,7 +229,9 @@ def test_errors_are_one_clear_line(store, build, tmp_path):
     with pytest.raises(TicketlabError, match="neither a ticketlab run folder"):
         build.build_report([tmp_path])
     empty = tmp_path / "empty"
-    shutil.copytree(store / config("mlm", 0).name(), empty / "run", ignore=shutil.ignore_patterns("round_*", "branches"))
+    shutil.copytree(
+        store / config("mlm", 0).name(), empty / "run", ignore=shutil.ignore_patterns("round_*", "branches")
+    )
     with pytest.raises(TicketlabError, match="no complete round"):
         build.build_report([empty])
     with pytest.raises(TicketlabError, match="no run is on task 'sst2'"):
@@ -217,7 +242,9 @@ def test_errors_are_one_clear_line(store, build, tmp_path):
     twice = tmp_path / "twice"
     shutil.copytree(store / config("mlm", 2).name(), twice / "a")
     shutil.copytree(store / config("mlm", 2).name(), twice / "b")
-    with pytest.raises(TicketlabError, match="mlm imp at sparsity 0 with seed 2 is in two places .*/a/round_00 and .*/b/round_00"):
+    with pytest.raises(
+        TicketlabError, match="mlm imp at sparsity 0 with seed 2 is in two places .*/a/round_00 and .*/b/round_00"
+    ):
         build.build_report([twice])
 
     broken = tmp_path / "broken"
@@ -234,7 +261,14 @@ def test_nearly_emptied_matrices_are_listed(store, build, tmp_path):
     run.complete(3, record)
     out = build.build_report([tmp_path / "runs"])
     (row,) = pd.read_csv(out / "nearly_empty.csv").to_dict("records")
-    assert row == {"task": "rotten-tomatoes", "arm": "IMP", "seed": 1, "sparsity": 0.6, "matrix": "pooler.dense.weight", "kept": 0.0043}
+    assert row == {
+        "task": "rotten-tomatoes",
+        "arm": "IMP",
+        "seed": 1,
+        "sparsity": 0.6,
+        "matrix": "pooler.dense.weight",
+        "kept": 0.0043,
+    }
     assert "| rotten-tomatoes | IMP | 1 | 60.0% | pooler.dense.weight | 0.43% |" in (out / "report.md").read_text()
     assert not (build.build_report([store]) / "nearly_empty.csv").exists()
 
@@ -251,4 +285,6 @@ def test_gaps_pair_imp_with_every_other_arm_seed_by_seed(store, build):
     assert "## IMP against every other arm" in (out / "report.md").read_text()
     low = build.build_report([store], metrics={"mlm": "loss"})
     mlm = pd.read_csv(low / "gaps.csv").query("task == 'mlm'")
-    assert set(mlm.metric) == {"loss"} and (mlm["mean"] != 0).any()  # lower is better: IMP's loss subtracted from the arm's
+    assert (
+        set(mlm.metric) == {"loss"} and (mlm["mean"] != 0).any()
+    )  # lower is better: IMP's loss subtracted from the arm's

@@ -10,7 +10,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ticketlab.errors import TicketlabError
-from ticketlab.models.resnet import build_resnet, load_resnet_weights, prunable_conv_weights, resnet18, resnet50, resnet_small
+from ticketlab.models.resnet import (
+    build_resnet,
+    load_resnet_weights,
+    prunable_conv_weights,
+    resnet18,
+    resnet50,
+    resnet_small,
+)
 
 
 def torchvision_layout(
@@ -245,7 +252,9 @@ def test_skip_classifier_keeps_the_fresh_fc(tmp_path):
 
 def test_prunable_scope(r18, r50):
     weights = prunable_conv_weights(r18)
-    expected = [name for name, shape in torchvision_layout((2, 2, 2, 2), 1) if len(shape) == 4 and name != "conv1.weight"]
+    expected = [
+        name for name, shape in torchvision_layout((2, 2, 2, 2), 1) if len(shape) == 4 and name != "conv1.weight"
+    ]
     assert list(weights) == expected and len(weights) == 19  # 16 block convs + 3 downsample convs
     assert "conv1.weight" not in weights and "layer2.0.downsample.0.weight" in weights
     assert not any(name.startswith("fc.") or ".bn" in name or "downsample.1" in name for name in weights)

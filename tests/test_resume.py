@@ -1,5 +1,5 @@
-"""Every workflow killed (SIGKILL) at several points and run again ends exactly where an uninterrupted run ends: the same
-files, tensors and metrics. A damaged checkpoint is discarded and a loss that turns nan stops the unit."""
+"""Every workflow killed (SIGKILL) at several points and run again ends exactly where an uninterrupted run ends: the
+same files, tensors and metrics. A damaged checkpoint is discarded and a loss that turns nan stops the unit."""
 
 import logging
 import re
@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from helpers import assert_same_outputs, kill_when, resume_after_kills, run, run_ok
+
 from ticketlab.train import usable_checkpoint
 
 FAST = ["--checkpoint-every", "1", "--epochs", "1", "--batch-size", "4", "--train-examples", "32"]
@@ -27,7 +27,8 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reviews(tmp_path_factory):
-    """200 snippets labelled fresh or rotten, Rotten Tomatoes' --data (160 train, 20 dev, 20 test): quick to evaluate."""
+    """200 snippets labelled fresh or rotten, Rotten Tomatoes' --data (160 train, 20 dev, 20 test): quick to
+    evaluate."""
     rng = np.random.default_rng(1)
     path = tmp_path_factory.mktemp("reviews") / "reviews.csv"
     rows = [f"{('fresh', 'rotten')[i % 2]},{' '.join(rng.choice(WORDS, 8))} {i}" for i in range(200)]
@@ -51,12 +52,36 @@ def test_find_resumes_exactly_when_killed_mid_round_after_a_round_and_mid_contro
 
 
 def test_find_on_mlm_resumes_exactly_with_the_same_dynamic_masks(tiny_model_dir, corpus, tmp_path):
-    args = ["find", "--model", tiny_model_dir, "--task", "mlm", "--data", corpus, "--max-length", "32", "--sparsity", "0.1", *FAST]
+    args = [
+        "find",
+        "--model",
+        tiny_model_dir,
+        "--task",
+        "mlm",
+        "--data",
+        corpus,
+        "--max-length",
+        "32",
+        "--sparsity",
+        "0.1",
+        *FAST,
+    ]
     assert_resumes_exactly(args, ["*/round_00/checkpoint.pt", "*/round_01/checkpoint.pt"], tmp_path)
 
 
 def test_transfer_to_mlm_resumes_exactly(tiny_model_dir, reviews, corpus, tmp_path):
-    find = ["find", "--model", tiny_model_dir, "--data", reviews, "--sparsity", "0.1", *FAST, "--out", tmp_path / "source"]
+    find = [
+        "find",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        reviews,
+        "--sparsity",
+        "0.1",
+        *FAST,
+        "--out",
+        tmp_path / "source",
+    ]
     run_ok(find, tmp_path / "source.stderr")
     (source,) = (tmp_path / "source").glob("rotten-tomatoes_*")
     args = ["transfer", "--ticket", f"{source}:1", "--task", "mlm", "--data", corpus, "--max-length", "32", *FAST]
@@ -64,8 +89,20 @@ def test_transfer_to_mlm_resumes_exactly(tiny_model_dir, reviews, corpus, tmp_pa
 
 
 def test_earlybert_resumes_exactly_and_draws_the_same_random_ticket_again(tiny_model_dir, reviews, tmp_path):
-    args = ["earlybert", "--model", tiny_model_dir, "--data", reviews, "--draw-every", "1", "--window", "2", "--threshold", "0.2",
-            *FAST]
+    args = [
+        "earlybert",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        reviews,
+        "--draw-every",
+        "1",
+        "--window",
+        "2",
+        "--threshold",
+        "0.2",
+        *FAST,
+    ]
     kills = [
         "*/branches/earlybert-*/search/search.pt",
         "*/branches/earlybert-[0-9a-f]*/round_00/checkpoint.pt",
@@ -80,8 +117,21 @@ def test_earlybert_resumes_exactly_and_draws_the_same_random_ticket_again(tiny_m
 
 
 def test_pretraining_resumes_exactly_and_a_rerun_clears_its_leftovers(fashion_dir, tmp_path):
-    args = ["pretrain", "--method", "moco", "--data", fashion_dir, "--train-examples", "48", "--batch-size", "16", "--epochs", "2",
-            "--checkpoint-every", "1"]
+    args = [
+        "pretrain",
+        "--method",
+        "moco",
+        "--data",
+        fashion_dir,
+        "--train-examples",
+        "48",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "1",
+    ]
     resumed, whole = assert_resumes_exactly(args, [".*.checkpoint"], tmp_path)
     (model,) = resumed.glob("moco_*")
     checkpoint = f".{model.name}.checkpoint"
@@ -92,11 +142,27 @@ def test_pretraining_resumes_exactly_and_a_rerun_clears_its_leftovers(fashion_di
 
 
 def test_grid_resumes_exactly(tiny_model_dir, reviews, corpus, tmp_path):
-    args = ["grid", "--tasks", "mlm,rotten-tomatoes", "--model", tiny_model_dir, "--data", f"mlm={corpus}",
-            "--data", f"rotten-tomatoes={reviews}", "--sparsity", "0.1",
-            "--max-length", "32", *FAST]
-    kills = ["mlm_*/round_01/checkpoint.pt", "rotten-tomatoes_*/branches/random/round_01/checkpoint.pt",
-             "mlm_*/branches/transfer_*/round_01/checkpoint.pt"]
+    args = [
+        "grid",
+        "--tasks",
+        "mlm,rotten-tomatoes",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        f"mlm={corpus}",
+        "--data",
+        f"rotten-tomatoes={reviews}",
+        "--sparsity",
+        "0.1",
+        "--max-length",
+        "32",
+        *FAST,
+    ]
+    kills = [
+        "mlm_*/round_01/checkpoint.pt",
+        "rotten-tomatoes_*/branches/random/round_01/checkpoint.pt",
+        "mlm_*/branches/transfer_*/round_01/checkpoint.pt",
+    ]
     assert_resumes_exactly(args, kills, tmp_path)
 
 
@@ -127,10 +193,25 @@ def test_a_run_with_a_damaged_checkpoint_restarts_that_round_and_ends_exactly(ti
 
 def test_a_loss_that_turns_nan_stops_the_unit_in_one_line_and_saves_nothing_from_it(tiny_model_dir, reviews, tmp_path):
     out, stderr = tmp_path / "runs", tmp_path / "stderr"
-    args = ["find", "--model", tiny_model_dir, "--data", reviews, "--sparsity", "0.1", "--lr", "1e30", *FAST, "--out", out]
+    args = [
+        "find",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        reviews,
+        "--sparsity",
+        "0.1",
+        "--lr",
+        "1e30",
+        *FAST,
+        "--out",
+        out,
+    ]
     assert run(args, stderr) == 2
     last = stderr.read_text().strip().splitlines()[-1]
-    assert re.fullmatch(r"ticketlab: error: the training loss is (nan|inf) at step \d+ of round 0 · sparsity 0\.0%; lower .*", last)
+    assert re.fullmatch(
+        r"ticketlab: error: the training loss is (nan|inf) at step \d+ of round 0 · sparsity 0\.0%; lower .*", last
+    )
     assert "Traceback" not in stderr.read_text()
     (run_dir,) = out.iterdir()
     assert not (run_dir / "round_00" / "COMPLETE").exists() and not (run_dir / "round_01").exists()

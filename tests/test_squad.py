@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import operator
 import re
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import CAFE, DEV, LONG, TESLA, write_squad
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from ticketlab.config import TrainConfig
@@ -28,56 +28,6 @@ from ticketlab.tasks.squad import (
 from ticketlab.train import predict, train
 
 MAX_LENGTH, STRIDE = 64, 16
-FILLER = " ".join("river stone house garden light table window paper music forest".split() * 5)  # 50 tokens
-LONG = f"{FILLER} and then the golden bridge of kyoto {FILLER} {FILLER} and the silver moon rises over {FILLER}."
-CURIE = "Marie Curie was born in Warsaw in 1867. She won the Nobel Prize in Physics in 1903."
-CAFE = "Le Café de Flore à Paris serves crème brûlée. 東京 has many cafés too. The sign 🎉 means a party."
-TESLA = "Nikola Tesla was born in 1856 in Smiljan, in the Austrian Empire. He moved to New York in 1884."
-
-
-def paragraph(context: str, *questions: tuple[str, ...]) -> dict:
-    """A paragraph in the official layout; each question is (id, question, *answer texts found in the context)."""
-    qas = [
-        {"id": qid, "question": question, "answers": [{"text": a, "answer_start": context.index(a)} for a in answers]}
-        for qid, question, *answers in questions
-    ]
-    return {"context": context, "qas": qas}
-
-
-def squad_json(*articles: list[dict]) -> dict:
-    return {"version": "1.1", "data": [{"title": f"article {i}", "paragraphs": p} for i, p in enumerate(articles)]}
-
-
-TRAIN = squad_json(
-    [
-        paragraph(CURIE, ("c1", "Where was Marie Curie born?", "Warsaw"), ("c2", "When did she win the Nobel Prize?", "1903")),
-        paragraph(
-            CAFE,
-            ("u1", "What does the café serve?", "crème brûlée"),
-            ("u2", "Which city has many cafés?", "東京"),
-            ("u3", "Which sign means a party?", "🎉"),
-        ),
-    ],
-    [paragraph(LONG, ("l1", "What is made of gold?", "golden bridge of kyoto"), ("l2", "What rises?", "silver moon"))],
-)
-DEV = squad_json(
-    [paragraph(TESLA, ("t1", "Where was Tesla born?", "Smiljan", "Smiljan, in the Austrian Empire", "Austrian Empire"))],
-    [
-        paragraph(CAFE, ("d1", "What is the café called?", "Café de Flore", "Le Café de Flore")),
-        paragraph(
-            LONG,
-            ("d2", "What is made of gold?", "golden bridge of kyoto", "the golden bridge"),
-            ("d3", "What rises?", "silver moon"),
-        ),
-    ],
-)
-
-
-def write_squad(folder, train=TRAIN, dev=DEV):
-    folder.mkdir(exist_ok=True)
-    for name, data in (("train-v1.1.json", train), ("dev-v1.1.json", dev)):
-        (folder / name).write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -170,9 +120,14 @@ def test_long_contexts_make_overlapping_windows_and_only_context_tokens_keep_off
 
 
 def test_an_answer_across_a_window_boundary_is_labelled_in_the_window_holding_it_whole(splits, features):
-    [(_, crossing)], [(_, whole)] = around_answer(features["train"], splits["train"], "l1")  # the fixture crosses a boundary
+    [(_, crossing)], [(_, whole)] = around_answer(
+        features["train"], splits["train"], "l1"
+    )  # the fixture crosses a boundary
     assert (crossing["start_positions"], crossing["end_positions"]) == (0, 0)
-    assert span_text(splits["train"][5], whole, whole["start_positions"], whole["end_positions"]) == "golden bridge of kyoto"
+    assert (
+        span_text(splits["train"][5], whole, whole["start_positions"], whole["end_positions"])
+        == "golden bridge of kyoto"
+    )
 
 
 def test_the_stride_shrinks_to_fit_a_small_max_length_and_too_long_questions_are_refused(tokenizer, splits):
@@ -181,7 +136,9 @@ def test_the_stride_shrinks_to_fit_a_small_max_length_and_too_long_questions_are
     assert all(len(f["input_ids"]) <= 24 for f in features)
     long_windows = [f for _, f in windows(features, splits["train"], "l1")]
     assert len(long_windows) > 3
-    for previous, current in zip(long_windows, long_windows[1:]):  # the longest question (8 tokens) leaves 13: stride 12
+    for previous, current in zip(
+        long_windows, long_windows[1:]
+    ):  # the longest question (8 tokens) leaves 13: stride 12
         assert (context_offsets(current)[:12] == context_offsets(previous)[-12:]).all()
     with raises_one_line("max_length 10 leaves no room for the context of question c2 (8 tokens): raise --max-length"):
         squad.encode(tokenizer, splits["train"], 10)
@@ -223,7 +180,9 @@ def test_the_best_span_gives_the_answer_text_unicode_included(splits, features):
     assert best_answers(dev, feats, *hand_logits(feats, spans))[:2] == ["Smiljan, in the Austrian", "Café de Flore à"]
 
 
-@pytest.mark.parametrize("partial, whole, expected", [(4.0, 6.0, "golden bridge of kyoto"), (6.0, 4.0, "golden bridge")])
+@pytest.mark.parametrize(
+    "partial, whole, expected", [(4.0, 6.0, "golden bridge of kyoto"), (6.0, 4.0, "golden bridge")]
+)
 def test_the_best_span_over_all_windows_wins(splits, features, partial, whole, expected):
     dev, feats = splits["dev"], features["dev"]
     [(i, crossing)], [(j, holding)] = around_answer(feats, dev, "d2")
@@ -269,15 +228,21 @@ def run_qa_answers(examples, features, all_start_logits, all_end_logits, n_best_
             end_indexes = np.argsort(end_logits)[-1 : -n_best_size - 1 : -1].tolist()
             for start_index in start_indexes:
                 for end_index in end_indexes:
-                    if (start_index >= len(offset_mapping) or end_index >= len(offset_mapping)
-                            or offset_mapping[start_index] is None or offset_mapping[end_index] is None):
+                    if (
+                        start_index >= len(offset_mapping)
+                        or end_index >= len(offset_mapping)
+                        or offset_mapping[start_index] is None
+                        or offset_mapping[end_index] is None
+                    ):
                         continue
                     if end_index < start_index or end_index - start_index + 1 > max_answer_length:
                         continue
-                    prelim_predictions.append({
-                        "offsets": (offset_mapping[start_index][0], offset_mapping[end_index][1]),
-                        "score": start_logits[start_index] + end_logits[end_index],
-                    })
+                    prelim_predictions.append(
+                        {
+                            "offsets": (offset_mapping[start_index][0], offset_mapping[end_index][1]),
+                            "score": start_logits[start_index] + end_logits[end_index],
+                        }
+                    )
         predictions = sorted(prelim_predictions, key=lambda x: x["score"], reverse=True)[:n_best_size]
         texts = [example.context[p["offsets"][0] : p["offsets"][1]] for p in predictions]
         if len(texts) == 0 or (len(texts) == 1 and texts[0] == ""):
@@ -313,7 +278,11 @@ def test_answers_are_run_qas_on_random_logits(seed):
     starts, ends = [], []
     for feature in features:
         length = len(feature["offset_mapping"])
-        logits = rng.integers(-3, 4, size=(2, length)).astype(np.float32) if seed % 2 else rng.normal(size=(2, length)).astype(np.float32)
+        logits = (
+            rng.integers(-3, 4, size=(2, length)).astype(np.float32)
+            if seed % 2
+            else rng.normal(size=(2, length)).astype(np.float32)
+        )
         if rng.random() < 0.4:
             logits[:, feature["offset_mapping"][:, 0] < 0] += 8.0  # the question's logits win the n-best places
         if feature["example_index"] == 0 or rng.random() < 0.1:
@@ -364,7 +333,10 @@ def test_load_encode_train_predict_score(task, tokenizer, tiny_model_dir, splits
 
 
 def test_no_data_says_which_files_to_pass():
-    message = "SQuAD does not ship with ticketlab: --data must be a folder with the official train-v1.1.json and dev-v1.1.json"
+    message = (
+        "SQuAD does not ship with ticketlab: --data must be a folder with the official train-v1.1.json and "
+        "dev-v1.1.json"
+    )
     with raises_one_line(message):
         Squad().splits(None)
 

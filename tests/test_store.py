@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from helpers import assert_same_outputs, flip, truncate
 
 import ticketlab
 from ticketlab.cli import main
@@ -16,8 +17,6 @@ from ticketlab.errors import TicketlabError
 from ticketlab.masks import load_mask, save_mask
 from ticketlab.report.results import collect
 from ticketlab.store import MARKER, RunStore, damage, seal, verify
-
-from helpers import assert_same_outputs, flip, truncate
 
 FAST = dict(batch_size=16, epochs=1, learning_rate=1e-3, seed=4, sparsity=0.3, rewind_step=1)
 
@@ -89,7 +88,10 @@ def test_verify_says_what_is_damaged_and_exits_non_zero(run, capsys):
     flip(run / "round_02" / "mask.safetensors")
     assert main(["verify", str(run)]) == 1
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == f"{run / 'round_02'}: damaged, mask.safetensors does not match its digest; run the command that made it again to redo it"
+    assert lines[0] == (
+        f"{run / 'round_02'}: damaged, mask.safetensors does not match its digest; "
+        "run the command that made it again to redo it"
+    )
     assert lines[-1].endswith("1 damaged")
 
 
@@ -139,15 +141,33 @@ def test_a_crafted_ticket_cannot_write_outside_out(run, tmp_path, capsys):
 
 def test_a_second_writer_stops_in_one_line_naming_the_holder(tiny_model_dir, reviews, run, capsys):
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from ticketlab.store import RunStore\nimport sys\n"
-         f"with RunStore({str(run)!r}).lock():\n    print('held', flush=True)\n    sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"from ticketlab.store import RunStore\nimport sys\n"
+            f"with RunStore({str(run)!r}).lock():\n    print('held', flush=True)\n    sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
         before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-        argv = ["find", "--model", str(tiny_model_dir), "--data", str(reviews), "--out", str(run.parent), "--controls", "random",
-                *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items() if k != "learning_rate"], "--lr", "1e-3"]
+        argv = [
+            "find",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(reviews),
+            "--out",
+            str(run.parent),
+            "--controls",
+            "random",
+            *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items() if k != "learning_rate"],
+            "--lr",
+            "1e-3",
+        ]
         assert main(argv) == 2
         error = capsys.readouterr().err.strip()
         assert f"is being written by process {holder.pid}" in error and "\n" not in error
@@ -172,5 +192,7 @@ def test_discarded_weights_leave_the_marker_vouching_for_the_rest(pristine):
     assert {"mask.safetensors", "head.safetensors", "metrics.json"} <= set(listed)
     assert "../rewind.safetensors" in json.loads((store.round_dir(0) / MARKER).read_text())["files"]
     assert all(not problems for _, problems in verify([pristine]))
-    assert torch.equal(load_mask(store.mask_path(3))[0]["encoder.layer.0.attention.self.query.weight"],
-                       ticketlab.load_ticket(pristine)["encoder.layer.0.attention.self.query.weight"])
+    assert torch.equal(
+        load_mask(store.mask_path(3))[0]["encoder.layer.0.attention.self.query.weight"],
+        ticketlab.load_ticket(pristine)["encoder.layer.0.attention.self.query.weight"],
+    )

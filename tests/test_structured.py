@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ticketlab.config import TrainConfig
+from ticketlab.earlybert.draw import EarlyBird, check_ratios, draw_structure, random_structure, structure_shapes
 from ticketlab.errors import TicketlabError
 from ticketlab.masks import hamming
-from ticketlab.pruning.structured import EarlyBird, check_ratios, draw_structure, random_structure, structure_shapes
 from ticketlab.train import TrainHook, train
-from ticketlab.config import TrainConfig
 
 
 def scores_of(heads: list[list[float]], ffn: list[list[float]]) -> dict[str, torch.Tensor]:
@@ -41,7 +41,9 @@ def test_every_layer_keeps_its_best_neuron_and_ties_keep_the_lower_index():
 
 
 def test_random_structure_keeps_the_counts_of_each_layer():
-    like = draw_structure(scores_of([[3.0, 2, 1, 0.5]] * 3, [list(torch.rand(20).tolist()) for _ in range(3)]), heads=0.25, ffn=0.4)
+    like = draw_structure(
+        scores_of([[3.0, 2, 1, 0.5]] * 3, [list(torch.rand(20).tolist()) for _ in range(3)]), heads=0.25, ffn=0.4
+    )
     first = random_structure(like, torch.Generator().manual_seed(1))
     again = random_structure(like, torch.Generator().manual_seed(1))
     other = random_structure(like, torch.Generator().manual_seed(2))
@@ -53,18 +55,26 @@ def test_random_structure_keeps_the_counts_of_each_layer():
 
 
 def test_random_structure_does_not_depend_on_the_order_of_the_keys():
-    like = draw_structure(scores_of([[3.0, 2, 1, 0.5]] * 3, [list(torch.rand(20).tolist()) for _ in range(3)]), heads=0.25, ffn=0.4)
+    like = draw_structure(
+        scores_of([[3.0, 2, 1, 0.5]] * 3, [list(torch.rand(20).tolist()) for _ in range(3)]), heads=0.25, ffn=0.4
+    )
     assert list(like) != sorted(like)  # as drawn: heads.0, heads.1, ..., ffn.0, ...; as read back from a file: sorted
     fresh = random_structure(like, torch.Generator().manual_seed(1))
     read_back = random_structure({name: like[name] for name in sorted(like)}, torch.Generator().manual_seed(1))
     assert fresh.keys() == read_back.keys() and all(torch.equal(fresh[name], read_back[name]) for name in fresh)
 
 
-@pytest.mark.parametrize("heads, ffn, message", [
-    (0.0, 0.4, "--heads"), (1.0, 0.4, "--heads"), (-0.2, 0.4, "--heads"),
-    (0.3, 0.0, "--ffn"), (0.3, 1.5, "--ffn"),
-    (0.9, 0.4, "prunes all 2 heads of layer 0"),  # round(0.9 * 2) = 2 of 2
-])
+@pytest.mark.parametrize(
+    "heads, ffn, message",
+    [
+        (0.0, 0.4, "--heads"),
+        (1.0, 0.4, "--heads"),
+        (-0.2, 0.4, "--heads"),
+        (0.3, 0.0, "--ffn"),
+        (0.3, 1.5, "--ffn"),
+        (0.9, 0.4, "prunes all 2 heads of layer 0"),  # round(0.9 * 2) = 2 of 2
+    ],
+)
 def test_bad_ratios_are_one_line_errors(heads, ffn, message):
     with pytest.raises(TicketlabError, match=message) as error:
         check_ratios([(2, 8), (2, 8)], heads, ffn)
@@ -91,7 +101,10 @@ def run_trace(trace: list[dict[str, torch.Tensor]], window: int = 5, threshold: 
 
 def test_early_bird_stops_once_the_coefficients_settle():
     generator = torch.Generator().manual_seed(0)
-    target = scores_of([torch.rand(6, generator=generator).tolist() for _ in range(4)], [torch.rand(50, generator=generator).tolist() for _ in range(4)])
+    target = scores_of(
+        [torch.rand(6, generator=generator).tolist() for _ in range(4)],
+        [torch.rand(50, generator=generator).tolist() for _ in range(4)],
+    )
     trace = []
     for t in range(1, 60):  # noise shrinking like 1/t: the ranking settles
         trace.append({k: v + torch.randn(v.shape, generator=generator) / t for k, v in target.items()})
@@ -102,8 +115,13 @@ def test_early_bird_stops_once_the_coefficients_settle():
 
 def test_early_bird_never_stops_on_a_trace_that_keeps_changing():
     generator = torch.Generator().manual_seed(0)
-    trace = [scores_of([torch.rand(6, generator=generator).tolist() for _ in range(4)], [torch.rand(50, generator=generator).tolist() for _ in range(4)])
-             for _ in range(200)]
+    trace = [
+        scores_of(
+            [torch.rand(6, generator=generator).tolist() for _ in range(4)],
+            [torch.rand(50, generator=generator).tolist() for _ in range(4)],
+        )
+        for _ in range(200)
+    ]
     assert run_trace(trace) is None
 
 
@@ -145,9 +163,27 @@ def test_a_hook_ends_training_early_and_resumes_from_its_checkpointed_state(tmp_
 
     config = TrainConfig(epochs=2, batch_size=4, learning_rate=1e-2)
     hook = StopAt(7)
-    result = train(model, features, collate, config, hooks=[hook], checkpoint=tmp_path / "ckpt.pt", checkpoint_every=3, forward=forward)
+    result = train(
+        model,
+        features,
+        collate,
+        config,
+        hooks=[hook],
+        checkpoint=tmp_path / "ckpt.pt",
+        checkpoint_every=3,
+        forward=forward,
+    )
     assert result.steps == 7 and hook.count == 7  # of 20
     resumed = StopAt(7)
-    result = train(torch.nn.Linear(3, 1), features, collate, config, hooks=[resumed], checkpoint=tmp_path / "ckpt.pt", checkpoint_every=3, forward=forward)
+    result = train(
+        torch.nn.Linear(3, 1),
+        features,
+        collate,
+        config,
+        hooks=[resumed],
+        checkpoint=tmp_path / "ckpt.pt",
+        checkpoint_every=3,
+        forward=forward,
+    )
     assert resumed.loaded == 6  # the last checkpoint (step 6) carried the hook's state
     assert result.steps == 7 and resumed.count == 7

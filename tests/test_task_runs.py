@@ -6,9 +6,7 @@ import dataclasses
 import json
 
 import pytest
-from test_cli import TINY, run_cli, snapshot
-from test_glue import write_glue
-from test_squad import write_squad
+from helpers import TINY, run_cli, snapshot, write_glue, write_squad
 
 import ticketlab
 from ticketlab.config import TrainConfig
@@ -19,7 +17,20 @@ from ticketlab.tasks import TASKS
 def test_tasks_lists_every_task_with_its_metrics_and_files():
     done = run_cli("tasks")
     assert done.returncode == 0, done.stderr
-    for name in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "squad", "mlm", "rotten-tomatoes"):
+    for name in (
+        "cola",
+        "sst2",
+        "mrpc",
+        "stsb",
+        "qqp",
+        "mnli",
+        "qnli",
+        "rte",
+        "wnli",
+        "squad",
+        "mlm",
+        "rotten-tomatoes",
+    ):
         task = TASKS.get(name)
         assert f"{name}  " in done.stdout and task.files.split()[0] in done.stdout
         assert f"{task.metric}*" in done.stdout
@@ -28,8 +39,20 @@ def test_tasks_lists_every_task_with_its_metrics_and_files():
 def test_mnli_reports_matched_and_mismatched_and_a_chosen_deciding_metric(tiny_model_dir, tmp_path):
     write_glue(tmp_path / "glue_data", "mnli")
     out = tmp_path / "runs"
-    done = run_cli("find", "--task", "mnli", "--data", tmp_path / "glue_data", "--model", tiny_model_dir, *TINY,
-                   "--metric", "dev_mismatched/accuracy", "--out", out)
+    done = run_cli(
+        "find",
+        "--task",
+        "mnli",
+        "--data",
+        tmp_path / "glue_data",
+        "--model",
+        tiny_model_dir,
+        *TINY,
+        "--metric",
+        "dev_mismatched/accuracy",
+        "--out",
+        out,
+    )
     assert done.returncode == 0, done.stderr
     assert "decided by dev_mismatched accuracy" in done.stdout and "dev_matched accuracy" in done.stdout
     metrics = json.loads(next(out.glob("*/round_01/metrics.json")).read_text())
@@ -38,10 +61,19 @@ def test_mnli_reports_matched_and_mismatched_and_a_chosen_deciding_metric(tiny_m
 
 def test_stsb_regression_and_squad_spans_run_through_imp(tiny_model_dir, tmp_path):
     write_glue(tmp_path / "glue_data", "stsb")
-    stsb = ticketlab.find(str(tiny_model_dir), "stsb", data=str(tmp_path / "glue_data"), sparsity=0.1, out=tmp_path, epochs=1)
+    stsb = ticketlab.find(
+        str(tiny_model_dir), "stsb", data=str(tmp_path / "glue_data"), sparsity=0.1, out=tmp_path, epochs=1
+    )
     assert set(stsb.rounds[1]["dev"]) == {"pearson", "spearmanr", "pearson_and_spearmanr"}
-    squad = ticketlab.find(str(tiny_model_dir), "squad", data=str(write_squad(tmp_path / "squad")), sparsity=0.1,
-                           out=tmp_path, epochs=1, max_length=64)
+    squad = ticketlab.find(
+        str(tiny_model_dir),
+        "squad",
+        data=str(write_squad(tmp_path / "squad")),
+        sparsity=0.1,
+        out=tmp_path,
+        epochs=1,
+        max_length=64,
+    )
     assert all(0 <= squad.rounds[1]["dev"][m] <= 100 for m in ("exact_match", "f1"))
 
 
@@ -55,7 +87,10 @@ def test_bad_data_or_metric_is_one_line_and_writes_nothing(tiny_model_dir, tmp_p
         "label outside the set": (["--task", "rte", "--data", glue], "dev.tsv:2: label 'maybe'"),
         "missing folder": (["--task", "mrpc", "--data", tmp_path / "nowhere"], "data not found"),
         "unknown metric": (["--task", "rte", "--data", glue, "--metric", "f1"], "has no metric 'f1'"),
-        "unknown split": (["--task", "mnli", "--data", glue, "--metric", "test/accuracy"], "no evaluation split 'test'"),
+        "unknown split": (
+            ["--task", "mnli", "--data", glue, "--metric", "test/accuracy"],
+            "no evaluation split 'test'",
+        ),
     }
     for case, (args, message) in cases.items():
         done = run_cli("find", "--model", tiny_model_dir, *TINY, *args, "--out", out)
@@ -81,6 +116,8 @@ def test_bert_base_size_models_get_the_papers_recipe_and_small_ones_the_small_re
     for name in ("mrpc", "squad", "mlm"):
         task = TASKS.get(name)
         assert resolve_config(str(base), name, None, 0.5).train == task.recipe
-        assert resolve_config(str(small), name, None, 0.5, epochs=1).train == dataclasses.replace(task.small_recipe, epochs=1)
+        assert resolve_config(str(small), name, None, 0.5, epochs=1).train == dataclasses.replace(
+            task.small_recipe, epochs=1
+        )
     assert TASKS.get("mrpc").recipe == TrainConfig(epochs=3, batch_size=32, learning_rate=2e-5, max_length=128)
     assert TASKS.get("squad").recipe == TrainConfig(epochs=2, batch_size=16, learning_rate=3e-5, max_length=384)

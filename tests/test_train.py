@@ -4,10 +4,10 @@ import re
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
-
 from conftest import tiny_bert_config
 from helpers import StopAfter
+from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
+
 from ticketlab.assets import asset_path
 from ticketlab.config import TrainConfig
 from ticketlab.errors import TicketlabError
@@ -30,7 +30,13 @@ def test_masked_weights_stay_exactly_zero_under_adamw_with_weight_decay():
     features = [{**tokenizer(t), "labels": i % 2} for i, t in enumerate(texts)]
     config = TrainConfig(epochs=2, batch_size=8, learning_rate=1e-2, weight_decay=0.1, warmup_ratio=0.2)
     before = {n: w.detach().clone() for n, w in weights.items()}
-    train(model, features, DataCollatorWithPadding(tokenizer), config, hooks=[MaskEnforcer(list(weights.values()), list(mask.values()))])
+    train(
+        model,
+        features,
+        DataCollatorWithPadding(tokenizer),
+        config,
+        hooks=[MaskEnforcer(list(weights.values()), list(mask.values()))],
+    )
     for name, w in weights.items():
         assert (w[~mask[name]] == 0).all()
         assert not torch.equal(w[mask[name]], before[name][mask[name]])  # the kept weights did train
@@ -49,7 +55,9 @@ def fit_line(checkpoint, hooks=(), learning_rate=1e-2):
         return type("Output", (), {"loss": torch.nn.functional.mse_loss(model(batch["x"]).squeeze(-1), batch["y"])})()
 
     config = TrainConfig(epochs=3, batch_size=4, learning_rate=learning_rate)
-    result = train(model, features, collate, config, hooks=hooks, checkpoint=checkpoint, checkpoint_every=1, forward=forward)
+    result = train(
+        model, features, collate, config, hooks=hooks, checkpoint=checkpoint, checkpoint_every=1, forward=forward
+    )
     return model, result
 
 

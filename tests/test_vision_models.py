@@ -29,9 +29,17 @@ from ticketlab.pretraining import info_nce, nt_xent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dict(block="basic", layers=[1, 1], widths=[4, 8], in_channels=1, small_stem=True, queue_size=32, projection_dim=8)
+TINY = dict(
+    block="basic", layers=[1, 1], widths=[4, 8], in_channels=1, small_stem=True, queue_size=32, projection_dim=8
+)
 # the conv weights IMP prunes in the tiny layout: every conv but the stem's conv1
-TINY_PRUNABLE = {"layer1.0.conv1.weight", "layer1.0.conv2.weight", "layer2.0.conv1.weight", "layer2.0.conv2.weight", "layer2.0.downsample.0.weight"}
+TINY_PRUNABLE = {
+    "layer1.0.conv1.weight",
+    "layer1.0.conv2.weight",
+    "layer2.0.conv1.weight",
+    "layer2.0.conv2.weight",
+    "layer2.0.downsample.0.weight",
+}
 MOCO = dict(contrastive="moco", queue_size=32, momentum=0.9, loss_temperature=0.2)
 
 
@@ -70,7 +78,7 @@ def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
 
-# --- the backbone and torchvision's layout ------------------------------------------------------------------------------
+# --- the backbone and torchvision's layout ----------------------------------------------------------------------------
 
 
 def test_resnet18_backbone_has_torchvisions_state_dict_without_fc():
@@ -87,10 +95,18 @@ def test_resnet18_backbone_has_torchvisions_state_dict_without_fc():
 def test_config_round_trips_through_autoconfig_and_refuses_unknown_names(tiny_dir):
     config = AutoConfig.from_pretrained(tiny_dir)
     assert type(config) is ResNetConfig and config.model_type == "ticketlab-resnet"
-    assert (config.block, config.layers, config.widths, config.in_channels, config.small_stem) == ("basic", [1, 1], [4, 8], 1, True)
+    assert (config.block, config.layers, config.widths, config.in_channels, config.small_stem) == (
+        "basic",
+        [1, 1],
+        [4, 8],
+        1,
+        True,
+    )
     assert (config.queue_size, config.projection_dim, config.hidden_size) == (32, 8, 8)
     assert json.loads((tiny_dir / "config.json").read_text())["model_type"] == "ticketlab-resnet"
-    with pytest.raises(TicketlabError, match="unknown architecture 'resnet19'; known: resnet18, resnet50, resnet-small") as error:
+    with pytest.raises(
+        TicketlabError, match="unknown architecture 'resnet19'; known: resnet18, resnet50, resnet-small"
+    ) as error:
         ResNetConfig.for_architecture("resnet19")
     one_line(error)
     with pytest.raises(TicketlabError, match="unknown ResNet block 'wide'"):
@@ -99,7 +115,7 @@ def test_config_round_trips_through_autoconfig_and_refuses_unknown_names(tiny_di
         ResNetConfig(contrastive="byol")
 
 
-# --- import_resnet ---------------------------------------------------------------------------------------------------------
+# --- import_resnet ----------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -140,11 +156,15 @@ def test_import_resnet_refuses_misfits_and_an_existing_folder(plain_resnet18, tm
     state = plain_resnet18.state_dict()
     one_channel = tmp_path / "one-channel.pth"
     torch.save(state, one_channel)
-    with pytest.raises(TicketlabError, match=r"'conv1.weight' has shape \(64, 1, 7, 7\), the model expects \(64, 3, 7, 7\)") as error:
+    with pytest.raises(
+        TicketlabError, match=r"'conv1.weight' has shape \(64, 1, 7, 7\), the model expects \(64, 3, 7, 7\)"
+    ) as error:
         import_resnet(one_channel, "resnet18", tmp_path / "a")  # the default: 3 channels
     one_line(error)
     missing = tmp_path / "missing.safetensors"
-    save_file({name: value.contiguous() for name, value in state.items() if name != "layer3.1.bn2.running_var"}, missing)
+    save_file(
+        {name: value.contiguous() for name, value in state.items() if name != "layer3.1.bn2.running_var"}, missing
+    )
     with pytest.raises(TicketlabError, match=r"1 weight\(s\) missing, first 'layer3.1.bn2.running_var'") as error:
         import_resnet(missing, "resnet18", tmp_path / "b", in_channels=1)
     one_line(error)
@@ -161,7 +181,7 @@ def test_import_resnet_refuses_misfits_and_an_existing_folder(plain_resnet18, tm
     assert list(existing.iterdir()) == []
 
 
-# --- the classifier ---------------------------------------------------------------------------------------------------------
+# --- the classifier ---------------------------------------------------------------------------------------------------
 
 
 def test_classifier_from_a_backbone_folder(tiny_dir):
@@ -180,7 +200,9 @@ def test_classifier_from_a_backbone_folder(tiny_dir):
     assert torch.equal(first.fc.weight, again.fc.weight) and not torch.equal(first.fc.weight, other.fc.weight)
 
     rebuilt = type(model)(model.config)  # how the controls draw fresh weights
-    assert [(n, v.shape) for n, v in rebuilt.state_dict().items()] == [(n, v.shape) for n, v in model.state_dict().items()]
+    assert [(n, v.shape) for n, v in rebuilt.state_dict().items()] == [
+        (n, v.shape) for n, v in model.state_dict().items()
+    ]
 
     x = torch.rand(5, 1, 12, 12, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 2, 1, 1, 0])
@@ -190,7 +212,7 @@ def test_classifier_from_a_backbone_folder(tiny_dir):
     assert model(pixel_values=x).loss is None
 
 
-# --- SimCLR -----------------------------------------------------------------------------------------------------------------
+# --- SimCLR -----------------------------------------------------------------------------------------------------------
 
 
 def test_simclr_loss_is_nt_xent_of_the_projected_views(tiny_dir):
@@ -213,7 +235,7 @@ def test_simclr_loss_is_nt_xent_of_the_projected_views(tiny_dir):
     assert torch.equal(features_only.features, model.resnet(x1).pooler_output)
 
 
-# --- MoCo -------------------------------------------------------------------------------------------------------------------
+# --- MoCo -------------------------------------------------------------------------------------------------------------
 
 
 def moco_model(tiny_dir) -> ResNetForContrastiveLearning:
@@ -227,8 +249,12 @@ def pair(seed: int, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def momentum_pairs(model):
-    online = dict(model.resnet.named_parameters()) | {f"projection.{n}": p for n, p in model.projection.named_parameters()}
-    momentum = model.momentum_resnet.state_dict() | {f"projection.{n}": p for n, p in model.momentum_projection.state_dict().items()}
+    online = dict(model.resnet.named_parameters()) | {
+        f"projection.{n}": p for n, p in model.projection.named_parameters()
+    }
+    momentum = model.momentum_resnet.state_dict() | {
+        f"projection.{n}": p for n, p in model.momentum_projection.state_dict().items()
+    }
     momentum = {name: momentum[name] for name in online}  # the momentum encoder holds them as buffers
     assert online.keys() == momentum.keys()
     return [(name, online[name], momentum[name]) for name in online]
@@ -237,7 +263,9 @@ def momentum_pairs(model):
 def test_moco_first_training_step_copies_the_online_encoder_and_fills_the_queue(tiny_dir):
     model = moco_model(tiny_dir)
     assert model.queue.keys.shape == (32, 8) and int(model.queue.pointer) == 0
-    assert not all(torch.equal(online, momentum) for _, online, momentum in momentum_pairs(model))  # random before the first step
+    assert not all(
+        torch.equal(online, momentum) for _, online, momentum in momentum_pairs(model)
+    )  # random before the first step
     model.train()
     x1, x2 = pair(0)
     queue_before = model.queue.keys.clone()
@@ -246,7 +274,9 @@ def test_moco_first_training_step_copies_the_online_encoder_and_fills_the_queue(
     assert bool(model.momentum_started)
     for name, online, momentum in momentum_pairs(model):
         assert torch.equal(online, momentum), name
-    with torch.no_grad():  # the keys again, by hand: the momentum encoder (train mode, batch statistics) on the key view
+    with (
+        torch.no_grad()
+    ):  # the keys again, by hand: the momentum encoder (train mode, batch statistics) on the key view
         keys = model.momentum_projection(model.momentum_resnet(x2).pooler_output)
         queries = model.projection(model.resnet(x1).pooler_output)
     assert int(model.queue.pointer) == 4
@@ -292,7 +322,9 @@ def test_moco_second_step_blends_the_momentum_encoder(tiny_dir):
     torch.testing.assert_close(blended, 0.9 * theta_k + 0.1 * theta_q)
     assert not torch.equal(blended, theta_q) and not torch.equal(blended, theta_k)
     # buffers (BatchNorm statistics) are copied before the key forward, which then counts its own batch
-    assert int(model.momentum_resnet.bn1.num_batches_tracked) == int(model.resnet.bn1.num_batches_tracked) + 1 == 7 + 2 + 1  # loaded 7, two query batches, one key batch
+    assert (
+        int(model.momentum_resnet.bn1.num_batches_tracked) == int(model.resnet.bn1.num_batches_tracked) + 1 == 7 + 2 + 1
+    )  # loaded 7, two query batches, one key batch
 
 
 def test_moco_heads_and_queue_are_outside_the_backbone(tiny_dir):
@@ -325,7 +357,9 @@ def test_a_loaded_moco_models_momentum_encoder_is_frozen(tiny_dir):
     """Its weights are buffers, so loading (which materialises missing weights anew) cannot make them trainable."""
     model = load_pretrained(tiny_dir, ResNetForContrastiveLearning, 0, **MOCO)
     assert not [*model.momentum_resnet.parameters(), *model.momentum_projection.parameters()]
-    assert all(name in dict(model.named_buffers()) for name in ("momentum_resnet.conv1.weight", "momentum_projection.0.weight"))
+    assert all(
+        name in dict(model.named_buffers()) for name in ("momentum_resnet.conv1.weight", "momentum_projection.0.weight")
+    )
 
 
 def test_a_built_moco_model_is_frozen_unstarted_and_copies_at_its_first_step():

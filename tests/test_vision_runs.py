@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import StopAfter, assert_same_outputs, flip, truncate
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForImageClassification
 
@@ -20,25 +21,31 @@ import ticketlab
 from ticketlab.api import read_ticket
 from ticketlab.cli import main
 from ticketlab.errors import TicketlabError
-from ticketlab.export import export_pruned
 from ticketlab.experiment import Recipe, load_recipe, run_experiment
-from ticketlab.lottery import resolve_config
+from ticketlab.export import export_pruned
+from ticketlab.lottery import resolve_config, transfer
 from ticketlab.masks import load_mask
 from ticketlab.models import ResNetConfig, ResNetModel, head_parameters, load_pretrained
-from ticketlab.pretrain import METHODS, pretrain, pretrain_record
+from ticketlab.pretraining.records import METHODS, pretrain_record
+from ticketlab.pretraining.workflow import pretrain
 from ticketlab.pruning import sparsity_schedule
 from ticketlab.report.build import build_report
 from ticketlab.store import RunStore
 from ticketlab.train import TrainHook
-from ticketlab.transfer import transfer
-
-from helpers import StopAfter, assert_same_outputs, flip, truncate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-PRETRAIN_MODULE = sys.modules["ticketlab.pretrain"]  # `ticketlab.pretrain` itself is the function
-TINY = dict(block="basic", layers=[1, 1], widths=[4, 8], in_channels=1, small_stem=True, queue_size=32, projection_dim=8)
-TINY_PRUNABLE = {"layer1.0.conv1.weight", "layer1.0.conv2.weight", "layer2.0.conv1.weight", "layer2.0.conv2.weight", "layer2.0.downsample.0.weight"}
+PRETRAIN_MODULE = sys.modules["ticketlab.pretraining.workflow"]
+TINY = dict(
+    block="basic", layers=[1, 1], widths=[4, 8], in_channels=1, small_stem=True, queue_size=32, projection_dim=8
+)
+TINY_PRUNABLE = {
+    "layer1.0.conv1.weight",
+    "layer1.0.conv2.weight",
+    "layer2.0.conv1.weight",
+    "layer2.0.conv2.weight",
+    "layer2.0.downsample.0.weight",
+}
 FAST = dict(train_examples=64, batch_size=16, epochs=1, seed=3)
 PRUNE = dict(schedule="geometric", rate=0.2)
 PRETRAIN = dict(architecture="resnet-small", train_examples=32, batch_size=16, epochs=1)
@@ -69,12 +76,14 @@ def one_line_error(capsys) -> str:
     return err
 
 
-# --- IMP on an image task ----------------------------------------------------------------------------------------------------
+# --- IMP on an image task ---------------------------------------------------------------------------------------------
 
 
 def test_imp_on_digits_prunes_convs_only_and_rewinds_to_theta0(tiny_dir, tmp_path):
     recorder = RecordStart()
-    result = ticketlab.find(model=str(tiny_dir), task="digits", sparsity=0.36, out=tmp_path, save_weights=True, hooks=[recorder], **FAST)
+    result = ticketlab.find(
+        model=str(tiny_dir), task="digits", sparsity=0.36, out=tmp_path, save_weights=True, hooks=[recorder], **FAST
+    )
     prune = RunStore(result.path).config().prune  # an image task's defaults: the CV code's
     assert (prune.schedule, prune.rate, prune.rewind_head) == ("geometric", 0.2, True)
     levels = sparsity_schedule("geometric", 0.2, 0.36)
@@ -115,7 +124,7 @@ def test_imp_on_digits_prunes_convs_only_and_rewinds_to_theta0(tiny_dir, tmp_pat
         assert record["steps"] == 4 and 0.0 <= record["dev"]["accuracy"] <= 1.0
 
 
-# --- transfer of a self-supervised ticket -------------------------------------------------------------------------------------
+# --- transfer of a self-supervised ticket -----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +183,17 @@ def test_colour_images_of_your_own_train_a_grayscale_model(tiny_dir, tmp_path):
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (40, 12, 12, 3), dtype=np.uint8), np.repeat([3, 7], 20)
     np.savez(tmp_path / "mine.npz", images=images, labels=labels)
-    result = ticketlab.find(model=str(tiny_dir), task="images", data=str(tmp_path / "mine.npz"), sparsity=0.2,
-                            out=tmp_path / "runs", train_examples=32, batch_size=16, epochs=1, **PRUNE)
+    result = ticketlab.find(
+        model=str(tiny_dir),
+        task="images",
+        data=str(tmp_path / "mine.npz"),
+        sparsity=0.2,
+        out=tmp_path / "runs",
+        train_examples=32,
+        batch_size=16,
+        epochs=1,
+        **PRUNE,
+    )
     assert [r["steps"] for r in result.rounds] == [2, 2] and all(0 <= r["dev"]["accuracy"] <= 1 for r in result.rounds)
 
 
@@ -189,7 +207,7 @@ def test_rewinding_to_an_epoch_is_rewinding_to_its_last_step(tiny_dir):
         resolve_config(str(tiny_dir), "digits", None, 0.2, rewind_epoch=-1)
 
 
-# --- pre-training -----------------------------------------------------------------------------------------------------------
+# --- pre-training -----------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +224,14 @@ def test_pretrain_writes_a_model_folder_with_its_record(method, pretrained, fash
     assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "pretrain.json", "COMPLETE"}
     assert not list(out.glob(".*checkpoint*"))  # the checkpoint goes once the model is saved
     record = pretrain_record(folder)
-    assert record["method"] == method and record["task"] == METHODS[method][0] and record["architecture"] == "resnet-small"
-    assert record["steps"] == 2 and record["train"]["train_examples"] == 32 and record["data"] == str(fashion_dir.resolve())
+    assert (
+        record["method"] == method and record["task"] == METHODS[method][0] and record["architecture"] == "resnet-small"
+    )
+    assert (
+        record["steps"] == 2
+        and record["train"]["train_examples"] == 32
+        and record["data"] == str(fashion_dir.resolve())
+    )
     assert set(record["dev"]) == {DEV_METRIC[method]} and 0.0 <= record["dev"][DEV_METRIC[method]] <= 1.0
     weights = load_file(folder / "model.safetensors")  # the backbone only, under torchvision's names
     expected = ResNetModel(ResNetConfig.for_architecture("resnet-small")).state_dict()
@@ -234,7 +258,10 @@ def test_pretrain_again_trains_nothing(method, pretrained, fashion_dir, monkeypa
     "options, message",
     [
         ({"method": "byol"}, "unknown pre-training method 'byol'; known: supervised, simclr, moco"),
-        ({"architecture": "resnet-huge"}, "unknown architecture 'resnet-huge'; known: resnet18, resnet50, resnet-small"),
+        (
+            {"architecture": "resnet-huge"},
+            "unknown architecture 'resnet-huge'; known: resnet18, resnet50, resnet-small",
+        ),
         ({"train_examples": 0}, "train_examples must be at least 1, got 0"),
         ({"epoch": 1}, "unknown option 'epoch'"),
         ({"data": "nowhere"}, "data not found: nowhere"),
@@ -248,7 +275,14 @@ def test_pretrain_refuses_bad_settings_before_writing(options, message, fashion_
 
 
 def test_interrupted_moco_pretraining_resumes_bit_for_bit(fashion_dir, tmp_path, monkeypatch):
-    options = dict(data=str(fashion_dir), architecture="resnet-small", train_examples=48, batch_size=16, epochs=2, checkpoint_every=2)
+    options = dict(
+        data=str(fashion_dir),
+        architecture="resnet-small",
+        train_examples=48,
+        batch_size=16,
+        epochs=2,
+        checkpoint_every=2,
+    )
     whole = pretrain("moco", out=tmp_path / "whole", **options)  # 6 steps, 3 per epoch
 
     real_train = PRETRAIN_MODULE.train
@@ -257,7 +291,9 @@ def test_interrupted_moco_pretraining_resumes_bit_for_bit(fashion_dir, tmp_path,
         with pytest.raises(KeyboardInterrupt):
             pretrain("moco", out=tmp_path / "resumed", **options)
     (checkpoint,) = (tmp_path / "resumed").glob(".*.checkpoint")
-    assert torch.load(checkpoint, weights_only=True)["step"] == 2  # step 4 died before its checkpoint: resume mid-epoch 1
+    assert (
+        torch.load(checkpoint, weights_only=True)["step"] == 2
+    )  # step 4 died before its checkpoint: resume mid-epoch 1
     assert not (tmp_path / "resumed" / whole.name).exists()
 
     resumed = pretrain("moco", out=tmp_path / "resumed", **options)
@@ -268,7 +304,7 @@ def test_interrupted_moco_pretraining_resumes_bit_for_bit(fashion_dir, tmp_path,
     assert a["steps"] == b["steps"] == 6 and a["train_loss"] == b["train_loss"] and a["dev"] == b["dev"]
 
 
-# --- a recipe with pre-training ------------------------------------------------------------------------------------------------
+# --- a recipe with pre-training ---------------------------------------------------------------------------------------
 
 
 def test_a_recipe_with_pretraining_writes_the_summary(fashion_dir, tmp_path):
@@ -279,8 +315,11 @@ def test_a_recipe_with_pretraining_writes_the_summary(fashion_dir, tmp_path):
         model=None,
         tasks={"digits": dict(train)},
         prune={"sparsity": 0.2, **PRUNE},
-        pretrain={"architecture": "resnet-small", "methods": {"supervised": {**fake, **train}, "moco": {**fake, **train}},
-                  "tickets": {**fake, **train}},
+        pretrain={
+            "architecture": "resnet-small",
+            "methods": {"supervised": {**fake, **train}, "moco": {**fake, **train}},
+            "tickets": {**fake, **train},
+        },
     )
     summary = run_experiment(recipe, out=tmp_path)
     assert summary == tmp_path / "summary.md" and summary.is_file() and (tmp_path / "summary.csv").is_file()
@@ -288,8 +327,12 @@ def test_a_recipe_with_pretraining_writes_the_summary(fashion_dir, tmp_path):
         assert (tmp_path / method / "report" / "report.md").is_file()
     table = pd.read_csv(tmp_path / "summary.csv")
     rows = {(row.method, row.task, round(row.sparsity, 2)): row for row in table.itertuples()}
-    assert set(rows) == {("supervised", "fashion-mnist", 0.2), ("supervised", "digits", 0.2),
-                         ("moco", "fashion-mnist-moco", 0.2), ("moco", "digits", 0.2)}
+    assert set(rows) == {
+        ("supervised", "fashion-mnist", 0.2),
+        ("supervised", "digits", 0.2),
+        ("moco", "fashion-mnist-moco", 0.2),
+        ("moco", "digits", 0.2),
+    }
     for (method, task, _), row in rows.items():
         universal = pd.notna(row.universal_ticket)
         assert universal == (task == "digits"), (method, task)  # no universal ticket on the pre-training task itself
@@ -328,7 +371,7 @@ def test_a_bad_pretrain_recipe_is_one_clear_error(pretrain_text, message, tmp_pa
         load_recipe(path)
 
 
-# --- the CLI ----------------------------------------------------------------------------------------------------------------
+# --- the CLI ----------------------------------------------------------------------------------------------------------
 
 
 def test_cli_pretrain_refuses_an_unknown_method_in_one_line(capsys):
@@ -340,7 +383,10 @@ def test_cli_pretrain_refuses_an_unknown_method_in_one_line(capsys):
 
 
 def test_cli_import_resnet_refuses_a_missing_file_or_existing_folder_in_one_line(tmp_path, capsys):
-    assert main(["import-resnet", str(tmp_path / "missing.pth"), "--arch", "resnet18", "--out", str(tmp_path / "model")]) == 2
+    assert (
+        main(["import-resnet", str(tmp_path / "missing.pth"), "--arch", "resnet18", "--out", str(tmp_path / "model")])
+        == 2
+    )
     assert one_line_error(capsys) == f"ticketlab: error: no weight file at {tmp_path / 'missing.pth'}\n"
     assert not (tmp_path / "model").exists()
     assert main(["import-resnet", str(tmp_path / "missing.pth"), "--arch", "resnet18", "--out", str(tmp_path)]) == 2
@@ -356,16 +402,33 @@ def test_cli_tasks_lists_the_image_tasks(capsys):
 def test_cli_pretrain_finds_the_finished_model(pretrained, fashion_dir, monkeypatch, capsys):
     out, folders = pretrained
     monkeypatch.setattr(PRETRAIN_MODULE, "train", lambda *a, **k: pytest.fail("trained again"))
-    argv = ["pretrain", "--method", "simclr", "--data", str(fashion_dir), "--out", str(out),
-            "--train-examples", "32", "--batch-size", "16", "--epochs", "1"]
+    argv = [
+        "pretrain",
+        "--method",
+        "simclr",
+        "--data",
+        str(fashion_dir),
+        "--out",
+        str(out),
+        "--train-examples",
+        "32",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+    ]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == str(folders["simclr"]) and lines[0].startswith("simclr pre-training, 2 steps in ")
     assert "dev knn_accuracy" in lines[0]
 
 
-@pytest.mark.parametrize("name, corrupt", [("model.safetensors", truncate), ("pretrain.json", flip), ("COMPLETE", truncate)])
-def test_a_damaged_pretrained_folder_is_refused_as_a_model_and_made_again(name, corrupt, pretrained, fashion_dir, tmp_path, caplog):
+@pytest.mark.parametrize(
+    "name, corrupt", [("model.safetensors", truncate), ("pretrain.json", flip), ("COMPLETE", truncate)]
+)
+def test_a_damaged_pretrained_folder_is_refused_as_a_model_and_made_again(
+    name, corrupt, pretrained, fashion_dir, tmp_path, caplog
+):
     out = shutil.copytree(pretrained[0], tmp_path / "out")
     folder = out / pretrained[1]["supervised"].name
     corrupt(folder / name)

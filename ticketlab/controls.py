@@ -80,13 +80,26 @@ def _shuffled(theta0: Weights, parent: Parent, rng: torch.Generator) -> Weights:
 
 
 def _noisy(theta0: Weights, parent: Parent, rng: torch.Generator) -> Weights:
-    return {name: w + NOISE_SCALE * w.float().std() * torch.randn(w.shape, generator=rng).to(w.dtype) for name, w in theta0.items()}
+    return {
+        name: w + NOISE_SCALE * w.float().std() * torch.randn(w.shape, generator=rng).to(w.dtype)
+        for name, w in theta0.items()
+    }
 
 
-CONTROLS.register("one-shot")(Control("one-shot magnitude pruning of the fine-tuned dense weights, rewound to θ0", _one_shot))
+CONTROLS.register("one-shot")(
+    Control("one-shot magnitude pruning of the fine-tuned dense weights, rewound to θ0", _one_shot)
+)
 CONTROLS.register("random")(Control("a random mask, uniform over all prunable weights", _random(per_matrix=False)))
-CONTROLS.register("random-per-matrix")(Control("a random mask, every matrix at the same sparsity", _random(per_matrix=True)))
-CONTROLS.register("reinit")(Control("the IMP mask; kept weights drawn afresh from the model's initializer", _imp, _reinitialized))
+CONTROLS.register("random-per-matrix")(
+    Control("a random mask, every matrix at the same sparsity", _random(per_matrix=True))
+)
+CONTROLS.register("reinit")(
+    Control("the IMP mask; kept weights drawn afresh from the model's initializer", _imp, _reinitialized)
+)
 CONTROLS.register("shuffle")(Control("the IMP mask; θ0 shuffled within each matrix", _imp, _shuffled))
-CONTROLS.register("noise")(Control(f"the IMP mask; θ0 plus Gaussian noise of {NOISE_SCALE:g} std of each matrix", _imp, _noisy))
-CONTROLS.register("inverted")(Control("the complement of the IMP mask at sparsity 1 - s (IMP's kept weights pruned)", _inverted))
+CONTROLS.register("noise")(
+    Control(f"the IMP mask; θ0 plus Gaussian noise of {NOISE_SCALE:g} std of each matrix", _imp, _noisy)
+)
+CONTROLS.register("inverted")(
+    Control("the complement of the IMP mask at sparsity 1 - s (IMP's kept weights pruned)", _inverted)
+)

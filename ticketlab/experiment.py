@@ -21,12 +21,12 @@ from .config import PruneConfig, TrainConfig, check_types, from_options
 from .controls import CONTROLS
 from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
-from .lottery import find, resolve_config
+from .lottery import find, grid, resolve_config, transfer
+from .pretraining.records import METHODS
+from .pretraining.workflow import pretrain, pretraining_config
 from .report.build import build_report
-from .tasks import TASKS
-from .pretrain import METHODS, pretrain, pretraining_config
 from .report.pretraining import write_pretraining_summary
-from .transfer import grid, transfer
+from .tasks import TASKS
 
 RECIPES = Path(__file__).parent / "recipes"
 
@@ -42,7 +42,9 @@ class Recipe:
     prune: dict[str, Any] = field(default_factory=dict)  # PruneConfig fields: sparsity, schedule, rate, ...
     controls: list[str] = field(default_factory=list)
     rewind_steps: list[int] = field(default_factory=list)  # extra IMP runs rewinding to these steps instead of θ0
-    transfer: float | list[float] | None = None  # the sparsity (or sparsities) of the transfer grid's tickets (None: no grid)
+    transfer: float | list[float] | None = (
+        None  # the sparsity (or sparsities) of the transfer grid's tickets (None: no grid)
+    )
     earlybert: dict[str, Any] | None = None  # EarlyBirdConfig fields ({} for EarlyBERT's defaults; None: no EarlyBERT)
     # architecture, methods (method -> TrainConfig fields of its pre-training) and tickets (TrainConfig fields of IMP on
     # the pre-training task); None: the recipe's `model` is pre-trained already
@@ -101,7 +103,9 @@ def load_recipe(source: str | Path) -> Recipe:
         raise TicketlabError(f"{path}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(fields))}")
     if not isinstance(raw.get("tasks"), dict):
         raise TicketlabError(f"{path}: a recipe needs `model` and a mapping `tasks`")
-    tasks = {task: {} if options is None else options for task, options in raw["tasks"].items()}  # `task:` alone: no options
+    tasks = {
+        task: {} if options is None else options for task, options in raw["tasks"].items()
+    }  # `task:` alone: no options
     return Recipe(name=path.stem, **{"model": None, **raw, "tasks": tasks})
 
 
@@ -118,10 +122,14 @@ def _pretrain_settings(recipe: Recipe) -> tuple[str, dict[str, dict[str, Any]], 
         return None
     unknown = sorted(set(recipe.pretrain) - {"architecture", "methods", "tickets"})
     if unknown:
-        raise TicketlabError(f"recipe {recipe.name}: unknown pretrain setting {unknown[0]!r}; known: architecture, methods, tickets")
+        raise TicketlabError(
+            f"recipe {recipe.name}: unknown pretrain setting {unknown[0]!r}; known: architecture, methods, tickets"
+        )
     methods = recipe.pretrain.get("methods") or {}
     if not isinstance(methods, dict) or not methods:
-        raise TicketlabError(f"recipe {recipe.name}: pretrain needs `methods`, a mapping of {', '.join(METHODS)} to their options")
+        raise TicketlabError(
+            f"recipe {recipe.name}: pretrain needs `methods`, a mapping of {', '.join(METHODS)} to their options"
+        )
     where = f"recipe {recipe.name}: pretrain: "
     methods = {method: {} if options is None else options for method, options in methods.items()}
     tickets = recipe.pretrain.get("tickets") or {}
@@ -139,7 +147,11 @@ def _pretrain_settings(recipe: Recipe) -> tuple[str, dict[str, dict[str, Any]], 
 
 
 def run_experiment(
-    recipe: Recipe, out: str | Path | None = None, seeds: int | None = None, model: str | None = None, checkpoint_every: int = 100
+    recipe: Recipe,
+    out: str | Path | None = None,
+    seeds: int | None = None,
+    model: str | None = None,
+    checkpoint_every: int = 100,
 ) -> Path:
     """Run every lottery run, control, rewinding run, EarlyBERT search and transfer of `recipe` (`model`, `seeds`:
     instead of the recipe's), then write the report; returns report.md (with pre-training: summary.md over the
@@ -150,11 +162,15 @@ def run_experiment(
     seeds = range(seeds or recipe.seeds)
     pretraining = _pretrain_settings(recipe)
     if pretraining is None or model is not None:
-        return _run_recipe(dataclasses.replace(recipe, model=model or recipe.model, pretrain=None), out, seeds, checkpoint_every)
+        return _run_recipe(
+            dataclasses.replace(recipe, model=model or recipe.model, pretrain=None), out, seeds, checkpoint_every
+        )
     architecture, methods, ticket_options = pretraining
     runs = {}
     for method, options in methods.items():
-        folder = pretrain(method, architecture=architecture, out=out / "pretrained", checkpoint_every=checkpoint_every, **options)
+        folder = pretrain(
+            method, architecture=architecture, out=out / "pretrained", checkpoint_every=checkpoint_every, **options
+        )
         source = METHODS[method][0]
         tasks = {source: ticket_options, **recipe.tasks}
         method_recipe = dataclasses.replace(recipe, model=str(folder.resolve()), tasks=tasks, pretrain=None)
@@ -175,13 +191,26 @@ def _transfer_universal_tickets(recipe: Recipe, source: str, out: Path, seeds: r
     """IMP on the pre-training task `source`, and its ticket of every sparsity transferred to every other task."""
     data, training = _task_settings(recipe)
     for seed in seeds:
-        found = find(model=recipe.model, task=source, data=data.get(source), out=out, checkpoint_every=checkpoint_every,
-                     **{**recipe.prune, **training[source], "seed": seed})
+        found = find(
+            model=recipe.model,
+            task=source,
+            data=data.get(source),
+            out=out,
+            checkpoint_every=checkpoint_every,
+            **{**recipe.prune, **training[source], "seed": seed},
+        )
         for round in range(1, len(found.rounds)):
             for task in recipe.tasks:
                 if task != source:
-                    transfer(f"{found.path}:{round}", task, model=recipe.model, data=data.get(task), out=out,
-                             checkpoint_every=checkpoint_every, **{**recipe.prune, **training[task], "seed": seed})
+                    transfer(
+                        f"{found.path}:{round}",
+                        task,
+                        model=recipe.model,
+                        data=data.get(task),
+                        out=out,
+                        checkpoint_every=checkpoint_every,
+                        **{**recipe.prune, **training[task], "seed": seed},
+                    )
 
 
 def _run_recipe(recipe: Recipe, out: Path, seeds: range, checkpoint_every: int) -> Path:
@@ -195,7 +224,9 @@ def _run_recipe(recipe: Recipe, out: Path, seeds: range, checkpoint_every: int) 
     for seed in seeds:
         for task in recipe.tasks:
             options = {**recipe.prune, **training[task], "seed": seed}
-            common = dict(model=recipe.model, task=task, data=data.get(task), out=out, checkpoint_every=checkpoint_every)
+            common = dict(
+                model=recipe.model, task=task, data=data.get(task), out=out, checkpoint_every=checkpoint_every
+            )
             find(**common, controls=recipe.controls, **options)
             for step in recipe.rewind_steps:
                 find(**common, **{**options, "rewind_step": step})
@@ -203,6 +234,16 @@ def _run_recipe(recipe: Recipe, out: Path, seeds: range, checkpoint_every: int) 
                 earlybert(**common, settings=settings, **options)
     for level in recipe.transfer_levels() if len(recipe.tasks) > 1 else []:
         prune = dict(recipe.prune)
-        grid(list(recipe.tasks), level, model=recipe.model, seeds=seeds, sparsity=prune.pop("sparsity", None),
-             out=out, data=data, task_options=training, checkpoint_every=checkpoint_every, **prune)
+        grid(
+            list(recipe.tasks),
+            level,
+            model=recipe.model,
+            seeds=seeds,
+            sparsity=prune.pop("sparsity", None),
+            out=out,
+            data=data,
+            task_options=training,
+            checkpoint_every=checkpoint_every,
+            **prune,
+        )
     return build_report([out]) / "report.md"

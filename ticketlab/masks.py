@@ -62,12 +62,16 @@ def hamming(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> flo
     return differ / total if total else 0.0
 
 
-def _aligned(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Collection[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _aligned(
+    a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Collection[str]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The two masks' matrices of each name, as numpy arrays (numpy counts bools many times faster than torch);
     a one-line error where their shapes disagree."""
     for name in names:
         if a[name].shape != b[name].shape:
-            raise TicketlabError(f"the masks disagree on the shape of {name}: {tuple(a[name].shape)} and {tuple(b[name].shape)}")
+            raise TicketlabError(
+                f"the masks disagree on the shape of {name}: {tuple(a[name].shape)} and {tuple(b[name].shape)}"
+            )
         yield a[name].numpy(), b[name].numpy()
 
 
@@ -104,14 +108,22 @@ def fit_mask(mask: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tenso
     missing = sorted(set(required) - set(mask))
     extra = sorted(set(mask) - set(weights) - set(_outside(mask, required)))
     if extra:
-        raise TicketlabError(f"mask does not fit this model: it has no prunable weight {extra[0]!r} ({len(extra)} such names)")
+        raise TicketlabError(
+            f"mask does not fit this model: it has no prunable weight {extra[0]!r} ({len(extra)} such names)"
+        )
     if missing:
-        raise TicketlabError(f"mask does not fit this model: no mask for {missing[0]!r} ({len(missing)} weights uncovered)")
-    fitted = {name: mask[name] if name in mask else torch.ones_like(w, dtype=torch.bool, device="cpu") for name, w in weights.items()}
+        raise TicketlabError(
+            f"mask does not fit this model: no mask for {missing[0]!r} ({len(missing)} weights uncovered)"
+        )
+    fitted = {
+        name: mask[name] if name in mask else torch.ones_like(w, dtype=torch.bool, device="cpu")
+        for name, w in weights.items()
+    }
     for name, w in weights.items():
         if tuple(fitted[name].shape) != tuple(w.shape):
             raise TicketlabError(
-                f"mask does not fit this model: {name} is {tuple(fitted[name].shape)} in the mask, {tuple(w.shape)} in the model"
+                f"mask does not fit this model: {name} is {tuple(fitted[name].shape)} in the mask, "
+                f"{tuple(w.shape)} in the model"
             )
     return fitted
 

@@ -27,13 +27,14 @@ import re
 import socket
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ContextManager, Iterable, Iterator
+from typing import Any, Callable, ContextManager, Iterable, Iterator
 
 from filelock import FileLock, Timeout
 
 from .atomic import remove, write_json
 from .config import RunConfig
 from .errors import TicketlabError
+from .train import accelerator
 
 MARKER = "COMPLETE"
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")  # one path component: no separator, no "..", not hidden
@@ -44,7 +45,8 @@ def split_metrics(record: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The evaluation splits' metrics of a round's record ({split: {metric: value}}): its dicts of numbers
     (a transfer's `source` and EarlyBERT's `structure` and `search` are dicts of other things)."""
     return {
-        split: values for split, values in record.items()
+        split: values
+        for split, values in record.items()
         if isinstance(values, dict) and values and all(_is_number(v) for v in values.values())
     }
 
@@ -66,8 +68,11 @@ def unit_files(folder: Path) -> list[Path]:
     """The files a unit's marker vouches for: every file under `folder` but the marker, hidden files (temporaries
     of a write in progress) and checkpoints (`*.pt`: a cache of progress, removed once the unit is complete)."""
     return sorted(
-        path for path in folder.rglob("*")
-        if path.is_file() and path.name != MARKER and path.suffix != ".pt"
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and path.name != MARKER
+        and path.suffix != ".pt"
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     )
 
@@ -141,7 +146,9 @@ def hold(lock_file: Path, what: Path) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise TicketlabError(f"{what} is being written by {_holder(holder)}; wait for it to finish or use another --out") from None
+        raise TicketlabError(
+            f"{what} is being written by {_holder(holder)}; wait for it to finish or use another --out"
+        ) from None
     try:
         if lock.lock_counter == 1:
             write_json(holder, f"process {os.getpid()} on {socket.gethostname()}")
@@ -232,6 +239,18 @@ class RunStore:
         seal(folder, {"round": round}, files=[*unit_files(folder), *extra])
         self._sweep(round)
 
+    def finish(
+        self, round: int, record: dict[str, Any], keep: Callable[[Path], None] | None = None, extra: Iterable[Path] = ()
+    ) -> None:
+        """Make a trained unit whole, the one way every workflow does: on the main process `keep` writes the unit's
+        files into its folder (trained weights, a model folder), then its record and the marker go (see `complete`);
+        every process waits for it."""
+        if accelerator().is_main_process:
+            if keep is not None:
+                keep(self.round_dir(round))
+            self.complete(round, record, extra)
+        accelerator().wait_for_everyone()
+
     def damage(self, round: int) -> dict[str, str]:
         """What is wrong with a complete round's files ({} when intact)."""
         return damage(self.round_dir(round))
@@ -254,8 +273,10 @@ class RunStore:
             raise TicketlabError(f"{self.round_dir(round)} is not complete")
         problems = self.damage(round)
         if problems:
-            raise TicketlabError(f"{self.round_dir(round)} is damaged: {describe(problems)}; "
-                                 "run the command that made it again to redo it (ticketlab verify lists the damage)")
+            raise TicketlabError(
+                f"{self.round_dir(round)} is damaged: {describe(problems)}; "
+                "run the command that made it again to redo it (ticketlab verify lists the damage)"
+            )
 
     def reopen(self, round: int, problems: dict[str, str]) -> None:
         """Remove a round's marker and its damaged files (said in one line), so that it is redone; the intact files

@@ -30,7 +30,9 @@ Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
 Outputs = Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 # (model, batch, generator of the batch's data randomness: None in evaluation) -> output with `.loss`
 Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator | None], Any]
-CHECKPOINT_KEYS = frozenset({"step", "loss_sum", "time_s", "model", "optimizer", "scheduler", "rng", "cuda_rng", "hooks"})
+CHECKPOINT_KEYS = frozenset(
+    {"step", "loss_sum", "time_s", "model", "optimizer", "scheduler", "rng", "cuda_rng", "hooks"}
+)
 log = logging.getLogger(__name__)
 
 
@@ -192,7 +194,9 @@ def train(
     sampler = EpochShuffle(len(features), config.seed)
     # The loader's own generator: starting an iterator must not draw from the global (dropout) random stream,
     # or a resumed run, which starts one mid-epoch, would drop out differently from an uninterrupted one.
-    loader = DataLoader(features, batch_size=config.batch_size, sampler=sampler, collate_fn=collate, generator=torch.Generator())
+    loader = DataLoader(
+        features, batch_size=config.batch_size, sampler=sampler, collate_fn=collate, generator=torch.Generator()
+    )
     optimizer = make_optimizer(model, config)
     steps_all = len(loader) * config.epochs  # counted before sharding: the prepared scheduler steps once per process
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * steps_all), steps_all)
@@ -220,14 +224,18 @@ def train(
             for batch in batches:
                 step += 1
                 generator = seeded_generator(seed, "data", step)
-                loss = training_step(prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm, step, forward, generator)
+                loss = training_step(
+                    prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm, step, forward, generator
+                )
                 loss_sum += loss
                 unchecked.append(loss)
                 if step % checkpoint_every == 0 and step < total:
                     _check_finite(unchecked, step, prepared, description)  # before a checkpoint can hold the weights
                     if checkpoint is not None:
                         elapsed = time_s + time.perf_counter() - started
-                        _save_checkpoint(checkpoint, step, loss_sum, elapsed, acc.unwrap_model(prepared), optimizer, scheduler, hooks)
+                        _save_checkpoint(
+                            checkpoint, step, loss_sum, elapsed, acc.unwrap_model(prepared), optimizer, scheduler, hooks
+                        )
                 advance()
                 if _stopped(hooks):
                     break
@@ -239,7 +247,8 @@ def train(
 
 def _check_finite(losses: list[torch.Tensor], step: int, model: torch.nn.Module, description: str) -> None:
     """Raise, naming the step, if one of `losses` (those of the steps up to `step`) or a weight after `step` is nan
-    or inf; `losses` is emptied. One device sync, so training checks only every `checkpoint_every` steps and at its end."""
+    or inf; `losses` is emptied. One device sync, so training checks only every `checkpoint_every` steps and at its
+    end."""
     values = torch.stack(losses).cpu() if losses else torch.zeros(0)
     losses.clear()
     bad = (~values.isfinite()).nonzero().flatten()
@@ -298,7 +307,9 @@ def predict(
         out = forward(model, batch, None)
         rows = {k: acc.pad_across_processes(v, dim=1) if v.ndim > 1 else v for k, v in outputs(out, batch).items()}
         for name, value in acc.gather_for_metrics(rows).items():
-            kept.setdefault(name, []).append(value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy())
+            kept.setdefault(name, []).append(
+                value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy()
+            )
     model.train(was_training)
     unsort = np.argsort(order)
     return {name: _concatenate(parts)[unsort] for name, parts in kept.items()}
@@ -313,7 +324,14 @@ def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def _save_checkpoint(
-    path: Path, step: int, loss_sum: torch.Tensor, time_s: float, model, optimizer, scheduler, hooks: Sequence[TrainHook]
+    path: Path,
+    step: int,
+    loss_sum: torch.Tensor,
+    time_s: float,
+    model,
+    optimizer,
+    scheduler,
+    hooks: Sequence[TrainHook],
 ) -> None:
     acc = accelerator()
     if acc.is_main_process:
@@ -333,7 +351,9 @@ def _save_checkpoint(
     acc.wait_for_everyone()
 
 
-def _load_checkpoint(path: Path, model, optimizer, scheduler, hooks: Sequence[TrainHook]) -> tuple[int, torch.Tensor, float]:
+def _load_checkpoint(
+    path: Path, model, optimizer, scheduler, hooks: Sequence[TrainHook]
+) -> tuple[int, torch.Tensor, float]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -352,7 +372,13 @@ def _progress(description: str, total: int, done: int) -> Iterator[Callable[[], 
     if not accelerator().is_main_process:
         yield lambda: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns) as bar:
         task = bar.add_task(description, total=total, completed=done)
         yield lambda: bar.advance(task)

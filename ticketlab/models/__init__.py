@@ -1,21 +1,14 @@
-"""Model loading, the prunable-weight scope, structured compaction, and ResNets with torchvision's names."""
+"""Model loading, the prunable-weight scope, and ResNets with torchvision's names (compaction: ticketlab.earlybert)."""
 
-from .compact import (
-    CompactBertConfig,
-    LayerModules,
-    ScaleHooks,
-    Structure,
-    compact,
-    full_structure,
-    layer_modules,
-    layer_shapes,
-    load_compact,
-    save_compact,
-    scale_structures,
-    structure_mask,
+from .resnet import (
+    ARCHITECTURES,
+    build_resnet,
+    load_resnet_weights,
+    prunable_conv_weights,
+    resnet18,
+    resnet50,
+    resnet_small,
 )
-from .resnet import ARCHITECTURES, build_resnet, load_resnet_weights, prunable_conv_weights, resnet18, resnet50, resnet_small
-from .vision import ResNetConfig, ResNetForContrastiveLearning, ResNetForImageClassification, ResNetModel, import_resnet, is_resnet
 from .text import (
     EMBEDDED_MODELS,
     backbone,
@@ -29,6 +22,14 @@ from .text import (
     model_fingerprint,
     prunable_weights,
     resolve_model,
+)
+from .vision import (
+    ResNetConfig,
+    ResNetForContrastiveLearning,
+    ResNetForImageClassification,
+    ResNetModel,
+    import_resnet,
+    is_resnet,
 )
 
 __all__ = [
@@ -45,19 +46,7 @@ __all__ = [
     "resnet18",
     "resnet50",
     "resnet_small",
-    "CompactBertConfig",
     "EMBEDDED_MODELS",
-    "LayerModules",
-    "ScaleHooks",
-    "Structure",
-    "compact",
-    "full_structure",
-    "layer_modules",
-    "layer_shapes",
-    "load_compact",
-    "save_compact",
-    "scale_structures",
-    "structure_mask",
     "backbone",
     "config_values",
     "head_parameters",

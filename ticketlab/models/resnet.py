@@ -96,7 +96,9 @@ def add_resnet_modules(
     """
     if len(layers) != len(widths):
         raise TicketlabError(f"a ResNet needs one width per stage: {len(layers)} stages, {len(widths)} widths")
-    module.conv1 = conv3x3(in_channels, widths[0]) if small_stem else nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
+    module.conv1 = (
+        conv3x3(in_channels, widths[0]) if small_stem else nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
+    )
     module.bn1 = nn.BatchNorm2d(widths[0])
     module.relu = nn.ReLU(inplace=True)
     module.maxpool = nn.Identity() if small_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -105,7 +107,9 @@ def add_resnet_modules(
         stride = 1 if index == 0 else 2
         downsample = None
         if stride != 1 or inplanes != planes * block.expansion:
-            downsample = nn.Sequential(conv1x1(inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion))
+            downsample = nn.Sequential(
+                conv1x1(inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+            )
         stage = [block(inplanes, planes, stride, downsample)]
         inplanes = planes * block.expansion
         stage += [block(inplanes, planes) for _ in range(1, blocks)]
@@ -165,24 +169,45 @@ class ResNet(nn.Module):
 @ARCHITECTURES.register("resnet18")
 def resnet18(num_classes: int = 1000, in_channels: int = 3, zero_init_residual: bool = False) -> ResNet:
     """torchvision's resnet18 (11,689,512 parameters at 1000 classes)."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels, zero_init_residual=zero_init_residual)
+    return ResNet(
+        BasicBlock,
+        (2, 2, 2, 2),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        zero_init_residual=zero_init_residual,
+    )
 
 
 @ARCHITECTURES.register("resnet50")
 def resnet50(num_classes: int = 1000, in_channels: int = 3, zero_init_residual: bool = False) -> ResNet:
     """torchvision's resnet50, v1.5 (25,557,032 parameters at 1000 classes)."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), num_classes=num_classes, in_channels=in_channels, zero_init_residual=zero_init_residual)
+    return ResNet(
+        Bottleneck,
+        (3, 4, 6, 3),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        zero_init_residual=zero_init_residual,
+    )
 
 
 @ARCHITECTURES.register("resnet-small")
 def resnet_small(
-    num_classes: int = 10, in_channels: int = 1, width: int = 16, blocks: tuple[int, ...] = (2, 2, 2), zero_init_residual: bool = False
+    num_classes: int = 10,
+    in_channels: int = 1,
+    width: int = 16,
+    blocks: tuple[int, ...] = (2, 2, 2),
+    zero_init_residual: bool = False,
 ) -> ResNet:
     """A CIFAR-style ResNet for small images (28x28 Fashion-MNIST by default): 3x3 stem, no max-pool, BasicBlocks,
     widths width, 2*width, 4*width, ... (174,970 parameters with the defaults)."""
     widths = tuple(width * 2**index for index in range(len(blocks)))
     return ResNet(
-        BasicBlock, tuple(blocks), widths, num_classes=num_classes, in_channels=in_channels, small_stem=True,
+        BasicBlock,
+        tuple(blocks),
+        widths,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        small_stem=True,
         zero_init_residual=zero_init_residual,
     )
 
@@ -210,13 +235,18 @@ def load_resnet_weights(model: nn.Module, path: Path | str, skip_classifier: boo
     if missing:
         raise TicketlabError(f"{path} does not fit the model: {len(missing)} weight(s) missing, first {missing[0]!r}")
     if unexpected:
-        raise TicketlabError(f"{path} does not fit the model: {len(unexpected)} unexpected weight(s), first {unexpected[0]!r}")
+        raise TicketlabError(
+            f"{path} does not fit the model: {len(unexpected)} unexpected weight(s), first {unexpected[0]!r}"
+        )
     for name, wanted in expected.items():  # in the model's order, whatever the file's
         if name in state and state[name].shape != wanted.shape:
             raise TicketlabError(
-                f"{path} does not fit the model: {name!r} has shape {tuple(state[name].shape)}, the model expects {tuple(wanted.shape)}"
+                f"{path} does not fit the model: {name!r} has shape {tuple(state[name].shape)}, "
+                f"the model expects {tuple(wanted.shape)}"
             )
-    model.load_state_dict(state, strict=False)  # every key is checked above; skipped fc and absent counters stay as they are
+    model.load_state_dict(
+        state, strict=False
+    )  # every key is checked above; skipped fc and absent counters stay as they are
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
@@ -227,7 +257,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         if path.suffix == ".safetensors":
             data = load_file(path, device="cpu")
         else:
-            with warnings.catch_warnings():  # a pickle protocol torch did not write: it reads or fails, in one line below
+            with (
+                warnings.catch_warnings()
+            ):  # a pickle protocol torch did not write: it reads or fails, in one line below
                 warnings.simplefilter("ignore")
                 data = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, SafetensorError) as error:

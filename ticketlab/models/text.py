@@ -20,7 +20,17 @@ EMBEDDED_MODELS = ("splade-tiny", "minilm-l6")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # model types whose position ids start after the padding index (RoBERTa's scheme): the first pad_token_id + 1
 # position embeddings are never an input's
-OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "longformer", "data2vec-text", "roberta-prelayernorm", "xmod")
+OFFSET_POSITIONS = (
+    "roberta",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "camembert",
+    "mpnet",
+    "longformer",
+    "data2vec-text",
+    "roberta-prelayernorm",
+    "xmod",
+)
 
 transformers.logging.set_verbosity_error()  # load_pretrained says what is newly initialised, in one line
 log = logging.getLogger(__name__)
@@ -33,7 +43,9 @@ def resolve_model(name: str) -> Path:
         return asset_path(name)
     path = Path(name).expanduser()
     if not path.exists():
-        raise TicketlabError(f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}) nor an existing folder")
+        raise TicketlabError(
+            f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}) nor an existing folder"
+        )
     if not (path / "config.json").is_file():
         raise TicketlabError(f"{path} is not a Hugging Face model folder (no config.json)")
     if (path / MARKER).is_file() and (problems := damage(path)):  # a folder ticketlab made (pretrain) says its digests
@@ -44,7 +56,10 @@ def resolve_model(name: str) -> Path:
 def model_fingerprint(path: Path) -> str:
     """A short hash of the model's config and weight files: a run is tied to the exact weights it started from."""
     digest = hashlib.sha256()
-    files = [path / "config.json", *sorted(p for p in path.iterdir() if p.name in WEIGHT_FILES or p.name.endswith(".safetensors"))]
+    files = [
+        path / "config.json",
+        *sorted(p for p in path.iterdir() if p.name in WEIGHT_FILES or p.name.endswith(".safetensors")),
+    ]
     for file in files:
         with open(file, "rb") as handle:
             while chunk := handle.read(1 << 20):
@@ -67,7 +82,9 @@ def load_pretrained(path: Path, auto_class: type, seed: int, **kwargs) -> nn.Mod
         tied = output is not None and output.weight is model.get_input_embeddings().weight
         log.info(
             "not in the pre-trained weights, newly initialised from seed %d: %s%s",
-            seed, ", ".join(sorted(info["missing_keys"])), " (decoder tied to the word embeddings)" if tied else "",
+            seed,
+            ", ".join(sorted(info["missing_keys"])),
+            " (decoder tied to the word embeddings)" if tied else "",
         )
     return model
 
@@ -93,7 +110,11 @@ def max_positions(path: Path) -> int | None:
     """The longest input the model's position embeddings take (None: it has none, as a ResNet)."""
     config = model_config(path)
     positions = getattr(config, "max_position_embeddings", None)
-    return positions - config.pad_token_id - 1 if positions is not None and config.model_type in OFFSET_POSITIONS else positions
+    return (
+        positions - config.pad_token_id - 1
+        if positions is not None and config.model_type in OFFSET_POSITIONS
+        else positions
+    )
 
 
 def hidden_size(path: Path) -> int:
@@ -117,7 +138,8 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """Weight matrices IMP prunes, named relative to the backbone.
 
     A backbone that states its own scope (a `prunable_weights()` method, as ticketlab's ResNets do) gives it.
-    A transformer's is found by structure: every nn.Linear weight of the backbone from its layer stack on (query, key, value,
+    A transformer's is found by structure: every nn.Linear weight of the backbone from its layer stack on (query, key,
+    value,
     attention output, FFN in and out of every layer, then the pooler). Whatever comes before the layer stack
     (embeddings, ELECTRA's embedding projection), LayerNorm, biases and the task head are never pruned.
     """
@@ -132,8 +154,10 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
             if isinstance(module, nn.Linear):
                 weights[".".join(filter(None, (child_name, module_name, "weight")))] = module.weight
     if not weights:
-        raise TicketlabError(f"{type(model).__name__}: nothing to prune, no nn.Linear weight in or after its layer stack "
-                             "(ticketlab prunes BERT-style encoders and its ResNets)")
+        raise TicketlabError(
+            f"{type(model).__name__}: nothing to prune, no nn.Linear weight in or after its layer stack "
+            "(ticketlab prunes BERT-style encoders and its ResNets)"
+        )
     return weights
 
 
@@ -163,5 +187,7 @@ def _layer_stack_index(children: list[tuple[str, nn.Module]]) -> int:
                 if size > best_size:
                     best, best_size = index, size
     if best is None:
-        raise TicketlabError(f"{type(children[0][1]).__name__ if children else 'model'}: no transformer layer stack found")
+        raise TicketlabError(
+            f"{type(children[0][1]).__name__ if children else 'model'}: no transformer layer stack found"
+        )
     return best

@@ -20,8 +20,16 @@ from transformers.utils import ModelOutput
 
 from ..errors import TicketlabError
 from ..pretraining.contrastive import ProjectionHead, Queue, frozen_copy, info_nce, momentum_update, nt_xent
+from .resnet import (
+    BasicBlock,
+    Bottleneck,
+    add_resnet_modules,
+    init_resnet_module,
+    load_resnet_weights,
+    prunable_conv_weights,
+    resnet_features,
+)
 from .text import config_values
-from .resnet import BasicBlock, Bottleneck, add_resnet_modules, init_resnet_module, load_resnet_weights, prunable_conv_weights, resnet_features
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 LAYOUTS = {  # architecture name -> ResNetConfig fields
@@ -97,7 +105,12 @@ class ResNetModel(ResNetPreTrainedModel):
     def __init__(self, config: ResNetConfig):
         super().__init__(config)
         self.stages = add_resnet_modules(
-            self, BLOCKS[config.block], tuple(config.layers), tuple(config.widths), config.in_channels, config.small_stem
+            self,
+            BLOCKS[config.block],
+            tuple(config.layers),
+            tuple(config.widths),
+            config.in_channels,
+            config.small_stem,
         )
         self.post_init()
 

@@ -107,7 +107,9 @@ def _centre_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[in
     return height, width
 
 
-def _resample(images: Tensor, top: Tensor, left: Tensor, box_h: Tensor, box_w: Tensor, out_h: int, out_w: int) -> Tensor:
+def _resample(
+    images: Tensor, top: Tensor, left: Tensor, box_h: Tensor, box_w: Tensor, out_h: int, out_w: int
+) -> Tensor:
     """Bilinear resampling of each image's box (pixel units) onto an out_h x out_w grid."""
     n, c, height, width = images.shape
     theta = torch.zeros(n, 2, 3, dtype=images.dtype, device=images.device)
@@ -139,7 +141,9 @@ def color_jitter(
     contrast only. Hue turns the chroma plane of YIQ, a linear stand-in for torchvision's HSV shift."""
     _check_images(images)
     if min(brightness, contrast, saturation) < 0 or not 0 <= hue <= 0.5:
-        raise TicketlabError(f"jitter strengths must be >= 0 and hue in [0, 0.5], got {brightness, contrast, saturation, hue}")
+        raise TicketlabError(
+            f"jitter strengths must be >= 0 and hue in [0, 0.5], got {brightness, contrast, saturation, hue}"
+        )
     chosen = _coin(generator, images, p)
     n = images.shape[0]
 
@@ -197,7 +201,7 @@ def gaussian_blur(
     chosen = _coin(generator, images, p)
     sigmas = _uniform(generator, (n,), *sigma, images)
     offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernels = torch.softmax(-offsets**2 / (2 * sigmas[:, None] ** 2), dim=1)  # normalized Gaussians
+    kernels = torch.softmax(-(offsets**2) / (2 * sigmas[:, None] ** 2), dim=1)  # normalized Gaussians
     kernels = torch.where(chosen[:, None], kernels, (offsets == 0).to(images.dtype))  # identity where not chosen
     weights = kernels.repeat_interleave(c, dim=0)
     flat = images.reshape(1, n * c, height, width)

@@ -19,7 +19,9 @@ def _check_temperature(temperature: float) -> None:
 
 def _check_pair(a: Tensor, b: Tensor, names: str) -> None:
     if a.dim() != 2 or a.shape != b.shape:
-        raise TicketlabError(f"{names} must be two [N, dim] batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise TicketlabError(
+            f"{names} must be two [N, dim] batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:

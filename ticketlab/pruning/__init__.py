@@ -9,6 +9,14 @@ METHODS = Registry("pruning method")
 METHODS.register("magnitude")(magnitude_prune)
 
 __all__ = [
-    "METHODS", "SCHEDULES", "SCOPES", "Rankings", "check_scope", "magnitude_prune", "random_prune", "round_at", "scope_rankings",
+    "METHODS",
+    "SCHEDULES",
+    "SCOPES",
+    "Rankings",
+    "check_scope",
+    "magnitude_prune",
+    "random_prune",
+    "round_at",
+    "scope_rankings",
     "sparsity_schedule",
 ]

@@ -17,7 +17,10 @@ Rankings = Sequence[Sequence[str]]  # a partition of the matrices' names: each p
 
 
 def magnitude_prune(
-    weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], sparsity: float, rankings: Rankings | None = None
+    weights: Mapping[str, torch.Tensor],
+    mask: Mapping[str, torch.Tensor],
+    sparsity: float,
+    rankings: Rankings | None = None,
 ) -> Mask:
     """Prune the smallest |w| until exactly round(sparsity * N) weights of each ranking are pruned.
 
@@ -54,7 +57,9 @@ def _prune_together(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torc
     prune_count = round(sparsity * scores.numel())
     already = int((~kept).sum())
     if prune_count < already:
-        raise TicketlabError(f"cannot prune to sparsity {sparsity:g}: {already} of {scores.numel()} weights are pruned already")
+        raise TicketlabError(
+            f"cannot prune to sparsity {sparsity:g}: {already} of {scores.numel()} weights are pruned already"
+        )
     scores[~kept] = -1.0  # below every |w|: pruned weights stay pruned
     order = torch.argsort(scores, stable=True)
     flat = torch.ones_like(kept)

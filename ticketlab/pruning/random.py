@@ -11,7 +11,10 @@ from .magnitude import Rankings, magnitude_prune
 
 
 def random_prune(
-    weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], sparsity: float, generator: torch.Generator,
+    weights: Mapping[str, torch.Tensor],
+    mask: Mapping[str, torch.Tensor],
+    sparsity: float,
+    generator: torch.Generator,
     rankings: Rankings | None = None,
 ) -> Mask:
     """Prune uniformly at random to exactly round(sparsity * N) weights of each ranking (None: all weights at once).

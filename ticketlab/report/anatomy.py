@@ -2,9 +2,11 @@
 of a ResNet (per residual block and conv).
 
 Pure functions over masks named as ticketlab names prunable weights, relative to the backbone:
-``encoder.layer.3.attention.self.query.weight`` (also ``key``, ``value``), ``encoder.layer.3.attention.output.dense.weight``,
+``encoder.layer.3.attention.self.query.weight`` (also ``key``, ``value``),
+``encoder.layer.3.attention.output.dense.weight``,
 ``encoder.layer.3.intermediate.dense.weight``, ``encoder.layer.3.output.dense.weight`` and ``pooler.dense.weight``;
-a ResNet's ``layer2.0.conv1.weight`` (block 0 of stage 2; also ``conv2``, ``conv3``) and ``layer2.0.downsample.0.weight``.
+a ResNet's ``layer2.0.conv1.weight`` (block 0 of stage 2; also ``conv2``, ``conv3``) and
+``layer2.0.downsample.0.weight``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ ATTENTION = MATRIX_TYPES[:4]
 CONV_TYPES = ("conv1", "conv2", "conv3", "downsample")
 ALL = "all"
 
-_MODULES = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense", "intermediate.dense", "output.dense")
+_MODULES = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
 _TYPE_OF = dict(zip(_MODULES, MATRIX_TYPES))
 _IN_LAYER = re.compile(rf"(?:^|\.)layer\.(\d+)\.({'|'.join(map(re.escape, _MODULES))})\.weight$")
 _POOLER = re.compile(r"(?:^|\.)pooler\.dense\.weight$")
@@ -72,7 +81,12 @@ def layer_type_sparsity(mask: Mapping[str, torch.Tensor]) -> Grid:
             total[key] += m.numel()
     if not total:
         raise TicketlabError("the mask names no weight of a BERT-family encoder or a ResNet")
-    rows = [*sorted({layer for layer, _ in total if layer != ALL}, key=lambda layer: tuple(map(int, str(layer).split(".")))), ALL]
+    rows = [
+        *sorted(
+            {layer for layer, _ in total if layer != ALL}, key=lambda layer: tuple(map(int, str(layer).split(".")))
+        ),
+        ALL,
+    ]
     columns = [*(kind for kind in (*MATRIX_TYPES, *CONV_TYPES) if (ALL, kind) in total), ALL]
     values = np.array([[1 - kept[r, c] / total[r, c] if (r, c) in total else np.nan for c in columns] for r in rows])
     return Grid(tuple(map(str, rows)), tuple(columns), values)
@@ -93,7 +107,10 @@ def head_kept(mask: Mapping[str, torch.Tensor], heads: int) -> Grid:
         layer, kind = where
         by_head = m.numpy().T if kind == "attention output" else m.numpy()  # a head's slice along the first dimension
         if by_head.shape[0] % heads:
-            raise TicketlabError(f"{name}: {by_head.shape[0]} {'columns' if kind == 'attention output' else 'rows'} do not split into {heads} heads")
+            raise TicketlabError(
+                f"{name}: {by_head.shape[0]} {'columns' if kind == 'attention output' else 'rows'} "
+                f"do not split into {heads} heads"
+            )
         chunks = by_head.reshape(heads, -1)
         kept[layer] = kept.get(layer, 0) + np.count_nonzero(chunks, axis=1)
         total[layer] += chunks.shape[1]
@@ -105,7 +122,8 @@ def head_kept(mask: Mapping[str, torch.Tensor], heads: int) -> Grid:
 
 
 def overlap_grid(tickets: Mapping[str, Sequence[Mask]]) -> Grid:
-    """Mean IoU between the tickets of every two tasks; on the diagonal, between different tickets (seeds) of one task."""
+    """Mean IoU between the tickets of every two tasks; on the diagonal, between different tickets (seeds) of one
+    task."""
     names = tuple(tickets)
     values = np.full((len(names), len(names)), np.nan)
     for i, j in combinations_with_replacement(range(len(names)), 2):

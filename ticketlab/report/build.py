@@ -8,36 +8,44 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
-from rich.console import Console
 
 from ..atomic import atomic_path
 from ..errors import TicketlabError
 from ..masks import LOW_DENSITY
 from ..tasks import TASKS
-from .earlybert import CELLS_TEXT as EARLYBERT_TEXT, earlybert_table, earlybert_views
+from .earlybert import CELLS_TEXT as EARLYBERT_TEXT
+from .earlybert import earlybert_table, earlybert_views
 from .plots import draw_all
 from .results import Result, collect
-from .tables import Deciders, Tables, gaps_view, make_tables, matching_view, rich_table, task_views, transfer_views
+from .tables import Deciders, Tables, gaps_view, make_tables, matching_view, task_views, transfer_views
 
 CELLS = "mean ± std (min–max) over seeds; std is the sample standard deviation (ddof=1), 0 with a single seed"
-DEFINITIONS_TEXT = """\
+DEFINITIONS_TEXT = (
+    """\
 - **matching (paper)**, Chen et al. 2020: the subnetwork's mean over seeds is within one standard deviation of the
   dense model's mean (mean ≥ dense mean − dense std; for loss and perplexity, where lower is better,
   mean ≤ dense mean + dense std).
 - **matching (strict)**: for every seed, the subnetwork is at least as good as the dense model of the same seed.
 - Ties count as matching. The dense model of a seed is round 0 of that seed's IMP run. Subnetworks are grouped by
   their nominal sparsity level. `*` marks the metric that decides matching (`--metric TASK=[SPLIT/]METRIC`).
-- Cells: """ + CELLS + "."
+- Cells: """
+    + CELLS
+    + "."
+)
 
 FILES = {
-    "results.csv": "every metric of every arm and level: n, mean, std, min, max over seeds; matching flags on the deciding metric",
+    "results.csv": "every metric of every arm and level: n, mean, std, min, max over seeds; "
+    "matching flags on the deciding metric",
     "matching.csv": "per task: the dense baseline and the highest matching sparsity under each definition",
     "table2.csv": "per task: the dense model, then every arm at the highest matching sparsity (every metric)",
     "transfer.csv": "source x target at each level: the target's deciding metric, minus dense, minus random pruning",
-    "gaps.csv": "per task and level: IMP's deciding metric minus every other arm's, seed by seed (positive: IMP is better)",
-    "nearly_empty.csv": f"every subnetwork's matrices that keep under {LOW_DENSITY:.0%} of their weights (only where any do)",
-    "earlybert.csv": "per task and EarlyBERT settings: dense, EarlyBERT and the random structured ticket, every metric, "
-                     "what they keep, the draw step and the times (only with EarlyBERT results)",
+    "gaps.csv": "per task and level: IMP's deciding metric minus every other arm's, seed by seed "
+    "(positive: IMP is better)",
+    "nearly_empty.csv": f"every subnetwork's matrices that keep under {LOW_DENSITY:.0%} of their weights "
+    "(only where any do)",
+    "earlybert.csv": "per task and EarlyBERT settings: dense, EarlyBERT and the random structured ticket, "
+    "every metric, "
+    "what they keep, the draw step and the times (only with EarlyBERT results)",
 }
 
 
@@ -55,7 +63,9 @@ def load_results(paths: Iterable[str | Path], metrics: dict[str, str] | None = N
     return results, {task: TASKS.get(task).decider(metrics.get(task)) for task in tasks}
 
 
-def build_report(paths: Iterable[str | Path], out: str | Path | None = None, metrics: dict[str, str] | None = None) -> Path:
+def build_report(
+    paths: Iterable[str | Path], out: str | Path | None = None, metrics: dict[str, str] | None = None
+) -> Path:
     """Write report.md, the CSV tables and the plots into `out` (default: report/ beside the runs); returns `out`."""
     results, deciders = load_results(paths, metrics)
     tables, earlybert = make_tables(results, deciders), earlybert_table(results, deciders)
@@ -71,54 +81,70 @@ def build_report(paths: Iterable[str | Path], out: str | Path | None = None, met
     return out
 
 
-def print_tables(paths: Iterable[str | Path], metrics: dict[str, str] | None = None, console: Console | None = None) -> None:
-    """Print the highest matching sparsities, Table 2 of every task, the transfer matrices and the EarlyBERT tables."""
-    results, deciders = load_results(paths, metrics)
-    tables = make_tables(results, deciders)
-    console = console or Console()
-    console.print(rich_table(matching_view(tables), "Highest matching sparsity (IMP)"))
-    for task, view in task_views(tables, deciders).items():
-        console.print(rich_table(view, f"{task}: dense and every arm at the highest matching sparsity", CELLS))
-    for level, view in transfer_views(tables).items():
-        console.print(rich_table(view, f"Transfer at sparsity {level:.1%}: mean (minus dense / minus random pruning)", labels=1))
-    if not tables.gaps.empty:
-        console.print(rich_table(gaps_view(tables), "IMP minus every other arm, seed by seed (positive: IMP is better)", CELLS, labels=2))
-    print_earlybert_tables(results, deciders, console)
-
-
-def print_earlybert_tables(results: list[Result], deciders: Deciders, console: Console) -> None:
-    """Print, per task and model, dense against EarlyBERT and the random structured ticket over seeds."""
-    for (task, model), view in earlybert_views(earlybert_table(results, deciders), deciders).items():
-        console.print(rich_table(view, f"{task}: EarlyBERT  ·  {model}", CELLS, labels=view.columns.get_loc("subnetwork") + 1))
-
-
 def csv_files(tables: Tables, earlybert: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The CSV files of a report by name (FILES); gaps.csv, nearly_empty.csv and earlybert.csv only where they have rows."""
-    frames = dict(zip(FILES, (tables.long, tables.matching, tables.table2, tables.transfer, tables.gaps, tables.nearly_empty, earlybert)))
+    """The CSV files of a report by name (FILES); gaps.csv, nearly_empty.csv and earlybert.csv only where they have
+    rows."""
+    frames = dict(
+        zip(
+            FILES,
+            (tables.long, tables.matching, tables.table2, tables.transfer, tables.gaps, tables.nearly_empty, earlybert),
+        )
+    )
     optional = {"gaps.csv", "nearly_empty.csv", "earlybert.csv"}
     return {name: frame for name, frame in frames.items() if name not in optional or not frame.empty}
 
 
-def markdown(tables: Tables, earlybert: pd.DataFrame, deciders: Deciders, runs: list[Path], plots: list[Path], out: Path) -> str:
+def markdown(
+    tables: Tables, earlybert: pd.DataFrame, deciders: Deciders, runs: list[Path], plots: list[Path], out: Path
+) -> str:
     """report.md: definitions, tables, the plots (relative links), the files and runs it was built from."""
-    lines = ["# Lottery ticket report", "", f"Built by `ticketlab report` from {len(runs)} runs.", "",
-             "## Definitions", "", DEFINITIONS_TEXT, "",
-             "## Highest matching sparsity (IMP)", "", markdown_table(matching_view(tables)), ""]
+    lines = [
+        "# Lottery ticket report",
+        "",
+        f"Built by `ticketlab report` from {len(runs)} runs.",
+        "",
+        "## Definitions",
+        "",
+        DEFINITIONS_TEXT,
+        "",
+        "## Highest matching sparsity (IMP)",
+        "",
+        markdown_table(matching_view(tables)),
+        "",
+    ]
     for task, view in task_views(tables, deciders).items():
         lines += [f"## Table 2: {task}", "", markdown_table(view), ""]
     transfers = transfer_views(tables)
     if transfers:
-        lines += ["## Transfer", "", "Cells: the target's deciding metric, mean over seeds (minus the target's dense mean / "
-                  "minus random pruning's mean on the target at the same sparsity). Diagonal: the target's own IMP ticket.", ""]
+        lines += [
+            "## Transfer",
+            "",
+            "Cells: the target's deciding metric, mean over seeds (minus the target's dense mean / "
+            "minus random pruning's mean on the target at the same sparsity). Diagonal: the target's own IMP ticket.",
+            "",
+        ]
         for level, view in transfers.items():
             lines += [f"### Sparsity {level:.1%}", "", markdown_table(view), ""]
     if not tables.gaps.empty:
-        lines += ["## IMP against every other arm", "", "Cells: IMP's deciding metric minus the arm's, seed by seed (positive: "
-                  "IMP is better; lower-is-better metrics flipped), " + CELLS + ".", "", markdown_table(gaps_view(tables)), ""]
+        lines += [
+            "## IMP against every other arm",
+            "",
+            "Cells: IMP's deciding metric minus the arm's, seed by seed (positive: "
+            "IMP is better; lower-is-better metrics flipped), " + CELLS + ".",
+            "",
+            markdown_table(gaps_view(tables)),
+            "",
+        ]
     if not tables.nearly_empty.empty:
-        lines += [f"## Matrices below {LOW_DENSITY:.0%} density", "", "A matrix a mask nearly empties can cut the only path "
-                  "to the head (the pooler under `--scope global`): these subnetworks may sit at the majority class.", "",
-                  markdown_table(_kept_as_percent(tables.nearly_empty)), ""]
+        lines += [
+            f"## Matrices below {LOW_DENSITY:.0%} density",
+            "",
+            "A matrix a mask nearly empties can cut the only path "
+            "to the head (the pooler under `--scope global`): these subnetworks may sit at the majority class.",
+            "",
+            markdown_table(_kept_as_percent(tables.nearly_empty)),
+            "",
+        ]
     if not earlybert.empty:
         lines += ["## EarlyBERT", "", EARLYBERT_TEXT, ""]
         for (task, model), view in earlybert_views(earlybert, deciders).items():

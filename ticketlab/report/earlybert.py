@@ -22,15 +22,29 @@ from ..errors import TicketlabError
 from ..masks import load_mask
 from ..store import RunStore
 from .anatomy import Grid
-from .results import STRUCTURED_ARMS, Result
+from .results import STRUCTURED_ARMS, Result, by_seed
 from .tables import STATS, Deciders, arm_label, column_name, metric_columns, stats_cell
 from .verdict import summarize
 
 EARLYBERT, RANDOM = "earlybert", "earlybert-random"
 ARMS = ("dense", EARLYBERT, RANDOM)  # display order
-SEARCH_OUTCOMES = frozenset({"steps", "time_s", "draw_step", "early_bird", "draws"})  # the rest of `search`: its settings
-KEPT = ["heads_kept", "heads_total", "heads_per_layer", "layers", "ffn_kept", "params_kept", "sparsity",
-        "draw_step", "early_bird", "search_time_s", "train_time_s", "time_ratio"]
+SEARCH_OUTCOMES = frozenset(
+    {"steps", "time_s", "draw_step", "early_bird", "draws"}
+)  # the rest of `search`: its settings
+KEPT = [
+    "heads_kept",
+    "heads_total",
+    "heads_per_layer",
+    "layers",
+    "ffn_kept",
+    "params_kept",
+    "sparsity",
+    "draw_step",
+    "early_bird",
+    "search_time_s",
+    "train_time_s",
+    "time_ratio",
+]
 COLUMNS = ["task", "model", "settings", "arm", "split", "metric", "decides", *STATS, "minus_dense", *KEPT]
 CELLS_TEXT = """\
 Structured tickets (EarlyBERT, Chen et al. 2021): whole attention heads and FFN neurons removed, found early in
@@ -59,7 +73,9 @@ def earlybert_groups(results: Iterable[Result]) -> list[Group]:
     """The structured tickets grouped by task, model and settings, with the dense round 0 of their runs."""
     results = list(results)
     structured = sorted((r for r in results if r.arm in STRUCTURED_ARMS), key=lambda r: (r.seed, str(r.run)))
-    settings = {(r.run, _settings_hash(r)): settings_label(r.record["search"]) for r in structured if r.arm == EARLYBERT}
+    settings = {
+        (r.run, _settings_hash(r)): settings_label(r.record["search"]) for r in structured if r.arm == EARLYBERT
+    }
     dense = {r.run: r for r in results if r.branch is None and r.round == 0}
     found: dict[tuple[str, str, str], dict[str, list[Result]]] = defaultdict(lambda: defaultdict(list))
     for r in structured:
@@ -74,8 +90,11 @@ def earlybert_groups(results: Iterable[Result]) -> list[Group]:
 
 def settings_label(search: Mapping[str, Any]) -> str:
     """The settings an EarlyBERT search records, as "heads 0.33 · ffn 0.4 · ..." (its outcomes left out)."""
-    return " · ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
-                      for key, value in search.items() if key not in SEARCH_OUTCOMES)
+    return " · ".join(
+        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in search.items()
+        if key not in SEARCH_OUTCOMES
+    )
 
 
 def split_settings(labels: Sequence[str]) -> tuple[str, dict[str, str]]:
@@ -89,8 +108,10 @@ def seed_table(group: Group) -> pd.DataFrame:
     """One row per arm and seed: what the ticket keeps, its search, its times against the same seed's dense model."""
     structures = {r.seed: r.record["structure"] for arm in (EARLYBERT, RANDOM) for r in group.arms.get(arm, [])}
     dense_s = {r.seed: _dense_train_time(r, group) for r in group.arms["dense"]}
-    return pd.DataFrame([_seed_row(r, structures[r.seed], dense_s[r.seed]) for arm in group.arms for r in group.arms[arm]],
-                        columns=["arm", "seed", *KEPT])
+    return pd.DataFrame(
+        [_seed_row(r, structures[r.seed], dense_s[r.seed]) for arm in group.arms for r in group.arms[arm]],
+        columns=["arm", "seed", *KEPT],
+    )
 
 
 def earlybert_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFrame:
@@ -102,18 +123,29 @@ def earlybert_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFra
     for group in earlybert_groups(results):
         seeds = seed_table(group)
         pairs = metric_columns(group.task, deciders)
-        dense = {pair: _by_seed(group.arms["dense"], pair) for pair in pairs}
+        dense = {pair: by_seed(group.arms["dense"], pair) for pair in pairs}
         for arm, found in group.arms.items():
             kept = _over_seeds(seeds[seeds.arm == arm])
             for split, metric in pairs:
-                if not (values := _by_seed(found, (split, metric))):
+                if not (values := by_seed(found, (split, metric))):
                     continue
-                differences = [value - dense[split, metric][seed] for seed, value in values.items() if seed in dense[split, metric]]
-                rows.append({
-                    "task": group.task, "model": group.model, "settings": group.settings, "arm": arm, "split": split,
-                    "metric": metric, "decides": deciders[group.task] == (split, metric), **summarize(values.values())._asdict(),
-                    "minus_dense": np.mean(differences) if differences else math.nan, **kept,
-                })
+                differences = [
+                    value - dense[split, metric][seed] for seed, value in values.items() if seed in dense[split, metric]
+                ]
+                rows.append(
+                    {
+                        "task": group.task,
+                        "model": group.model,
+                        "settings": group.settings,
+                        "arm": arm,
+                        "split": split,
+                        "metric": metric,
+                        "decides": deciders[group.task] == (split, metric),
+                        **summarize(values.values())._asdict(),
+                        "minus_dense": np.mean(differences) if differences else math.nan,
+                        **kept,
+                    }
+                )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -128,15 +160,22 @@ def earlybert_views(table: pd.DataFrame, deciders: Deciders) -> dict[tuple[str, 
         for (label, arm), group in rows.groupby(["settings", "arm"], sort=False):
             stats = {(r.split, r.metric): r for r in group.itertuples()}
             first, decider = group.iloc[0], stats.get(columns[0])
-            cells.append({
-                **({"settings": settings[label]} if len(settings) > 1 else {}),
-                "subnetwork": arm_label(arm), "seeds": str(first.n),
-                **{column_name(pair, pair == columns[0]): stats_cell(stats.get(pair)) for pair in columns},
-                "Δ dense*": "—" if arm == "dense" or decider is None else f"{decider.minus_dense:+.4f}",
-                "heads kept": _heads_cell(first), "FFN kept": f"{first.ffn_kept:.1%}", "params kept": f"{first.params_kept:.1%}",
-                "sparsity": f"{first.sparsity:.1%}", "draw step": _draw_cell(first), "search + train": _times_cell(first),
-                "time ratio": "—" if pd.isna(first.time_ratio) else f"{first.time_ratio:.2f}×",
-            })
+            cells.append(
+                {
+                    **({"settings": settings[label]} if len(settings) > 1 else {}),
+                    "subnetwork": arm_label(arm),
+                    "seeds": str(first.n),
+                    **{column_name(pair, pair == columns[0]): stats_cell(stats.get(pair)) for pair in columns},
+                    "Δ dense*": "—" if arm == "dense" or decider is None else f"{decider.minus_dense:+.4f}",
+                    "heads kept": _heads_cell(first),
+                    "FFN kept": f"{first.ffn_kept:.1%}",
+                    "params kept": f"{first.params_kept:.1%}",
+                    "sparsity": f"{first.sparsity:.1%}",
+                    "draw step": _draw_cell(first),
+                    "search + train": _times_cell(first),
+                    "time ratio": "—" if pd.isna(first.time_ratio) else f"{first.time_ratio:.2f}×",
+                }
+            )
         views[task, model] = pd.DataFrame(cells)
     return views
 
@@ -154,7 +193,7 @@ def heads_kept_grid(found: Sequence[Result]) -> Grid:
     width = max(len(layer) for layer in heads[0])
     values = np.full((len(heads[0]), width), np.nan)
     for i in range(len(heads[0])):
-        values[i, :len(heads[0][i])] = np.mean([ticket[i] for ticket in heads], axis=0)
+        values[i, : len(heads[0][i])] = np.mean([ticket[i] for ticket in heads], axis=0)
     return Grid(tuple(map(str, range(len(values)))), tuple(map(str, range(width))), values)
 
 
@@ -171,8 +210,10 @@ def _settings_hash(result: Result) -> str:
 def _add(found: list[Result], result: Result) -> None:
     """Append a result of a seed `found` lacks; TicketlabError naming both places when it has one."""
     if clash := next((other for other in found if other.seed == result.seed), None):
-        raise TicketlabError(f"{result.task} {result.arm} with seed {result.seed} is in two places ({clash.mask.parent} and "
-                             f"{result.mask.parent}): report them separately")
+        raise TicketlabError(
+            f"{result.task} {result.arm} with seed {result.seed} is in two places ({clash.mask.parent} and "
+            f"{result.mask.parent}): report them separately"
+        )
     found.append(result)
 
 
@@ -191,13 +232,20 @@ def _seed_row(result: Result, structure: Mapping[str, Any], dense_s: float) -> d
     search_s = search.get("time_s", math.nan)
     train_s = dense_s if is_dense else result.record.get("train_time_s", math.nan)
     return {
-        "arm": "dense" if is_dense else result.arm, "seed": result.seed,
-        "heads_kept": sum(heads), "heads_total": sum(structure["heads_total"]),
-        "heads_per_layer": heads[0] if len(set(heads)) == 1 else math.nan, "layers": len(heads),
+        "arm": "dense" if is_dense else result.arm,
+        "seed": result.seed,
+        "heads_kept": sum(heads),
+        "heads_total": sum(structure["heads_total"]),
+        "heads_per_layer": heads[0] if len(set(heads)) == 1 else math.nan,
+        "layers": len(heads),
         "ffn_kept": sum(structure["ffn_total" if is_dense else "ffn_kept"]) / sum(structure["ffn_total"]),
-        "params_kept": 1.0 if is_dense else structure["params"] / structure["dense_params"], "sparsity": result.sparsity,
-        "draw_step": search.get("draw_step", math.nan), "early_bird": search.get("early_bird", math.nan),
-        "search_time_s": search_s, "train_time_s": train_s, "time_ratio": (np.nan_to_num(search_s) + train_s) / dense_s,
+        "params_kept": 1.0 if is_dense else structure["params"] / structure["dense_params"],
+        "sparsity": result.sparsity,
+        "draw_step": search.get("draw_step", math.nan),
+        "early_bird": search.get("early_bird", math.nan),
+        "search_time_s": search_s,
+        "train_time_s": train_s,
+        "time_ratio": (np.nan_to_num(search_s) + train_s) / dense_s,
     }
 
 
@@ -206,15 +254,12 @@ def _over_seeds(seeds: pd.DataFrame) -> dict[str, Any]:
     means = {column: seeds[column].astype(float).mean() for column in KEPT}
     per_layer = seeds.heads_per_layer.unique()
     return {
-        **means, "heads_total": seeds.heads_total.iloc[0], "layers": seeds.layers.iloc[0],
+        **means,
+        "heads_total": seeds.heads_total.iloc[0],
+        "layers": seeds.layers.iloc[0],
         "heads_per_layer": per_layer[0] if len(per_layer) == 1 else math.nan,
         "early_bird": int(seeds.early_bird.eq(True).sum()) if seeds.early_bird.notna().any() else math.nan,
     }
-
-
-def _by_seed(found: Sequence[Result], pair: tuple[str, str]) -> dict[int, float]:
-    split, metric = pair
-    return {r.seed: r.metrics[split][metric] for r in found if metric in r.metrics.get(split, {})}
 
 
 def _heads_cell(row: pd.Series) -> str:

@@ -25,8 +25,9 @@ from ..errors import TicketlabError
 from ..masks import load_mask
 from .anatomy import Grid, attention_heads, head_kept, layer_type_sparsity, overlap_grid, random_iou
 from .earlybert import EARLYBERT, RANDOM, Group, earlybert_groups, ffn_kept_by_layer, heads_kept_grid, split_settings
-from .results import Result, unstructured
+from .results import Result, by_seed, is_dense, level_key, metric_value, unstructured
 from .tables import arm_label, arm_order
+from .tables import transfer_matrix as table_transfer_matrix
 from .verdict import LOWER_IS_BETTER, summarize
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,13 @@ log = logging.getLogger(__name__)
 Decider = tuple[str, str]  # (split, metric)
 
 CONTROL_COLORS = {  # tab10 indices: an arm has the same colour in every figure
-    "one-shot": 0, "random": 1, "random-per-matrix": 8, "reinit": 2, "shuffle": 4, "noise": 6, "inverted": 3,
+    "one-shot": 0,
+    "random": 1,
+    "random-per-matrix": 8,
+    "reinit": 2,
+    "shuffle": 4,
+    "noise": 6,
+    "inverted": 3,
 }
 SPARE_COLORS = (9, 5, 7)  # for IMP with rewinding and any other arm
 MARKERS = "sD^vPX<>*ph"
@@ -69,7 +76,7 @@ def _figures(results: list[Result], deciders: dict[str, Decider]) -> Iterator[tu
     tasks = sorted({r.task for r in results if r.arm != "transfer"})
     for task in tasks:
         yield f"curve_{task}", curve_figure(results, task, deciders[task])
-    for level in sorted({_level(r) for r in results if r.arm == "transfer"}):
+    for level in sorted({level_key(r) for r in results if r.arm == "transfer"}):
         yield f"transfer_{_percent(level)}", transfer_figure(results, deciders, level)
     if (level := _overlap_level(results)) is not None and (figure := overlap_figure(results, level)) is not None:
         yield f"overlap_{_percent(level)}", figure
@@ -105,20 +112,22 @@ def curve_figure(results: list[Result], task: str, decider: Decider) -> Figure:
     split, metric = decider
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = figure.add_subplot()
-    if dense := _by_seed([r for r in results if r.task == task and _is_dense(r)], decider):
+    if dense := by_seed([r for r in results if r.task == task and is_dense(r)], decider):
         spread = summarize(dense.values())
         ax.axhspan(spread.min, spread.max, color="0.5", alpha=0.15, lw=0)
         ax.axhline(spread.mean, color="0.3", ls="--", lw=1.2, label=f"dense ({spread.n} seed{'s' * (spread.n > 1)})")
-    pruned = [r for r in results if r.task == task and _level(r) > 0]
+    pruned = [r for r in results if r.task == task and level_key(r) > 0]
     series = sorted({(r.arm, r.source) for r in pruned}, key=lambda arm_source: arm_order(*arm_source))
     for (arm, source), style in zip(series, _styles([arm for arm, _ in series])):
         at = defaultdict(list)
         for r in pruned:
-            if (r.arm, r.source) == (arm, source) and (value := _value(r, decider)) is not None:
-                at[_level(r)].append(value)
+            if (r.arm, r.source) == (arm, source) and (value := metric_value(r, decider)) is not None:
+                at[level_key(r)].append(value)
         levels = sorted(at)
         spreads = [summarize(at[level]) for level in levels]
-        ax.fill_between(levels, [s.min for s in spreads], [s.max for s in spreads], color=style["color"], alpha=0.15, lw=0)
+        ax.fill_between(
+            levels, [s.min for s in spreads], [s.max for s in spreads], color=style["color"], alpha=0.15, lw=0
+        )
         ax.plot(levels, [s.mean for s in spreads], label=arm_label(arm, source), **style)
     ax.set_xlim(left=0)
     ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
@@ -131,45 +140,33 @@ def curve_figure(results: list[Result], task: str, decider: Decider) -> Figure:
     return figure
 
 
-def transfer_matrix(results: list[Result], deciders: dict[str, Decider], level: float, against: str) -> tuple[Grid, Grid]:
-    """Tickets found on a source task (rows) trained on a target task (columns) at one level, against a reference.
-
-    `against` is "dense" (the target's dense model) or an arm on the target at the same level ("random").
-    The first grid: the target's deciding metric minus the reference's, means over the seeds both have. The second:
-    that difference relative to the reference, signed so that positive is better (flipped for a loss), for colour.
-    The diagonal is IMP on the task itself.
+def transfer_matrix(
+    results: list[Result], deciders: dict[str, Decider], level: float, against: str
+) -> tuple[Grid, Grid]:
+    """The report's transfer matrix (ticketlab.report.tables.transfer_matrix) at one level as grids: tickets found on
+    a source task (rows) trained on a target task (columns), against "dense" (the target's dense model) or "random"
+    (random pruning on the target at the same level). The first grid: the target's deciding metric minus the
+    reference's, means over the seeds both have. The second: that difference relative to the reference, signed so
+    that positive is better (flipped for a loss), for colour. The diagonal is IMP on the task itself.
     """
-    at_level = [r for r in results if _level(r) == round(level, 6)]
-    cells: dict[tuple[str, str], list[Result]] = defaultdict(list)
-    for r in at_level:
-        if r.arm == "transfer":
-            cells[r.source, r.task].append(r)
-    tasks = sorted({task for pair in cells for task in pair})
-    for r in at_level:
-        if r.arm == "imp" and r.task in tasks:
-            cells[r.task, r.task].append(r)
-    def reference(target: str) -> list[Result]:
-        if against == "dense":
-            return [r for r in results if r.task == target and _is_dense(r)]
-        return [r for r in at_level if r.task == target and r.arm == against]
-
+    matrix = table_transfer_matrix(results, deciders)
+    cells = matrix[matrix.level == round(level, 6)]
+    tasks = sorted(set(cells.source) | set(cells.target))
     delta, gain = np.full((2, len(tasks), len(tasks)), np.nan)
-    for (source, target), found in cells.items():
-        i, j = tasks.index(source), tasks.index(target)
-        decider = deciders[target]
-        values, baseline = _by_seed(found, decider), _by_seed(reference(target), decider)
-        if seeds := values.keys() & baseline.keys():
-            ours, theirs = np.mean([values[s] for s in seeds]), np.mean([baseline[s] for s in seeds])
-            delta[i, j] = ours - theirs
-            sign = -1 if decider[1] in LOWER_IS_BETTER else 1
-            gain[i, j] = sign * delta[i, j] / abs(theirs) if theirs else np.nan
+    for cell in cells.itertuples():
+        i, j = tasks.index(cell.source), tasks.index(cell.target)
+        delta[i, j], reference = getattr(cell, f"minus_{against}"), getattr(cell, against)
+        sign = -1 if cell.metric in LOWER_IS_BETTER else 1
+        gain[i, j] = sign * delta[i, j] / abs(reference) if reference else np.nan
     return Grid(tuple(tasks), tuple(tasks), delta), Grid(tuple(tasks), tuple(tasks), gain)
 
 
 def transfer_figure(results: list[Result], deciders: dict[str, Decider], level: float) -> Figure:
     """The transfer matrix at one level: against the dense model, and against random pruning; colours centred at 0."""
-    panels = [("vs dense", transfer_matrix(results, deciders, level, "dense")),
-              ("vs random pruning at the same sparsity", transfer_matrix(results, deciders, level, "random"))]
+    panels = [
+        ("vs dense", transfer_matrix(results, deciders, level, "dense")),
+        ("vs random pruning at the same sparsity", transfer_matrix(results, deciders, level, "random")),
+    ]
     norm = diverging_norm(*(100 * gain.values for _, (_, gain) in panels))
     tasks = panels[0][1][0].rows
     size = len(tasks)
@@ -186,9 +183,19 @@ def transfer_figure(results: list[Result], deciders: dict[str, Decider], level: 
     axes[0].set_ylabel("ticket found on")
     bar = figure.colorbar(image, ax=axes, shrink=0.85)
     bar.set_label("change relative to the reference, %\n(blue: better, red: worse)")
-    figure.suptitle(f"Transfer of IMP tickets at {_percent(level)}% sparsity  ·  {_model_name(results)}", fontweight="bold")
-    figure.text(0.5, -0.02, "Numbers: target's deciding metric minus the reference's (↓: lower is better), mean over shared seeds.\n"
-                "Framed diagonal: the task's own IMP ticket.", ha="center", va="top", fontsize=8.5, color="0.3")
+    figure.suptitle(
+        f"Transfer of IMP tickets at {_percent(level)}% sparsity  ·  {_model_name(results)}", fontweight="bold"
+    )
+    figure.text(
+        0.5,
+        -0.02,
+        "Numbers: target's deciding metric minus the reference's (↓: lower is better), mean over shared seeds.\n"
+        "Framed diagonal: the task's own IMP ticket.",
+        ha="center",
+        va="top",
+        fontsize=8.5,
+        color="0.3",
+    )
     return figure
 
 
@@ -204,8 +211,12 @@ def overlap_figure(results: list[Result], level: float) -> Figure | None:
     text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.2f}")(grid.values)
     image = _heatmap(ax, grid.values, grid.rows, grid.columns, SEQUENTIAL, Normalize(0, 1), text)
     figure.colorbar(image, ax=ax, label="IoU of the kept weights")
-    figure.suptitle(f"Overlap of IMP tickets at {_percent(level)}% sparsity  ·  {_model_name(results)}", fontweight="bold")
-    ax.set_title(f"diagonal: between seeds of a task; two random masks: {random_iou(level):.2f}", fontsize=9, color="0.35")
+    figure.suptitle(
+        f"Overlap of IMP tickets at {_percent(level)}% sparsity  ·  {_model_name(results)}", fontweight="bold"
+    )
+    ax.set_title(
+        f"diagonal: between seeds of a task; two random masks: {random_iou(level):.2f}", fontsize=9, color="0.35"
+    )
     return figure
 
 
@@ -216,7 +227,9 @@ def layers_figure(results: list[Result], task: str) -> Figure | None:
     grids = [layer_type_sparsity(load_mask(r.mask)[0]) for r in found]
     grid = grids[0]
     values = np.mean([g.values for g in grids], axis=0)
-    figure = Figure(figsize=(max(6.5, 1.6 + 0.85 * len(grid.columns)), 1.4 + 0.4 * len(grid.rows)), layout="constrained")
+    figure = Figure(
+        figsize=(max(6.5, 1.6 + 0.85 * len(grid.columns)), 1.4 + 0.4 * len(grid.rows)), layout="constrained"
+    )
     ax = figure.add_subplot()
     text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.0%}")(values)
     columns = [c.replace("attention ", "attention\n") for c in grid.columns]
@@ -263,28 +276,64 @@ def earlybert_distance_figure(groups: list[Group]) -> Figure:
         for k, r in enumerate(group.arms[EARLYBERT]):
             search, color = r.record["search"], colors[k % len(colors)]
             steps = [d["step"] for d in search["draws"]]
-            window, distance = ([np.nan if d[key] is None else d[key] for d in search["draws"]] for key in ("window", "distance"))
+            window, distance = (
+                [np.nan if d[key] is None else d[key] for d in search["draws"]] for key in ("window", "distance")
+            )
             drawn = "early bird" if search["early_bird"] else "no early bird, drawn"
             ax.plot(steps, distance, color=color, lw=1, ls="--", alpha=0.45)
-            ax.plot(steps, window, color=color, lw=1.8, marker="o", ms=3.5, label=f"seed {r.seed}: {drawn} at step {search['draw_step']}")
+            ax.plot(
+                steps,
+                window,
+                color=color,
+                lw=1.8,
+                marker="o",
+                ms=3.5,
+                label=f"seed {r.seed}: {drawn} at step {search['draw_step']}",
+            )
             at = steps.index(search["draw_step"]) if search["draw_step"] in steps else -1
-            ax.plot(search["draw_step"], window[at], ls="none", marker="*", ms=15, mec="black", mew=0.8,
-                    mfc=color if search["early_bird"] else "white", zorder=4)
+            ax.plot(
+                search["draw_step"],
+                window[at],
+                ls="none",
+                marker="*",
+                ms=15,
+                mec="black",
+                mew=0.8,
+                mfc=color if search["early_bird"] else "white",
+                zorder=4,
+            )
         settings = group.arms[EARLYBERT][0].record["search"]
         ax.axhline(settings["threshold"], color="0.3", ls=":", lw=1.3, label=f"threshold {settings['threshold']:g}")
         ax.plot([], [], color="0.5", lw=1, ls="--", alpha=0.6, label="distance to the previous draw")
-        ax.plot([], [], ls="none", marker="*", ms=11, mfc="0.6", mec="black", mew=0.8, label="ticket drawn\n(hollow: at the last step)")
+        ax.plot(
+            [],
+            [],
+            ls="none",
+            marker="*",
+            ms=11,
+            mfc="0.6",
+            mec="black",
+            mew=0.8,
+            label="ticket drawn\n(hollow: at the last step)",
+        )
         ax.set_xlim(0, 1.04 * last)
         ax.set_ylim(bottom=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("mask distance (normalized Hamming)")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=8.5)
-        ax.set_title(f"{own[group.settings] + ':  ' if own[group.settings] else ''}"
-                     f"lines: the largest distance to the previous {settings['window']} draws", fontsize=9, color="0.35")
+        ax.set_title(
+            f"{own[group.settings] + ':  ' if own[group.settings] else ''}"
+            f"lines: the largest distance to the previous {settings['window']} draws",
+            fontsize=9,
+            color="0.35",
+        )
     axes[-1].set_xlabel("training step")
-    figure.suptitle(f"{groups[0].task}: EarlyBERT's search for an early-bird ticket  ·  {Path(groups[0].model).name}\n"
-                    f"{_settings_caption(common)}", fontweight="bold")
+    figure.suptitle(
+        f"{groups[0].task}: EarlyBERT's search for an early-bird ticket  ·  {Path(groups[0].model).name}\n"
+        f"{_settings_caption(common)}",
+        fontweight="bold",
+    )
     return figure
 
 
@@ -294,7 +343,9 @@ def earlybert_heads_figure(groups: list[Group]) -> Figure:
     common, own = split_settings([group.settings for group in groups])
     grids = [heads_kept_grid(group.arms[EARLYBERT]) for group in groups]
     layers, heads = grids[0].values.shape
-    figure = Figure(figsize=(max(7.5, 4.6 + 0.5 * heads), 1.4 + len(groups) * (0.9 + 0.36 * layers)), layout="constrained")
+    figure = Figure(
+        figsize=(max(7.5, 4.6 + 0.5 * heads), 1.4 + len(groups) * (0.9 + 0.36 * layers)), layout="constrained"
+    )
     axes = figure.subplots(len(groups), 2, squeeze=False, width_ratios=[max(3.0, 0.5 * heads), 2.6])
     styles = {EARLYBERT: dict(color="black"), RANDOM: dict(color=colormaps["tab10"].colors[CONTROL_COLORS["random"]])}
     for (heat, bars), group, grid in zip(axes, groups, grids):
@@ -303,8 +354,12 @@ def earlybert_heads_figure(groups: list[Group]) -> Figure:
         heat.set_xlabel("attention head")
         heat.set_ylabel("layer")
         seeds = len(group.arms[EARLYBERT])
-        heat.set_title(f"{own[group.settings] + ':  ' if own[group.settings] else ''}"
-                       f"heads kept, over {seeds} seed{'s' * (seeds > 1)}", fontsize=9, color="0.35")
+        heat.set_title(
+            f"{own[group.settings] + ':  ' if own[group.settings] else ''}"
+            f"heads kept, over {seeds} seed{'s' * (seeds > 1)}",
+            fontsize=9,
+            color="0.35",
+        )
         arms = [arm for arm in (EARLYBERT, RANDOM) if arm in group.arms]
         for k, arm in enumerate(arms):
             rows = np.arange(layers) + (k - (len(arms) - 1) / 2) * 0.4
@@ -315,11 +370,23 @@ def earlybert_heads_figure(groups: list[Group]) -> Figure:
         bars.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         bars.set_xlabel("FFN neurons kept per layer, mean over seeds")
         bars.grid(axis="x", alpha=0.3)
-        bars.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, frameon=False, fontsize=8.5, handlelength=1.2)
-    figure.colorbar(image, ax=axes[-1, 0], location="bottom", label="share of seeds keeping the head",
-                    format=PercentFormatter(1.0), shrink=0.8, aspect=30)
-    figure.suptitle(f"{groups[0].task}: what EarlyBERT's structured tickets keep  ·  {Path(groups[0].model).name}\n"
-                    f"{_settings_caption(common)}", fontweight="bold")
+        bars.legend(
+            loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, frameon=False, fontsize=8.5, handlelength=1.2
+        )
+    figure.colorbar(
+        image,
+        ax=axes[-1, 0],
+        location="bottom",
+        label="share of seeds keeping the head",
+        format=PercentFormatter(1.0),
+        shrink=0.8,
+        aspect=30,
+    )
+    figure.suptitle(
+        f"{groups[0].task}: what EarlyBERT's structured tickets keep  ·  {Path(groups[0].model).name}\n"
+        f"{_settings_caption(common)}",
+        fontweight="bold",
+    )
     return figure
 
 
@@ -328,7 +395,8 @@ def _settings_caption(common: str) -> str:
 
 
 def diverging_norm(*values: np.ndarray) -> Normalize:
-    """Colour limits symmetric about 0 over all `values`: a loss and a gain of one size get opposite colours of one strength."""
+    """Colour limits symmetric about 0 over all `values`: a loss and a gain of one size get opposite colours of one
+    strength."""
     finite = np.abs(np.concatenate([np.ravel(v) for v in values]))
     finite = finite[np.isfinite(finite)]
     limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
@@ -373,14 +441,14 @@ def _tickets_at(results: list[Result], level: float) -> dict[str, list[Result]]:
     """IMP tickets at `level`, by task."""
     found: dict[str, list[Result]] = defaultdict(list)
     for r in sorted(results, key=lambda r: (r.task, r.seed)):
-        if r.arm == "imp" and _level(r) == round(level, 6):
+        if r.arm == "imp" and level_key(r) == round(level, 6):
             found[r.task].append(r)
     return dict(found)
 
 
 def _highest_tickets(results: list[Result], task: str) -> list[Result]:
     """The task's IMP tickets at its highest level above 0 (one per seed)."""
-    levels = [_level(r) for r in results if r.task == task and r.arm == "imp" and _level(r) > 0]
+    levels = [level_key(r) for r in results if r.task == task and r.arm == "imp" and level_key(r) > 0]
     return _tickets_at(results, max(levels)).get(task, []) if levels else []
 
 
@@ -388,37 +456,14 @@ def _overlap_level(results: list[Result]) -> float | None:
     """The highest level that the most tasks have IMP tickets at."""
     tasks: dict[float, set[str]] = defaultdict(set)
     for r in results:
-        if r.arm == "imp" and _level(r) > 0:
-            tasks[_level(r)].add(r.task)
+        if r.arm == "imp" and level_key(r) > 0:
+            tasks[level_key(r)].add(r.task)
     return max(tasks, key=lambda level: (len(tasks[level]), level)) if tasks else None
 
 
 def _ticket_caption(found: list[Result]) -> str:
     seeds = len({r.seed for r in found})
-    return f"IMP ticket at {_percent(_level(found[0]))}% sparsity, mean over {seeds} seed{'s' * (seeds > 1)}"
-
-
-def _by_seed(results: list[Result], decider: Decider) -> dict[int, float]:
-    """The deciding metric per seed (the mean where a seed has several results)."""
-    values: dict[int, list[float]] = defaultdict(list)
-    for r in results:
-        if (value := _value(r, decider)) is not None:
-            values[r.seed].append(value)
-    return {seed: float(np.mean(v)) for seed, v in values.items()}
-
-
-def _value(result: Result, decider: Decider) -> float | None:
-    split, metric = decider
-    return result.metrics.get(split, {}).get(metric)
-
-
-def _is_dense(result: Result) -> bool:
-    """IMP's round 0: the dense model of its seed."""
-    return result.arm == "imp" and _level(result) == 0
-
-
-def _level(result: Result) -> float:
-    return round(result.level, 6)
+    return f"IMP ticket at {_percent(level_key(found[0]))}% sparsity, mean over {seeds} seed{'s' * (seeds > 1)}"
 
 
 def _percent(level: float) -> str:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 from rich.table import Table
 
 from ..errors import TicketlabError
 from ..tasks import TASKS
-from .results import Result, unstructured
+from .results import Result, by_seed, is_dense, level_key, unstructured
 from .verdict import LOWER_IS_BETTER, highest_matching, is_matching_paper, is_matching_strict, summarize
 
 Deciders = dict[str, tuple[str, str]]
@@ -40,6 +41,11 @@ KEYS = ["task", "arm", "source", "level", "split", "metric"]
 STATS = ["n", "mean", "std", "min", "max"]
 FLAGS = ["matching_paper", "matching_strict"]
 DEFINITIONS = ("paper", "strict")
+
+
+def dense_rows(frame: pd.DataFrame) -> pd.Series:
+    """Which rows of a table are dense models (IMP at level 0): ticketlab.report.results.is_dense for tables."""
+    return (frame.arm == "imp") & (frame.level == 0)
 
 
 def arm_label(arm: str, source: str | None = None) -> str:
@@ -76,14 +82,29 @@ def make_tables(results: Iterable[Result], deciders: Deciders) -> Tables:
     results = list(results)
     long = long_table(results, deciders)
     matching = matching_table(long, deciders)
-    return Tables(long, matching, table2(long, matching), transfer_matrix(long), nearly_empty_table(results), gaps_table(results, deciders))
+    return Tables(
+        long,
+        matching,
+        table2(long, matching),
+        _with_flags(transfer_matrix(results, deciders), long),
+        nearly_empty_table(results),
+        gaps_table(results, deciders),
+    )
 
 
 def nearly_empty_table(results: Iterable[Result]) -> pd.DataFrame:
     """The matrices each subnetwork kept less than LOW_DENSITY of, as its training recorded them."""
     rows = [
-        {"task": r.task, "arm": arm_label(r.arm, r.source), "seed": r.seed, "sparsity": r.level, "matrix": low["matrix"], "kept": low["kept"]}
-        for r in results for low in r.record.get("nearly_empty", [])
+        {
+            "task": r.task,
+            "arm": arm_label(r.arm, r.source),
+            "seed": r.seed,
+            "sparsity": r.level,
+            "matrix": low["matrix"],
+            "kept": low["kept"],
+        }
+        for r in results
+        for low in r.record.get("nearly_empty", [])
     ]
     return pd.DataFrame(rows, columns=["task", "arm", "seed", "sparsity", "matrix", "kept"])
 
@@ -95,14 +116,31 @@ def gaps_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFrame:
     values = _values(unstructured(results))
     rows = []
     for task, (split, metric) in deciders.items():
-        deciding = values[(values.task == task) & (values.split == split) & (values.metric == metric) & (values.level > 0)]
+        deciding = values[
+            (values.task == task) & (values.split == split) & (values.metric == metric) & (values.level > 0)
+        ]
         sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
         imp = deciding[deciding.arm == "imp"].set_index(["level", "seed"]).value
-        for (arm, source, level), group in deciding[deciding.arm != "imp"].groupby(["arm", "source", "level"], sort=False):
-            paired = [sign * (imp[level, seed] - value) for seed, value in zip(group.seed, group.value) if (level, seed) in imp.index]
+        for (arm, source, level), group in deciding[deciding.arm != "imp"].groupby(
+            ["arm", "source", "level"], sort=False
+        ):
+            paired = [
+                sign * (imp[level, seed] - value)
+                for seed, value in zip(group.seed, group.value)
+                if (level, seed) in imp.index
+            ]
             if paired:
-                rows.append({"task": task, "level": level, "arm": arm, "source": source, "split": split, "metric": metric,
-                             **summarize(paired)._asdict()})
+                rows.append(
+                    {
+                        "task": task,
+                        "level": level,
+                        "arm": arm,
+                        "source": source,
+                        "split": split,
+                        "metric": metric,
+                        **summarize(paired)._asdict(),
+                    }
+                )
     rows.sort(key=lambda row: (row["task"], row["level"], arm_order(row["arm"], row["source"])))
     return pd.DataFrame(rows, columns=columns)
 
@@ -138,13 +176,23 @@ def matching_table(long: pd.DataFrame, deciders: Deciders) -> pd.DataFrame:
     rows = []
     for task, (split, metric) in deciders.items():
         imp = long[(long.task == task) & (long.arm == "imp") & long.decides]
-        dense = imp[imp.level == 0].iloc[0]
+        dense = imp[dense_rows(imp)].iloc[0]
         pruned = imp[imp.level > 0]
-        rows.append({
-            "task": task, "split": split, "metric": metric, "lower_is_better": metric in LOWER_IS_BETTER,
-            "seeds": dense.n, "dense_mean": dense["mean"], "dense_std": dense["std"],
-            **{f"highest_{d}": highest_matching(dict(zip(pruned.level, pruned[f"matching_{d}"]))) for d in DEFINITIONS},
-        })
+        rows.append(
+            {
+                "task": task,
+                "split": split,
+                "metric": metric,
+                "lower_is_better": metric in LOWER_IS_BETTER,
+                "seeds": dense.n,
+                "dense_mean": dense["mean"],
+                "dense_std": dense["std"],
+                **{
+                    f"highest_{d}": highest_matching(dict(zip(pruned.level, pruned[f"matching_{d}"])))
+                    for d in DEFINITIONS
+                },
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -154,7 +202,7 @@ def table2(long: pd.DataFrame, matching: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for m in matching.itertuples():
         task_rows = long[long.task == m.task]
-        parts.append(task_rows[(task_rows.arm == "imp") & (task_rows.level == 0)].assign(arm="dense", selected_by="dense"))
+        parts.append(task_rows[dense_rows(task_rows)].assign(arm="dense", selected_by="dense"))
         levels: dict[float, list[str]] = {}
         for definition in DEFINITIONS:
             if pd.notna(level := getattr(m, f"highest_{definition}")):
@@ -166,35 +214,72 @@ def table2(long: pd.DataFrame, matching: pd.DataFrame) -> pd.DataFrame:
     return frame[["selected_by", *frame.columns.drop("selected_by")]]
 
 
-def transfer_matrix(long: pd.DataFrame) -> pd.DataFrame:
-    """The deciding metric of every transfer (source -> target, level) and of IMP on the target at the same level
-    (the diagonal), minus the target's dense mean and minus random pruning's mean on the target at that level."""
-    columns = ["source", "target", "level", "split", "metric", *STATS, "minus_dense", "minus_random", *FLAGS]
-    deciding = long[long.decides]
-    transfers = deciding[deciding.arm == "transfer"]
-    if transfers.empty:  # (pandas cannot subtract the columns of an empty concatenation)
-        return pd.DataFrame(columns=columns)
-    diagonal = deciding[(deciding.arm == "imp") & deciding.level.isin(transfers.level.unique())].assign(source=lambda f: f.task)
-    dense = deciding[(deciding.arm == "imp") & (deciding.level == 0)].set_index("task")["mean"]
-    random = deciding[deciding.arm == "random"].set_index(["task", "level"])["mean"]
-    matrix = pd.concat([diagonal, transfers], ignore_index=True).rename(columns={"task": "target"})
-    matrix["minus_dense"] = matrix["mean"] - matrix.target.map(dense)
-    random_means = [random.get((target, level), float("nan")) for target, level in zip(matrix.target, matrix.level)]
-    matrix["minus_random"] = matrix["mean"] - random_means
-    return matrix[columns].sort_values(["level", "source", "target"], ignore_index=True)
+def transfer_matrix(results: Iterable[Result], deciders: Deciders) -> pd.DataFrame:
+    """Every transfer (source -> target, level) and IMP on each of those tasks at that level (the diagonal): the
+    target's deciding metric over seeds, and against two references on the target, the target's dense model and
+    random pruning at the same level: the reference's mean (`dense`, `random`) and the difference of means
+    (`minus_dense`, `minus_random`), both over the seeds the cell and the reference share. The report's table and
+    its plot both read this."""
+    columns = ["source", "target", "level", "split", "metric", *STATS, "minus_dense", "dense", "minus_random", "random"]
+    results = unstructured(results)
+    cells: dict[tuple[str, str, float], list[Result]] = {}
+    for r in results:
+        if r.arm == "transfer":
+            cells.setdefault((r.source, r.task, level_key(r)), []).append(r)
+    tasks = {task for source, target, _ in cells for task in (source, target)}
+    for r in results:
+        if r.arm == "imp" and r.task in tasks and level_key(r) in {level for *_, level in cells}:
+            cells.setdefault((r.task, r.task, level_key(r)), []).append(r)
+    rows = []
+    for (source, target, level), found in cells.items():
+        decider = deciders[target]
+        values = by_seed(found, decider)
+        references = {
+            "dense": [r for r in results if r.task == target and is_dense(r)],
+            "random": [r for r in results if r.task == target and r.arm == "random" and level_key(r) == level],
+        }
+        row = {"source": source, "target": target, "level": level, "split": decider[0], "metric": decider[1]}
+        row.update(summarize(list(values.values()))._asdict())
+        for name, reference in references.items():
+            baseline = by_seed(reference, decider)
+            shared = sorted(values.keys() & baseline.keys())
+            mean = float(np.mean([baseline[s] for s in shared])) if shared else np.nan
+            row[name] = mean
+            row[f"minus_{name}"] = float(np.mean([values[s] for s in shared])) - mean if shared else np.nan
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["level", "source", "target"], ignore_index=True)
+
+
+def _with_flags(transfer: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
+    """The transfer matrix with the matching verdicts of each cell (from the long table's deciding rows)."""
+    deciding = long[long.decides].assign(source=lambda f: f.source.where(f.arm == "transfer", f.task))
+    deciding = deciding[deciding.arm.isin(["transfer", "imp"])].rename(columns={"task": "target"})
+    flags = deciding[["source", "target", "level", *FLAGS]]
+    return transfer.merge(flags, on=["source", "target", "level"], how="left")
 
 
 def matching_view(tables: Tables) -> pd.DataFrame:
     """The highest matching sparsity of every task, for display."""
-    return pd.DataFrame({
-        "task": tables.matching.task,
-        "decided by": [f"{s} {m}" + (" (lower is better)" if low else "") for s, m, low in
-                       zip(tables.matching.split, tables.matching.metric, tables.matching.lower_is_better)],
-        "seeds": tables.matching.seeds.astype(str),
-        "dense": [f"{mean:.4f} ± {std:.4f}" for mean, std in zip(tables.matching.dense_mean, tables.matching.dense_std)],
-        **{f"highest matching ({d})": ["none" if pd.isna(level) else f"{level:.1%}" for level in tables.matching[f"highest_{d}"]]
-           for d in DEFINITIONS},
-    })
+    return pd.DataFrame(
+        {
+            "task": tables.matching.task,
+            "decided by": [
+                f"{s} {m}" + (" (lower is better)" if low else "")
+                for s, m, low in zip(tables.matching.split, tables.matching.metric, tables.matching.lower_is_better)
+            ],
+            "seeds": tables.matching.seeds.astype(str),
+            "dense": [
+                f"{mean:.4f} ± {std:.4f}" for mean, std in zip(tables.matching.dense_mean, tables.matching.dense_std)
+            ],
+            **{
+                f"highest matching ({d})": [
+                    "none" if pd.isna(level) else f"{level:.1%}" for level in tables.matching[f"highest_{d}"]
+                ]
+                for d in DEFINITIONS
+            },
+        }
+    )
 
 
 def task_views(tables: Tables, deciders: Deciders) -> dict[str, pd.DataFrame]:
@@ -206,11 +291,16 @@ def task_views(tables: Tables, deciders: Deciders) -> dict[str, pd.DataFrame]:
         for (selected, label, level), group in rows.groupby(["selected_by", "label", "level"], sort=False):
             stats = {(r.split, r.metric): r for r in group.itertuples()}
             decider = stats.get(columns[0])
-            cells.append({
-                "at": selected, "subnetwork": label, "sparsity": f"{level:.1%}", "seeds": str(decider.n if decider else ""),
-                **{column_name(pair, pair == columns[0]): stats_cell(stats.get(pair)) for pair in columns},
-                "matching (paper / strict)": _flags(decider),
-            })
+            cells.append(
+                {
+                    "at": selected,
+                    "subnetwork": label,
+                    "sparsity": f"{level:.1%}",
+                    "seeds": str(decider.n if decider else ""),
+                    **{column_name(pair, pair == columns[0]): stats_cell(stats.get(pair)) for pair in columns},
+                    "matching (paper / strict)": _flags(decider),
+                }
+            )
         views[task] = pd.DataFrame(cells)
     return views
 
@@ -222,8 +312,13 @@ def gaps_view(tables: Tables) -> pd.DataFrame:
     rows = []
     for (task, arm, source), group in gaps.groupby(["task", "arm", "source"], sort=False):
         by_level = {row.level: row for row in group.itertuples()}
-        rows.append({"task": task, "IMP minus": arm_label(arm, source or None),
-                     **{f"{level:.1%}": stats_cell(by_level.get(level)) for level in levels}})
+        rows.append(
+            {
+                "task": task,
+                "IMP minus": arm_label(arm, source or None),
+                **{f"{level:.1%}": stats_cell(by_level.get(level)) for level in levels},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -232,10 +327,12 @@ def transfer_views(tables: Tables) -> dict[float, pd.DataFrame]:
     "mean (minus dense / minus random pruning)"."""
     views = {}
     for level, rows in tables.transfer.groupby("level"):
-        cells = rows.assign(cell=[
-            f"{r.mean:.4f} ({r.minus_dense:+.4f} / {'—' if pd.isna(r.minus_random) else f'{r.minus_random:+.4f}'})"
-            for r in rows.itertuples()
-        ])
+        cells = rows.assign(
+            cell=[
+                f"{r.mean:.4f} ({r.minus_dense:+.4f} / {'—' if pd.isna(r.minus_random) else f'{r.minus_random:+.4f}'})"
+                for r in rows.itertuples()
+            ]
+        )
         view = cells.pivot(index="source", columns="target", values="cell").fillna("")
         views[level] = view.reset_index().rename(columns={"source": "source \\ target"})
     return views
@@ -257,16 +354,33 @@ def _family(arm: str) -> str:
 
 def _values(results: Iterable[Result]) -> pd.DataFrame:
     """One row per result, split and metric. Levels are rounded to 1e-6: 1 - s carries float noise."""
-    frame = pd.DataFrame([
-        {"task": r.task, "arm": r.arm, "source": r.source or "", "level": round(r.level, 6), "seed": r.seed, "split": split,
-         "metric": metric, "value": value, "sparsity": r.sparsity, "run": str(r.run), "round_dir": str(r.mask.parent)}
-        for r in results for split, values in r.metrics.items() for metric, value in values.items()
-    ])
+    frame = pd.DataFrame(
+        [
+            {
+                "task": r.task,
+                "arm": r.arm,
+                "source": r.source or "",
+                "level": round(r.level, 6),
+                "seed": r.seed,
+                "split": split,
+                "metric": metric,
+                "value": value,
+                "sparsity": r.sparsity,
+                "run": str(r.run),
+                "round_dir": str(r.mask.parent),
+            }
+            for r in results
+            for split, values in r.metrics.items()
+            for metric, value in values.items()
+        ]
+    )
     clash = frame[frame.duplicated([*KEYS, "seed"], keep=False)].sort_values([*KEYS, "seed"])
     if not clash.empty:
         first, second = clash.iloc[0], clash.iloc[1]
-        raise TicketlabError(f"{first.task} {first.arm} at sparsity {first.level:g} with seed {first.seed} is in two places "
-                             f"({first.round_dir} and {second.round_dir}): report them separately")
+        raise TicketlabError(
+            f"{first.task} {first.arm} at sparsity {first.level:g} with seed {first.seed} is in two places "
+            f"({first.round_dir} and {second.round_dir}): report them separately"
+        )
     return frame
 
 
@@ -274,12 +388,13 @@ def _dense_baselines(values: pd.DataFrame, deciders: Deciders) -> dict[str, dict
     """task -> seed -> the deciding metric of IMP's round 0; every seed with results of a task must have one."""
     dense: dict[str, dict[int, float]] = {}
     for task, (split, metric) in deciders.items():
-        rows = values[(values.task == task) & (values.arm == "imp") & (values.level == 0)
-                      & (values.split == split) & (values.metric == metric)]
+        rows = values[dense_rows(values) & (values.task == task) & (values.split == split) & (values.metric == metric)]
         dense[task] = dict(zip(rows.seed, rows.value))
         for seed, run in values[values.task == task].groupby("seed").run.first().items():
             if seed not in dense[task]:
-                raise TicketlabError(f"no dense model (IMP round 0) of {task} with seed {seed} among the runs, e.g. for {run}")
+                raise TicketlabError(
+                    f"no dense model (IMP round 0) of {task} with seed {seed} among the runs, e.g. for {run}"
+                )
     return dense
 
 

@@ -58,7 +58,9 @@ def is_matching_strict(values: Mapping[int, float], dense: Mapping[int, float], 
     """
     unjudged = sorted(set(values) - set(dense))
     if unjudged:
-        raise TicketlabError(f"seed {unjudged[0]} has no dense model to compare with: the strict definition cannot judge it")
+        raise TicketlabError(
+            f"seed {unjudged[0]} has no dense model to compare with: the strict definition cannot judge it"
+        )
     return all(at_least_as_good(value, dense[seed], metric) for seed, value in values.items())
 
 

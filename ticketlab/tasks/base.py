@@ -52,8 +52,10 @@ class Task(ABC):
     def check_batch(self, config: TrainConfig) -> None:
         """A one-line error for a batch this task cannot learn from."""
         if config.batch_size < self.min_batch_size:
-            raise TicketlabError(f"task {self.name} compares the examples of a batch with each other: batch_size must be "
-                                 f"at least {self.min_batch_size}, got {config.batch_size}")
+            raise TicketlabError(
+                f"task {self.name} compares the examples of a batch with each other: batch_size must be "
+                f"at least {self.min_batch_size}, got {config.batch_size}"
+            )
 
     @abstractmethod
     def splits(self, data: str | None) -> dict[str, list[Any]]:
@@ -66,7 +68,9 @@ class Task(ABC):
             raise TicketlabError(f"task {self.name} is a text task; {model} holds a ResNet")
         tokenizer = load_tokenizer(model)
         if tokenizer.pad_token is None:
-            raise TicketlabError(f"the tokenizer of {model} has no padding token, which task {self.name} needs to batch examples")
+            raise TicketlabError(
+                f"the tokenizer of {model} has no padding token, which task {self.name} needs to batch examples"
+            )
         return tokenizer
 
     @abstractmethod
@@ -77,7 +81,9 @@ class Task(ABC):
         """Pads a list of features into a batch of tensors (`train`: for training, else for evaluation)."""
         return DataCollatorWithPadding(tokenizer)
 
-    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> Any:
+    def forward(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> Any:
         """One batch through the model: an output with the `.loss` training takes and what `outputs` reads
         (`generator`: the data randomness of a training step; None in evaluation)."""
         return model(**batch)
@@ -95,7 +101,9 @@ class Task(ABC):
         split, _, metric = (spec or self.metric).rpartition("/")
         split = split or self.eval_splits[0]
         if split not in self.eval_splits:
-            raise TicketlabError(f"task {self.name} has no evaluation split {split!r}; it has: {', '.join(self.eval_splits)}")
+            raise TicketlabError(
+                f"task {self.name} has no evaluation split {split!r}; it has: {', '.join(self.eval_splits)}"
+            )
         if metric not in self.metrics:
             raise TicketlabError(f"task {self.name} has no metric {metric!r}; it reports: {', '.join(self.metrics)}")
         return split, metric

@@ -31,7 +31,9 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
 
 def glue_metrics(names: tuple[str, ...], labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
     """The metrics `names` (keys of METRICS, or "A_and_B" for a mean) of `predictions` against `labels`."""
-    return {name: float(np.mean([METRICS[part](labels, predictions) for part in name.split("_and_")])) for name in names}
+    return {
+        name: float(np.mean([METRICS[part](labels, predictions) for part in name.split("_and_")])) for name in names
+    }
 
 
 class Example(NamedTuple):
@@ -73,12 +75,16 @@ class GlueTask(Task):
     def splits(self, data: str | None) -> dict[str, list[Example]]:
         if data is None:
             raise TicketlabError(f"GLUE data does not ship with ticketlab: pass --data with {self.files}")
-        return {name: list(examples) for name, examples in _read(self, Path(data)).items()}  # callers may cut their copy
+        return {
+            name: list(examples) for name, examples in _read(self, Path(data)).items()
+        }  # callers may cut their copy
 
     def encode(self, tokenizer, examples: list[Example], max_length: int) -> list[dict]:
         segments = [[example.texts[i] for example in examples] for i in range(len(self.tsv_columns) - 1)]
         encoded = tokenizer(*segments, truncation=True, max_length=max_length)
-        return [{**{k: v[i] for k, v in encoded.items()}, "labels": example.label} for i, example in enumerate(examples)]
+        return [
+            {**{k: v[i] for k, v in encoded.items()}, "labels": example.label} for i, example in enumerate(examples)
+        ]
 
     def outputs(self, output: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = output.logits.float()
@@ -136,41 +142,83 @@ ACCURACY_F1 = ("accuracy", "f1", "accuracy_and_f1")
 
 GLUE_TASKS = (
     GlueTask(
-        "cola", "CoLA", "CoLA: is an English sentence grammatical (8.6k train), Matthews correlation",
-        ("sentence", "label"), ("sentence", "label"), BINARY, ("matthews_correlation",), "matthews_correlation",
+        "cola",
+        "CoLA",
+        "CoLA: is an English sentence grammatical (8.6k train), Matthews correlation",
+        ("sentence", "label"),
+        ("sentence", "label"),
+        BINARY,
+        ("matthews_correlation",),
+        "matthews_correlation",
         header=("source", "label", "annotation", "sentence"),
     ),
     GlueTask(
-        "sst2", "SST-2", "SST-2: positive or negative movie-review sentence (67k train), accuracy",
-        ("sentence", "label"), ("sentence", "label"), BINARY,
+        "sst2",
+        "SST-2",
+        "SST-2: positive or negative movie-review sentence (67k train), accuracy",
+        ("sentence", "label"),
+        ("sentence", "label"),
+        BINARY,
     ),
     GlueTask(
-        "mrpc", "MRPC", "MRPC: are two news sentences paraphrases (3.7k train), accuracy and F1",
-        ("#1 String", "#2 String", "Quality"), (*PAIR, "label"), BINARY, ACCURACY_F1,
+        "mrpc",
+        "MRPC",
+        "MRPC: are two news sentences paraphrases (3.7k train), accuracy and F1",
+        ("#1 String", "#2 String", "Quality"),
+        (*PAIR, "label"),
+        BINARY,
+        ACCURACY_F1,
     ),
     GlueTask(
-        "stsb", "STS-B", "STS-B: similarity of two sentences from 0 to 5 (5.7k train), Pearson and Spearman correlation",
-        (*PAIR, "score"), (*PAIR, "label"), (), ("pearson", "spearmanr", "pearson_and_spearmanr"), "pearson",
+        "stsb",
+        "STS-B",
+        "STS-B: similarity of two sentences from 0 to 5 (5.7k train), Pearson and Spearman correlation",
+        (*PAIR, "score"),
+        (*PAIR, "label"),
+        (),
+        ("pearson", "spearmanr", "pearson_and_spearmanr"),
+        "pearson",
     ),
     GlueTask(
-        "qqp", "QQP", "QQP: are two Quora questions duplicates (364k train), accuracy and F1",
-        ("question1", "question2", "is_duplicate"), ("question1", "question2", "label"), BINARY, ACCURACY_F1,
+        "qqp",
+        "QQP",
+        "QQP: are two Quora questions duplicates (364k train), accuracy and F1",
+        ("question1", "question2", "is_duplicate"),
+        ("question1", "question2", "label"),
+        BINARY,
+        ACCURACY_F1,
     ),
     GlueTask(
-        "mnli", "MNLI", "MNLI: does a premise entail, contradict or not bear on a hypothesis (393k train), accuracy",
-        (*PAIR, "gold_label"), ("premise", "hypothesis", "label"), ("entailment", "neutral", "contradiction"),
+        "mnli",
+        "MNLI",
+        "MNLI: does a premise entail, contradict or not bear on a hypothesis (393k train), accuracy",
+        (*PAIR, "gold_label"),
+        ("premise", "hypothesis", "label"),
+        ("entailment", "neutral", "contradiction"),
         eval_splits=("dev_matched", "dev_mismatched"),
     ),
     GlueTask(
-        "qnli", "QNLI", "QNLI: does a Wikipedia sentence answer a question (105k train), accuracy",
-        ("question", "sentence", "label"), ("question", "sentence", "label"), ENTAILMENT,
+        "qnli",
+        "QNLI",
+        "QNLI: does a Wikipedia sentence answer a question (105k train), accuracy",
+        ("question", "sentence", "label"),
+        ("question", "sentence", "label"),
+        ENTAILMENT,
     ),
     GlueTask(
-        "rte", "RTE", "RTE: does a text entail a hypothesis (2.5k train), accuracy",
-        (*PAIR, "label"), (*PAIR, "label"), ENTAILMENT,
+        "rte",
+        "RTE",
+        "RTE: does a text entail a hypothesis (2.5k train), accuracy",
+        (*PAIR, "label"),
+        (*PAIR, "label"),
+        ENTAILMENT,
     ),
     GlueTask(
-        "wnli", "WNLI", "WNLI: does a sentence with a pronoun replaced follow from the original (635 train), accuracy",
-        (*PAIR, "label"), (*PAIR, "label"), BINARY,
+        "wnli",
+        "WNLI",
+        "WNLI: does a sentence with a pronoun replaced follow from the original (635 train), accuracy",
+        (*PAIR, "label"),
+        (*PAIR, "label"),
+        BINARY,
     ),
 )

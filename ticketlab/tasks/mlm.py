@@ -33,7 +33,10 @@ class MaskedLanguageModeling(Task):
         "masked language modeling: 15% of tokens selected, 80% [MASK] / 10% random / 10% kept, in blocks of "
         "max_length tokens (embedded: 106 articles of gensim's shortened English Wikipedia, markup stripped)"
     )
-    files = "a text file (one document per line), a folder of .txt files (one document each), or a folder with train.txt and dev.txt"
+    files = (
+        "a text file (one document per line), a folder of .txt files (one document each), "
+        "or a folder with train.txt and dev.txt"
+    )
     metrics = ("accuracy", "loss", "perplexity")  # masked-token accuracy; cross-entropy and its exp on masked tokens
     metric = "accuracy"
     auto_class = AutoModelForMaskedLM
@@ -56,14 +59,20 @@ class MaskedLanguageModeling(Task):
         ids = [i for document in encoded["input_ids"] for i in document]
         special = [s for document in encoded["special_tokens_mask"] for s in document]
         return [
-            {"input_ids": ids[start : start + max_length], "special_tokens_mask": special[start : start + max_length], "block": n}
+            {
+                "input_ids": ids[start : start + max_length],
+                "special_tokens_mask": special[start : start + max_length],
+                "block": n,
+            }
             for n, start in enumerate(range(0, len(ids) - max_length + 1, max_length))
         ]
 
     def collator(self, tokenizer, train: bool) -> Collate:
         """Evaluation masks block i with seed i; training batches carry their blocks unmasked, with the masking that
         `forward` applies afresh at every step (dynamic masking)."""
-        masking = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, mask_replace_prob=0.8, random_replace_prob=0.1)
+        masking = DataCollatorForLanguageModeling(
+            tokenizer, mlm_probability=0.15, mask_replace_prob=0.8, random_replace_prob=0.1
+        )
         return functools.partial(_unmasked if train else _fixed_masks, masking)
 
     def forward(

@@ -40,7 +40,9 @@ class Example(NamedTuple):
 
 class Squad(Task):
     name = "squad"
-    description = "SQuAD v1.1 extractive question answering on Wikipedia paragraphs (87,599 train, 10,570 dev), EM and F1"
+    description = (
+        "SQuAD v1.1 extractive question answering on Wikipedia paragraphs (87,599 train, 10,570 dev), EM and F1"
+    )
     files = FOLDER
     metrics = ("exact_match", "f1")
     metric = "f1"
@@ -114,7 +116,9 @@ def read_squad(path: Path) -> list[Example]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise TicketlabError(f"{path}: not valid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+        raise TicketlabError(
+            f"{path}: not valid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise TicketlabError(f"cannot read {path}: {error}") from None
     examples = []
@@ -138,7 +142,9 @@ def _example(path: Path, qa: Any, context: str, where: str) -> Example:
         answer = Answer(_field(path, node, "text", str, at), _field(path, node, "answer_start", int, at))
         if not answer.text or context[answer.answer_start : answer.answer_start + len(answer.text)] != answer.text:
             place = f"{path}: {at}: question {qid}"
-            raise TicketlabError(f"{place}: answer {answer.text!r} is not at character {answer.answer_start} of the context")
+            raise TicketlabError(
+                f"{place}: answer {answer.text!r} is not at character {answer.answer_start} of the context"
+            )
         answers.append(answer)
     if not answers:
         raise TicketlabError(f"{path}: {where}: question {qid} has no answers")
@@ -164,7 +170,9 @@ def _token_span(offsets: np.ndarray, answer: Answer) -> tuple[int, int]:
     return int(context[np.flatnonzero(starts <= start_char)[-1]]), int(context[np.flatnonzero(ends >= end_char)[0]])
 
 
-def best_answers(examples: list[Example], features: list[dict], start_logits: np.ndarray, end_logits: np.ndarray) -> list[str]:
+def best_answers(
+    examples: list[Example], features: list[dict], start_logits: np.ndarray, end_logits: np.ndarray
+) -> list[str]:
     """Each example's answer as run_qa.py's `postprocess_qa_predictions` gives it for SQuAD v1.1: over its windows in
     order, the best valid pair of each window (see `_best_span`), the first of the highest start + end logit winning
     a tie; NO_ANSWER when no pair is valid (or the one valid pair is an empty string), as run_qa answers.

@@ -24,7 +24,9 @@ def structure_shapes(structure: Mapping[str, torch.Tensor]) -> list[tuple[int, i
     layers = len(structure) // 2
     expected = {f"{kind}.{i}" for i in range(layers) for kind in ("heads", "ffn")}
     if set(structure) != expected:
-        raise TicketlabError(f"not a structure of whole layers (heads.i and ffn.i for i = 0..n-1): {sorted(structure)[:4]}")
+        raise TicketlabError(
+            f"not a structure of whole layers (heads.i and ffn.i for i = 0..n-1): {sorted(structure)[:4]}"
+        )
     return [(structure[f"heads.{i}"].numel(), structure[f"ffn.{i}"].numel()) for i in range(layers)]
 
 
@@ -35,7 +37,9 @@ def check_ratios(shapes: Shapes, heads: float, ffn: float) -> None:
             raise TicketlabError(f"--{name} is the fraction pruned and must lie in (0, 1), got {value:g}")
     for layer, (count, _) in enumerate(shapes):
         if round(heads * count) >= count:
-            raise TicketlabError(f"--heads {heads:g} prunes all {count} heads of layer {layer}; each layer keeps at least one")
+            raise TicketlabError(
+                f"--heads {heads:g} prunes all {count} heads of layer {layer}; each layer keeps at least one"
+            )
 
 
 def draw_structure(scores: Mapping[str, torch.Tensor], heads: float, ffn: float) -> Structure:
@@ -44,7 +48,9 @@ def draw_structure(scores: Mapping[str, torch.Tensor], heads: float, ffn: float)
     smallest |score| go, though every layer keeps its best one. Ties go to the lower index."""
     shapes = structure_shapes(scores)
     check_ratios(shapes, heads, ffn)
-    structure = {f"heads.{i}": _keep_largest(scores[f"heads.{i}"].abs(), h - round(heads * h)) for i, (h, _) in enumerate(shapes)}
+    structure = {
+        f"heads.{i}": _keep_largest(scores[f"heads.{i}"].abs(), h - round(heads * h)) for i, (h, _) in enumerate(shapes)
+    }
     neurons = [scores[f"ffn.{i}"].detach().abs().float().clone() for i in range(len(shapes))]
     for layer in neurons:
         layer[layer.argmax()] = float("inf")  # each layer's best neuron stays
@@ -60,7 +66,9 @@ def random_structure(like: Mapping[str, torch.Tensor], generator: torch.Generato
     Drawn in one fixed order (every layer's heads, then every layer's neurons), whatever the order of `like`'s keys."""
     layers = range(len(structure_shapes(like)))
     names = [f"heads.{i}" for i in layers] + [f"ffn.{i}" for i in layers]
-    return {name: _keep_largest(torch.rand(like[name].shape, generator=generator), int(like[name].sum())) for name in names}
+    return {
+        name: _keep_largest(torch.rand(like[name].shape, generator=generator), int(like[name].sum())) for name in names
+    }
 
 
 def _keep_largest(values: torch.Tensor, count: int) -> torch.Tensor:

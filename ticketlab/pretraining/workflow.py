@@ -9,27 +9,19 @@ resumes an interrupted one from its checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from .atomic import atomic_path, remove, write_json
-from .config import TrainConfig
-from .errors import TicketlabError
-from .models.vision import LAYOUTS, ResNetConfig, ResNetForContrastiveLearning, ResNetForImageClassification
-from .store import finished, hold, seal
-from .tasks import TASKS
-from .train import predict, train
-
-METHODS = {  # method -> (its pre-training task, the model that trains on it)
-    "supervised": ("fashion-mnist", ResNetForImageClassification),
-    "simclr": ("fashion-mnist-simclr", ResNetForContrastiveLearning),
-    "moco": ("fashion-mnist-moco", ResNetForContrastiveLearning),
-}
-RECORD = "pretrain.json"
+from ..atomic import atomic_path, remove, write_json
+from ..config import TrainConfig, settings_hash
+from ..errors import TicketlabError
+from ..models.vision import LAYOUTS, ResNetConfig
+from ..store import finished, hold, seal
+from ..tasks import TASKS
+from ..train import predict, train
+from .records import METHODS, RECORD
 
 
 def pretrain(
@@ -50,9 +42,13 @@ def pretrain(
     task = TASKS.get(task_name)
     if data is not None and not Path(data).exists():
         raise TicketlabError(f"data not found: {data}")
-    settings = {"method": method, "architecture": architecture, "data": str(Path(data).resolve()) if data else None,
-                "train": dataclasses.asdict(config)}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    settings = {
+        "method": method,
+        "architecture": architecture,
+        "data": str(Path(data).resolve()) if data else None,
+        "train": dataclasses.asdict(config),
+    }
+    digest = settings_hash(settings)
     folder = Path(out) / f"{method}_{architecture}_{digest}"
     checkpoint = Path(out) / f".{folder.name}.checkpoint"
     examples = task.splits(data)
@@ -63,12 +59,30 @@ def pretrain(
             return folder
         torch.manual_seed(config.seed)
         in_channels = features["train"][0]["pixel_values"].shape[0]
-        model = model_class(ResNetConfig.for_architecture(architecture, in_channels=in_channels, **task.model_options(data)))
-        result = train(model, features["train"], task.collator(None, train=True), config, checkpoint=checkpoint,
-                       checkpoint_every=checkpoint_every, description=f"pre-training · {method}", forward=task.forward)
-        dev = predict(model, features["dev"], task.collator(None, train=False), config.batch_size, task.outputs, task.forward)
-        record = {**settings, "task": task.name, "steps": result.steps, "train_loss": result.train_loss,
-                  "train_time_s": result.time_s, "dev": task.score(examples["dev"], features["dev"], dev)}
+        model = model_class(
+            ResNetConfig.for_architecture(architecture, in_channels=in_channels, **task.model_options(data))
+        )
+        result = train(
+            model,
+            features["train"],
+            task.collator(None, train=True),
+            config,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            description=f"pre-training · {method}",
+            forward=task.forward,
+        )
+        dev = predict(
+            model, features["dev"], task.collator(None, train=False), config.batch_size, task.outputs, task.forward
+        )
+        record = {
+            **settings,
+            "task": task.name,
+            "steps": result.steps,
+            "train_loss": result.train_loss,
+            "train_time_s": result.time_s,
+            "dev": task.score(examples["dev"], features["dev"], dev),
+        }
         with atomic_path(folder) as tmp:
             model.resnet.save_pretrained(tmp)
             write_json(tmp / RECORD, record)
@@ -83,14 +97,6 @@ def _finished(folder: Path, checkpoint: Path) -> bool:
     for leftover in [*folder.parent.glob(f".{folder.name}.tmp*"), *folder.parent.glob(f".{checkpoint.name}.tmp*")]:
         remove(leftover)
     return finished(folder, checkpoint, "pre-training it again")
-
-
-def pretrain_record(folder: str | Path) -> dict[str, Any]:
-    """What `pretrain` measured for the model in `folder`."""
-    path = Path(folder) / RECORD
-    if not path.is_file():
-        raise TicketlabError(f"{folder} holds no finished pre-training ({RECORD} missing)")
-    return json.loads(path.read_text())
 
 
 def pretraining_config(method: str, architecture: str, options: Mapping[str, Any]) -> TrainConfig:

@@ -10,13 +10,16 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .api import read_ticket
-from .config import PruneConfig, RunConfig
-from .errors import TicketlabError
-from .lottery import Lottery, resolve_config, run_controls, run_lottery, writing
-from .pruning import round_at
-from .store import RunStore
-from .tasks import TASKS
+from ..api import read_ticket
+from ..config import PruneConfig, RunConfig
+from ..errors import TicketlabError
+from ..pruning import round_at
+from ..store import RunStore
+from ..tasks import TASKS
+from .branches import Branch, run_controls, train_branch
+from .context import RunContext, writing
+from .imp import run_lottery
+from .settings import resolve_config
 
 PROVENANCE = ("base_model", "model_hash", "task", "round", "seed", "config_hash")
 
@@ -40,7 +43,9 @@ def transfer(
     mask, provenance = read_ticket(ticket)
     missing = [key for key in PROVENANCE if key not in provenance]
     if missing:
-        raise TicketlabError(f"{ticket} carries no provenance ({missing[0]} missing): only tickets that ticketlab found transfer")
+        raise TicketlabError(
+            f"{ticket} carries no provenance ({missing[0]} missing): only tickets that ticketlab found transfer"
+        )
     branch, round, seed = _source(provenance, ticket)
     if options.get("seed") is None:
         options["seed"] = seed
@@ -48,16 +53,31 @@ def transfer(
     if config.model_hash != provenance["model_hash"]:
         raise TicketlabError(
             f"the ticket was found on {provenance['base_model']} (weights {provenance['model_hash']}), "
-            f"not on {model or provenance['base_model']} (weights {config.model_hash}): a ticket fits only its own base model"
+            f"not on {model or provenance['base_model']} (weights {config.model_hash}): "
+            "a ticket fits only its own base model"
         )
     run_lottery(config, Path(out), checkpoint_every=checkpoint_every, last_round=0)
     store = RunStore(Path(out) / config.name())
     with writing(store):
         if not store.branch(branch).intact(round):
-            lottery = Lottery(config, store, False, checkpoint_every, ())
+            context = RunContext(config, store, checkpoint_every, ())
             source = {key: provenance[key] for key in ("task", "round", "config_hash", "sparsity")}
             level = float(provenance.get("level", provenance["sparsity"]))
-            lottery.run_branch(branch, round, level, lottery.fit(mask), lottery.start_from_theta0, arm="transfer", source=source)
+            description = f"{branch} · sparsity {level:.1%}"
+            record = {"arm": "transfer", "source": source}
+            fitted = context.fit(mask)
+            train_branch(
+                context,
+                Branch(
+                    branch,
+                    round,
+                    level,
+                    fitted,
+                    context.start_from_theta0,
+                    description,
+                    record=lambda trained, model: record,
+                ),
+            )
     return store.branch(branch).metrics(round)
 
 
@@ -67,8 +87,10 @@ def _source(provenance: dict[str, str], ticket: str | Path) -> tuple[str, int, i
     task, config_hash, round, seed = (provenance[key] for key in ("task", "config_hash", "round", "seed"))
     numbers = all(re.fullmatch(r"[0-9]{1,9}", n) for n in (round, seed))
     if task not in TASKS or not re.fullmatch(r"[0-9a-f]{10}", config_hash) or not numbers:
-        raise TicketlabError(f"{ticket}: its metadata does not name a ticketlab run (task {task!r}, config hash "
-                             f"{config_hash!r}, round {round!r}, seed {seed!r})")
+        raise TicketlabError(
+            f"{ticket}: its metadata does not name a ticketlab run (task {task!r}, config hash "
+            f"{config_hash!r}, round {round!r}, seed {seed!r})"
+        )
     return f"transfer_{task}_{config_hash}", int(round), int(seed)
 
 
@@ -100,7 +122,9 @@ def grid(
     runs: list[Path] = []
     for seed in seeds:
         configs = {
-            task: resolve_config(model, task, data.get(task), target, **{**options, **task_options.get(task, {}), "seed": seed})
+            task: resolve_config(
+                model, task, data.get(task), target, **{**options, **task_options.get(task, {}), "seed": seed}
+            )
             for task in tasks
         }
         rounds = {task: _round_at(config, level) for task, config in configs.items()}
@@ -111,8 +135,16 @@ def grid(
             ticket = f"{out / source_config.name()}:{rounds[source]}"
             for task in tasks:
                 if task != source:
-                    transfer(ticket, task, model=model, data=data.get(task), sparsity=target, out=out,
-                             checkpoint_every=checkpoint_every, **{**options, **task_options.get(task, {}), "seed": seed})
+                    transfer(
+                        ticket,
+                        task,
+                        model=model,
+                        data=data.get(task),
+                        sparsity=target,
+                        out=out,
+                        checkpoint_every=checkpoint_every,
+                        **{**options, **task_options.get(task, {}), "seed": seed},
+                    )
     return runs
 
 
@@ -123,5 +155,5 @@ def _round_at(config: RunConfig, level: float) -> int:
         return round
     raise TicketlabError(
         f"the pruning schedule ({config.prune.schedule}, rate {config.prune.rate:g}, to {config.prune.sparsity:g}) "
-        f"has no round at sparsity {level:g}; its levels: {', '.join(f'{l:g}' for l in levels[1:])}"
+        f"has no round at sparsity {level:g}; its levels: {', '.join(f'{value:g}' for value in levels[1:])}"
     )

@@ -3,20 +3,19 @@ physically smaller model.
 
     search    the dense model trains from θ0 with a slimming coefficient on every attention head and FFN neuron
               (L1 penalty); every `draw_every` steps a ticket is drawn from the coefficients, and the search stops
-              once the draws are stable (the early bird; ticketlab.pruning.structured)
-    compact   the ticket's heads and neurons are cut out of the pre-trained weights (ticketlab.models.compact)
+              once the draws are stable (the early bird; search.py, draw.py)
+    compact   the ticket's heads and neurons are cut out of the pre-trained weights (compact.py)
     train     the smaller model fine-tunes with the dense recipe; a random structured ticket with the same counts
               per layer is the baseline, and the same seed's dense round 0 the reference for metrics and time
 
-Both tickets are branches of the task's lottery run (ticketlab.store): earlybert-<hash> and earlybert-random-<hash>,
-where <hash> names the EarlyBERT settings.
+Both tickets are branches of the task's lottery run (ticketlab.lottery.Branch): earlybert-<hash> and
+earlybert-random-<hash>, where <hash> names the EarlyBERT settings.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,17 +24,18 @@ from typing import Any, Sequence
 import torch
 from safetensors.torch import save_file
 
-from .atomic import atomic_path, write_json
-from .config import PruneConfig, check_range, check_types
-from .errors import TicketlabError
-from .lottery import Lottery, resolve_config, run_lottery, writing
-from .masks import load_mask, save_mask, sparsity
-from .models import config_values, resolve_model
-from .models.compact import compact, save_compact, structure_mask
-from .pruning.structured import EarlyBird, Structure, check_ratios, random_structure
-from .slimming import EarlyBirdSearch, slimming
-from .store import MARKER, RunStore, finished, seal
-from .train import TrainHook, accelerator, seeded_generator, total_steps, usable_checkpoint
+from ..atomic import atomic_path, write_json
+from ..config import PruneConfig, check_range, check_types, settings_hash
+from ..errors import TicketlabError
+from ..lottery import Branch, RunContext, resolve_config, run_lottery, train_branch, writing
+from ..masks import load_mask, save_mask, sparsity
+from ..models import config_values, resolve_model
+from ..store import MARKER, RunStore, finished, seal
+from ..train import TrainHook, accelerator, seeded_generator, total_steps, usable_checkpoint
+from .compact import compact, structure_mask
+from .draw import EarlyBird, Structure, check_ratios, random_structure
+from .hf import save_compact
+from .search import EarlyBirdSearch, slimming
 
 ARMS = ("earlybert", "earlybert-random")
 DRAWS_PER_TRAINING = 100  # the default draw interval: 1% of the training steps
@@ -43,7 +43,8 @@ DRAWS_PER_TRAINING = 100  # the default draw interval: 1% of the training steps
 
 @dataclass(frozen=True)
 class EarlyBirdConfig:
-    """The search's settings; defaults: EarlyBERT's ratios and L1 coefficient, the early-bird test of You et al. 2020."""
+    """The search's settings; defaults: EarlyBERT's ratios and L1 coefficient, the early-bird test of You et al.
+    2020."""
 
     heads: float = 1 / 3  # fraction of each layer's attention heads pruned
     ffn: float = 0.4  # fraction of all FFN neurons pruned, ranked globally
@@ -61,8 +62,7 @@ class EarlyBirdConfig:
             raise TicketlabError(f"--draw-every must be at least 1 step, got {self.draw_every}")
 
     def hash(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
+        return settings_hash(dataclasses.asdict(self))
 
     def branch(self, arm: str) -> str:
         return f"{arm}-{self.hash()}"
@@ -103,25 +103,34 @@ def earlybert(
     with writing(store):
         searched = finished(search_dir, search_dir / "search.pt", "searching again")
         if not all([rounds.intact(0) for rounds in branches.values()]) or not searched:
-            lottery = Lottery(config, store, False, checkpoint_every, hooks)
+            lottery = RunContext(config, store, checkpoint_every, hooks)
             ticket, search = _search(lottery, settings, search_dir)
             random = random_structure(ticket, seeded_generator(config.train.seed, "earlybert-random", settings.hash()))
             for arm, structure, found_by in (("earlybert", ticket, search), ("earlybert-random", random, None)):
                 if not branches[arm].is_complete(0):
-                    _train_ticket(lottery, branches[arm], settings.branch(arm), arm, structure, found_by)
+                    _train_ticket(lottery, settings.branch(arm), arm, structure, found_by)
     return EarlyBertResult(store.path, store.metrics(0), *(branches[arm].metrics(0) for arm in ARMS))
 
 
-def _search(lottery: Lottery, settings: EarlyBirdConfig, folder: Path) -> tuple[Structure, dict[str, Any]]:
+def _search(lottery: RunContext, settings: EarlyBirdConfig, folder: Path) -> tuple[Structure, dict[str, Any]]:
     """The early-bird ticket and the search's record, kept in `folder` (a unit of its own, sealed like a round:
     a complete search is not repeated)."""
     if (folder / MARKER).exists():
         return load_mask(folder / "ticket.safetensors")[0], json.loads((folder / "search.json").read_text())
     config = lottery.config
-    draw_every = settings.draw_every or max(1, round(total_steps(len(lottery.features["train"]), config.train) / DRAWS_PER_TRAINING))
+    draw_every = settings.draw_every or max(
+        1, round(total_steps(len(lottery.features["train"]), config.train) / DRAWS_PER_TRAINING)
+    )
     lottery.start_from_theta0()
     with slimming(lottery.model) as coefficients:
-        search = EarlyBirdSearch(coefficients, settings.heads, settings.ffn, settings.l1, draw_every, EarlyBird(settings.window, settings.threshold))
+        search = EarlyBirdSearch(
+            coefficients,
+            settings.heads,
+            settings.ffn,
+            settings.l1,
+            draw_every,
+            EarlyBird(settings.window, settings.threshold),
+        )
         result = lottery.run_training(lottery.model, folder / "search.pt", [search], "EarlyBERT search", round=0)
         if not search.found and (not search.draws or search.draws[-1].step != result.steps):
             search.draw(result.steps)  # no early bird: the ticket of the whole training
@@ -136,7 +145,10 @@ def _search(lottery: Lottery, settings: EarlyBirdConfig, folder: Path) -> tuple[
         "draws": [dataclasses.asdict(d) for d in search.draws],
     }
     if accelerator().is_main_process:
-        metadata = {**_provenance(lottery, structure_mask(lottery.model, search.ticket)), "draw_step": record["draw_step"]}
+        metadata = {
+            **_provenance(lottery, structure_mask(lottery.model, search.ticket)),
+            "draw_step": record["draw_step"],
+        }
         with atomic_path(folder / "coefficients.safetensors") as tmp:
             save_file(scores, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
         save_mask(folder / "ticket.safetensors", search.ticket, metadata)
@@ -147,50 +159,64 @@ def _search(lottery: Lottery, settings: EarlyBirdConfig, folder: Path) -> tuple[
     return search.ticket, record
 
 
-def _train_ticket(lottery: Lottery, rounds: RunStore, branch: str, arm: str, structure: Structure, search: dict[str, Any] | None) -> None:
+def _train_ticket(
+    lottery: RunContext, branch: str, arm: str, structure: Structure, search: dict[str, Any] | None
+) -> None:
     """Cut `structure` out of θ0, train the smaller model with the run's recipe, keep it (model/) and record it
     with the `search` that found it (None for the random ticket), whose time counts in the time ratio. A resumed
     training goes on with the structure it started with."""
+    rounds = lottery.store.branch(branch)
     if usable_checkpoint(rounds.checkpoint_path(0)):
         structure = load_mask(rounds.structure_path(0))[0]
-    lottery.start_from_theta0()
     mask = structure_mask(lottery.model, structure)
-    model = compact(copy.deepcopy(lottery.model), structure)
+    metadata = {**_provenance(lottery, mask), "branch": branch}
     heads = sum(int(structure[k].sum()) for k in structure if k.startswith("heads."))
     neurons = sum(int(structure[k].sum()) for k in structure if k.startswith("ffn."))
-    if accelerator().is_main_process:
-        metadata = {**_provenance(lottery, mask), "branch": branch}
-        save_mask(rounds.mask_path(0), mask, {**metadata, "format": "ticketlab-mask/1"})
-        save_mask(rounds.structure_path(0), structure, metadata)
-    record = lottery.train_model(model, rounds, 0, [], f"{arm} · {heads} heads, {neurons} FFN neurons")
-    dense = lottery.store.metrics(0)
-    dense_time = dense.get("train_time_s")
-    layers = len(structure) // 2
-    record = {
-        "arm": arm,
-        "round": 0,
-        "level": sparsity(mask),
-        "sparsity": sparsity(mask),
-        **record,
-        "structure": {
-            "heads": [structure[f"heads.{i}"].nonzero().flatten().tolist() for i in range(layers)],
-            "heads_total": [structure[f"heads.{i}"].numel() for i in range(layers)],
-            "ffn_kept": [int(structure[f"ffn.{i}"].sum()) for i in range(layers)],
-            "ffn_total": [structure[f"ffn.{i}"].numel() for i in range(layers)],
-            "params": sum(p.numel() for p in model.parameters()),
-            "dense_params": sum(p.numel() for p in lottery.model.parameters()),
-        },
-        **({"search": search} if search else {}),
-        "dense_train_time_s": dense_time,
-        "time_ratio": ((search["time_s"] if search else 0.0) + record["train_time_s"]) / dense_time if dense_time else None,
-    }
-    if accelerator().is_main_process:
-        save_compact(model, rounds.round_dir(0) / "model", lottery.processor)
-        rounds.complete(0, record)
-    accelerator().wait_for_everyone()
+    dense_params = sum(p.numel() for p in lottery.model.parameters())
+
+    def build(model: torch.nn.Module) -> torch.nn.Module:
+        lottery.start_from_theta0()  # a resumed training too: the checkpoint then loads into this shape
+        return compact(copy.deepcopy(model), structure)
+
+    def record(trained: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+        dense_time = lottery.store.metrics(0).get("train_time_s")
+        layers = len(structure) // 2
+        return {
+            "arm": arm,
+            "structure": {
+                "heads": [structure[f"heads.{i}"].nonzero().flatten().tolist() for i in range(layers)],
+                "heads_total": [structure[f"heads.{i}"].numel() for i in range(layers)],
+                "ffn_kept": [int(structure[f"ffn.{i}"].sum()) for i in range(layers)],
+                "ffn_total": [structure[f"ffn.{i}"].numel() for i in range(layers)],
+                "params": sum(p.numel() for p in model.parameters()),
+                "dense_params": dense_params,
+            },
+            **({"search": search} if search else {}),
+            "dense_train_time_s": dense_time,
+            "time_ratio": ((search["time_s"] if search else 0.0) + trained["train_time_s"]) / dense_time
+            if dense_time
+            else None,
+        }
+
+    train_branch(
+        lottery,
+        Branch(
+            branch,
+            0,
+            sparsity(mask),
+            mask,
+            lottery.start_from_theta0,
+            f"{arm} · {heads} heads, {neurons} FFN neurons",
+            provenance={**metadata, "format": "ticketlab-mask/1"},
+            inputs=lambda folder: save_mask(rounds.structure_path(0), structure, metadata),
+            build=build,
+            keep=lambda model, folder: save_compact(model, folder / "model", lottery.processor),
+            record=record,
+        ),
+    )
 
 
-def _provenance(lottery: Lottery, mask: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _provenance(lottery: RunContext, mask: dict[str, torch.Tensor]) -> dict[str, Any]:
     """A structured ticket's provenance: the run's, at the sparsity its heads and neurons amount to."""
     return {**lottery.provenance(0, mask), "level": f"{sparsity(mask):.6f}", "format": "ticketlab-structure/1"}
 

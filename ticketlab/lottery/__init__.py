@@ -1,0 +1,22 @@
+"""Lottery runs: their settings, the context their units share, the IMP rounds, the branches (controls, transfers,
+EarlyBERT's tickets) and the transfer grid."""
+
+from .branches import Branch, run_controls, train_branch
+from .context import RunContext, writing
+from .imp import LotteryResult, find, run_lottery
+from .settings import resolve_config
+from .transfer import grid, transfer
+
+__all__ = [
+    "Branch",
+    "LotteryResult",
+    "RunContext",
+    "find",
+    "grid",
+    "resolve_config",
+    "run_controls",
+    "run_lottery",
+    "train_branch",
+    "transfer",
+    "writing",
+]

@@ -1,0 +1,111 @@
+"""Branches of a lottery run: units trained from a mask and start weights that derive from the run (a control at an
+IMP round, a transferred ticket, an EarlyBERT ticket). One `Branch` says what differs; `train_branch` is the one way
+each is trained, recorded and sealed in branches/<name>/round_XX/ of the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from safetensors.torch import load_file
+
+from ..config import RunConfig
+from ..controls import CONTROLS, Control
+from ..errors import TicketlabError
+from ..masks import Mask, apply_mask, save_mask, sparsity
+from ..models import backbone
+from ..store import RunStore
+from ..train import TrainHook, accelerator, seeded_generator, usable_checkpoint
+from .context import RunContext, writing
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A unit branched off a run: the mask it keeps and how it starts; the rest is the run's (recipe, data, seed)."""
+
+    name: str  # its folder under the run's branches/
+    round: int  # the run's round it stands beside
+    level: float  # the sparsity level it stands for in tables
+    mask: Mask  # the run's prunable weights it keeps
+    start: Callable[[], None]  # sets the run's model to its start weights (not called when a checkpoint resumes it)
+    description: str  # its progress bar's label
+    provenance: Mapping[str, Any] | None = None  # its mask's metadata (default: the run's at `round`, and the branch)
+    inputs: Callable[[Path], None] | None = None  # writes more inputs into its folder before it trains
+    build: Callable[[torch.nn.Module], torch.nn.Module] | None = (
+        None  # the model it trains (default: the run's, masked)
+    )
+    keep: Callable[[torch.nn.Module, Path], None] | None = None  # writes the trained model's files into its folder
+    record: Callable[[dict[str, Any], torch.nn.Module], dict[str, Any]] = lambda trained, model: {}  # more of its
+    # record, from the trained record and model ("arm" defaults to the branch's name)
+
+
+def train_branch(context: RunContext, branch: Branch) -> None:
+    """Train `branch` on the run of `context` (resuming its checkpoint), record it and seal it."""
+    rounds, round, mask = context.store.branch(branch.name), branch.round, branch.mask
+    if not usable_checkpoint(rounds.checkpoint_path(round)):
+        branch.start()
+        apply_mask(context.weights, mask)
+    if accelerator().is_main_process:
+        metadata = branch.provenance or {**context.provenance(round, mask), "branch": branch.name}
+        save_mask(rounds.mask_path(round), mask, metadata)
+        if branch.inputs is not None:
+            branch.inputs(rounds.round_dir(round))
+    if branch.build is None:
+        model = context.model
+        trained = context.train_masked(rounds, round, branch.level, mask, [], branch.description)
+    else:
+        model = branch.build(context.model)
+        measured = context.train_model(model, rounds, round, [], branch.description)
+        trained = {"round": round, "level": branch.level, "sparsity": sparsity(mask), **measured}
+    record = {"arm": branch.name, **trained, **branch.record(trained, model)}
+    rounds.finish(round, record, None if branch.keep is None else lambda folder: branch.keep(model, folder))
+
+
+def run_controls(
+    config: RunConfig,
+    out: Path,
+    controls: Sequence[str],
+    rounds: Sequence[int] | None = None,
+    checkpoint_every: int = 100,
+    hooks: Sequence[TrainHook] = (),
+) -> None:
+    """Train each control at each pruned round of a complete lottery run (`rounds`: only these)."""
+    store = RunStore(out / config.name())
+    levels = config.prune.levels()
+    rounds = list(range(1, len(levels)) if rounds is None else rounds)
+    incomplete = [r for r in [0, *rounds] if not store.is_complete(r)]
+    if incomplete:
+        raise TicketlabError(f"{store.path}: round {incomplete[0]} of the lottery run is not complete; run find first")
+    for round in [0, *rounds]:
+        store.verified(round)  # the controls read its masks, heads and dense weights
+    context: RunContext | None = None
+    with writing(store):
+        for name in controls:
+            control = CONTROLS.get(name)
+            for round in rounds:
+                if store.branch(name).intact(round):
+                    continue
+                context = context or RunContext(config, store, checkpoint_every, hooks)
+                rng = seeded_generator(config.train.seed, name, round)
+                mask = control.mask(context, round, levels[round], rng)
+                if mask is not None:
+                    train_branch(context, control_branch(context, name, control, round, mask, rng))
+
+
+def control_branch(
+    context: RunContext, name: str, control: Control, round: int, mask: Mask, rng: torch.Generator
+) -> Branch:
+    """Control `name` at IMP round `round`: its mask, and IMP's starting head of that round with θ0 changed by it."""
+
+    def start() -> None:
+        context.model.load_state_dict(load_file(str(context.store.head_path(round))), strict=False)
+        backbone(context.model).load_state_dict(context.theta0)
+        weights = control.weights({n: context.theta0[n] for n in context.weights}, context, rng)
+        with torch.no_grad():
+            for weight_name, weight in context.weights.items():
+                weight.copy_(weights[weight_name])
+
+    level = context.levels[round]
+    return Branch(name, round, level, mask, start, f"{name} · sparsity {level:.1%}")

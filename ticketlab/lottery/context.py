@@ -1,0 +1,175 @@
+"""What every unit of a lottery run shares: the data, the model, θ0 and the fresh head; training one unit on it,
+evaluating, and the provenance its masks carry. It is the `Parent` the controls read (ticketlab.controls)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from safetensors.torch import load_file
+
+from ..config import RunConfig
+from ..errors import TicketlabError
+from ..masks import LOW_DENSITY, Mask, fit_mask, load_mask, nearly_empty, sparsity
+from ..models import backbone, head_parameters, layer_stack_weights, load_pretrained, prunable_weights, resolve_model
+from ..pruning import round_at, scope_rankings
+from ..store import RunStore
+from ..tasks import TASKS
+from ..train import MaskEnforcer, TrainHook, TrainResult, accelerator, predict, total_steps, train
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def writing(store: RunStore) -> Iterator[None]:
+    """The run held for writing by this command (the main process takes the lock; the others follow it)."""
+    with store.lock() if accelerator().is_main_process else nullcontext():
+        yield
+
+
+class RunContext:
+    """The state shared by the units of one run: data, model, θ0, the fresh head, the pruning rankings."""
+
+    def __init__(self, config: RunConfig, store: RunStore, checkpoint_every: int, hooks: Sequence[TrainHook]):
+        self.config, self.store, self.checkpoint_every, self.hooks = config, store, checkpoint_every, list(hooks)
+        self.levels = config.prune.levels()
+        self.task = TASKS.get(config.task)
+        model_path = resolve_model(config.model)
+        self.processor = processor = self.task.processor(model_path)  # a tokenizer, or an image task's input format
+        self.examples = self.task.splits(config.data)
+        self.examples["train"] = self.examples["train"][: config.train.train_examples]
+        self.features = {
+            name: self.task.encode(processor, examples, config.train.max_length)
+            for name, examples in self.examples.items()
+        }
+        self.train_collate = self.task.collator(processor, train=True)
+        self.eval_collate = self.task.collator(processor, train=False)
+        steps = total_steps(len(self.features["train"]), config.train)
+        if config.prune.rewind_step > steps:
+            raise TicketlabError(f"--rewind-step {config.prune.rewind_step} is past the {steps} steps of a round")
+        options = self.task.model_options(config.data)
+        self.model = load_pretrained(model_path, self.task.auto_class, config.train.seed, **options)
+        self.model.to(accelerator().device)
+        self.weights = prunable_weights(self.model)
+        self.rankings = scope_rankings(config.prune.scope, list(self.weights), layer_stack_weights(self.model))
+        self.theta0 = {k: v.detach().clone() for k, v in backbone(self.model).state_dict().items()}
+        self.head0 = {k: v.detach().clone() for k, v in head_parameters(self.model).items()}
+        self._dense: dict[str, torch.Tensor] | None = None
+
+    def start_from_theta0(self) -> None:
+        """θ0 and a fresh head (from the run's seed): how a transferred ticket and an EarlyBERT search start."""
+        self.model.load_state_dict(self.head0, strict=False)
+        backbone(self.model).load_state_dict(self.theta0)
+
+    def fit(self, mask: Mask) -> Mask:
+        """A ticket of another task, fitted to this model (see ticketlab.masks.fit_mask)."""
+        return fit_mask(mask, self.weights, required=layer_stack_weights(self.model))
+
+    # -- training and evaluating one unit --
+
+    def train_masked(
+        self, rounds: RunStore, round: int, level: float, mask: Mask, hooks: list[TrainHook], description: str
+    ) -> dict[str, Any]:
+        """Train the run's model from its current weights with `mask` enforced, evaluate, and return the unit's
+        record; a matrix the mask nearly empties is named in one line and recorded."""
+        emptied = nearly_empty(mask)
+        if emptied:
+            log.warning(
+                "%s: below %g%% density: %s",
+                description,
+                100 * LOW_DENSITY,
+                ", ".join(f"{name} keeps {density:.2%}" for name, density in emptied.items()),
+            )
+        enforcer = MaskEnforcer(list(self.weights.values()), [mask[n] for n in self.weights])
+        record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description)
+        low = [{"matrix": name, "kept": density} for name, density in emptied.items()]
+        return {
+            "round": round,
+            "level": level,
+            "sparsity": sparsity(mask),
+            **record,
+            **({"nearly_empty": low} if low else {}),
+        }
+
+    def train_model(
+        self, model: torch.nn.Module, rounds: RunStore, round: int, hooks: list[TrainHook], description: str
+    ) -> dict[str, Any]:
+        """Train `model` (this run's, or one built from it), checkpointing in `rounds`' round folder, then evaluate
+        it. Returns steps, train loss, training time, wall time (with evaluation) and every split's metrics."""
+        result = self.run_training(model, rounds.checkpoint_path(round), hooks, description, round)
+        evaluated = time.perf_counter()
+        metrics = {split: self.evaluate(split, model) for split in self.task.eval_splits}
+        return {
+            "steps": result.steps,
+            "train_loss": result.train_loss,
+            "train_time_s": result.time_s,  # over every attempt, as the wall time
+            "wall_time_s": result.time_s + time.perf_counter() - evaluated,
+            **metrics,
+        }
+
+    def run_training(
+        self, model: torch.nn.Module, checkpoint: Path, hooks: list[TrainHook], description: str, round: int
+    ) -> TrainResult:
+        """The run's recipe and training data on `model`, resumable from `checkpoint`."""
+        seed = self.config.train.seed + round
+        torch.manual_seed(seed)  # this round's dropout (a checkpoint restores its own state)
+        return train(
+            model,
+            self.features["train"],
+            self.train_collate,
+            self.config.train,
+            hooks=[*hooks, *self.hooks],
+            checkpoint=checkpoint,
+            checkpoint_every=self.checkpoint_every,
+            description=description,
+            forward=self.task.forward,
+            seed=seed,  # and its data randomness
+        )
+
+    def evaluate(self, split: str, model: torch.nn.Module | None = None) -> dict[str, float]:
+        """Metrics of `model` (default: the run's) on an evaluation split."""
+        features = self.features[split]
+        model = self.model if model is None else model
+        batch = self.config.train.batch_size
+        outputs = predict(model, features, self.eval_collate, batch, self.task.outputs, self.task.forward)
+        return self.task.score(self.examples[split], features, outputs)
+
+    def provenance(self, round: int, mask: Mask) -> dict[str, Any]:
+        """What a mask of this run carries: base model and weights hash, task, round, level, sparsity, seed, config."""
+        config = self.config
+        return {
+            "format": "ticketlab-mask/1",
+            "base_model": config.model,
+            "model_hash": config.model_hash,
+            "task": config.task,
+            "round": round,
+            "level": f"{self.levels[round]:.6f}",
+            "sparsity": f"{sparsity(mask):.6f}",
+            "seed": config.train.seed,
+            "config_hash": config.hash(),
+        }
+
+    # -- the Parent protocol of ticketlab.controls --
+
+    def imp_mask(self, round: int) -> Mask:
+        return load_mask(self.store.mask_path(round))[0]
+
+    def round_at(self, level: float) -> int | None:
+        return round_at(self.levels, level)
+
+    def dense_weights(self) -> dict[str, torch.Tensor]:
+        if self._dense is None:  # read once: the one-shot control prunes it at every level
+            trained = load_file(str(self.store.weights_path(0)))
+            names = {id(p): name for name, p in self.model.named_parameters()}
+            self._dense = {name: trained[names[id(w)]] for name, w in self.weights.items()}
+        return self._dense
+
+    def initial_weights(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            fresh = type(self.model)(self.model.config)
+        return {name: w.detach() for name, w in prunable_weights(fresh).items()}

@@ -1,0 +1,177 @@
+"""Iterative magnitude pruning: train -> prune -> rewind the kept weights -> train again, round by round.
+
+Every round is idempotent: a complete round is skipped, an interrupted one resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file, save_model
+from safetensors.torch import load_model as load_weights
+
+from ..atomic import atomic_path
+from ..config import PruneConfig, RunConfig
+from ..controls import CONTROLS
+from ..errors import TicketlabError
+from ..masks import Mask, apply_mask, load_mask, ones_like, save_mask
+from ..models import backbone, head_parameters
+from ..pruning import METHODS
+from ..store import RunStore
+from ..train import TrainHook, accelerator, usable_checkpoint
+from .branches import run_controls
+from .context import RunContext, writing
+from .settings import resolve_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LotteryResult:
+    """Where the run lives and each round's metrics.json."""
+
+    path: Path
+    rounds: list[dict[str, Any]]
+
+
+def find(
+    model: str = "splade-tiny",
+    task: str = "rotten-tomatoes",
+    *,
+    data: str | None = None,
+    sparsity: float = PruneConfig.sparsity,
+    out: str | Path = "runs",
+    controls: Sequence[str] = (),
+    save_weights: bool = False,
+    checkpoint_every: int = 100,
+    hooks: Sequence[TrainHook] = (),
+    **options: Any,
+) -> LotteryResult:
+    """Find a lottery ticket by IMP. `options` are TrainConfig and PruneConfig fields (e.g. epochs=1,
+    scope="per-matrix").
+
+    `controls` (names in ticketlab.controls.CONTROLS) then run as branches at every pruned round.
+    Re-running the same call skips complete rounds and resumes an interrupted one. Only the dense and the last
+    round's trained weights are kept unless `save_weights`.
+    """
+    if checkpoint_every < 1:
+        raise TicketlabError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+    for name in controls:
+        CONTROLS.get(name)
+    config = resolve_config(model, task, data, sparsity, **options)
+    result = run_lottery(config, Path(out), save_weights, checkpoint_every, hooks)
+    if controls:
+        run_controls(config, Path(out), controls, checkpoint_every=checkpoint_every, hooks=hooks)
+    return result
+
+
+def run_lottery(
+    config: RunConfig,
+    out: Path,
+    save_weights: bool = False,
+    checkpoint_every: int = 100,
+    hooks: Sequence[TrainHook] = (),
+    last_round: int | None = None,
+) -> LotteryResult:
+    """Run every round of `config` (up to `last_round`) that the run store under `out` does not hold complete yet."""
+    store = RunStore(out / config.name())
+    levels = config.prune.levels()
+    rounds = range(len(levels) if last_round is None else last_round + 1)
+    context: RunContext | None = None
+    if not all(store.is_complete(r) for r in rounds):  # digests are checked once, under the lock
+        context = RunContext(config, store, checkpoint_every, hooks)  # checks everything before writing
+    with writing(store):
+        store.initialize(config)
+        for round in rounds:
+            store.intact(round)  # a damaged round is reported and reopened; leftovers of a kill go
+        _reopen_sources(store, rounds)
+        trained = [round for round in rounds if not store.is_complete(round)]
+        for round in trained:
+            context = context or RunContext(config, store, checkpoint_every, hooks)
+            run_round(context, round, levels[round], save_weights)
+        if not save_weights and accelerator().is_main_process:
+            for round in set(trained) - {0, rounds[-1]}:  # a redone middle round's; the dense round 0 and the last stay
+                store.discard(round, "weights.safetensors")
+    return LotteryResult(store.path, [store.metrics(r) for r in rounds])
+
+
+def run_round(context: RunContext, round: int, level: float, save_weights: bool = False) -> None:
+    """IMP round `round`: prune the previous round's trained weights to `level`, rewind, train, record."""
+    store, prune = context.store, context.config.prune
+    if not _inputs_ready(store, round):
+        _prepare(context, round, level)
+    mask = load_mask(store.mask_path(round))[0]
+    if not usable_checkpoint(store.checkpoint_path(round)):
+        _rewind(context, round, mask)
+    rewinding = round == 0 and prune.rewind_step > 0
+    hooks = [_SaveRewindPoint(prune.rewind_step, store.rewind_path())] if rewinding else []
+    record = context.train_masked(store, round, level, mask, hooks, f"round {round} · sparsity {level:.1%}")
+
+    def keep(folder: Path) -> None:
+        with atomic_path(store.weights_path(round)) as tmp:
+            save_model(context.model, str(tmp))
+
+    store.finish(round, record, keep, extra=[store.rewind_path()] if rewinding else [])
+    if round > 1 and not save_weights and accelerator().is_main_process:
+        store.discard(round - 1, "weights.safetensors")  # the dense round 0 stays: the one-shot control prunes it
+
+
+def _reopen_sources(store: RunStore, rounds: range) -> None:
+    """A reopened round whose mask or starting head is gone is prepared again from the previous round's trained
+    weights: where those were not kept, the previous round is trained again too (and so on back)."""
+    for round in reversed(rounds):
+        if round > 0 and not store.is_complete(round) and not _inputs_ready(store, round):
+            if store.is_complete(round - 1) and not store.weights_path(round - 1).exists():
+                log.info("round %d is trained again: round %d is made from its weights", round - 1, round)
+                store.reopen(round - 1, {})
+
+
+def _inputs_ready(store: RunStore, round: int) -> bool:
+    """The round's mask and starting head are written (they are made before it trains)."""
+    return store.mask_path(round).exists() and store.head_path(round).exists()
+
+
+def _prepare(context: RunContext, round: int, level: float) -> None:
+    """Write a round's inputs before it trains (a resumed or redone round finds them): its mask, pruned to `level`
+    from the previous round's trained weights (round 0: dense), and the head it starts from (round 0: the fresh
+    one; later: the head trained in the previous round, the paper's choice, or the fresh one with `rewind_head`)."""
+    store, prune = context.store, context.config.prune
+    if round == 0:
+        mask = ones_like(context.weights)
+    else:
+        load_weights(context.model, str(store.weights_path(round - 1)))
+        previous = load_mask(store.mask_path(round - 1))[0]
+        mask = METHODS.get(prune.method)(context.weights, previous, level, context.rankings)
+    fresh_head = round == 0 or prune.rewind_head
+    head = context.head0 if fresh_head else {k: p.detach() for k, p in head_parameters(context.model).items()}
+    if accelerator().is_main_process:
+        save_mask(store.mask_path(round), mask, context.provenance(round, mask))
+        with atomic_path(store.head_path(round)) as tmp:
+            save_file({k: v.cpu().contiguous() for k, v in head.items()}, str(tmp))
+    accelerator().wait_for_everyone()
+
+
+def _rewind(context: RunContext, round: int, mask: Mask) -> None:
+    """Start weights of a round: θ0 (or θi) for the backbone, the kept weights only, and the round's starting head."""
+    store = context.store
+    rewind = store.rewind_path() if round > 0 and context.config.prune.rewind_step else None
+    backbone(context.model).load_state_dict(load_file(str(rewind)) if rewind else context.theta0)
+    context.model.load_state_dict(load_file(str(store.head_path(round))), strict=False)
+    apply_mask(context.weights, mask)
+
+
+class _SaveRewindPoint(TrainHook):
+    """Saves the backbone after step i of round 0: the θi that later rounds rewind to."""
+
+    def __init__(self, step: int, path: Path):
+        self.step, self.path = step, path
+
+    def after_step(self, step: int, model: torch.nn.Module) -> None:
+        if step == self.step and accelerator().is_main_process:
+            state = {k: v.detach().cpu().contiguous() for k, v in backbone(model).state_dict().items()}
+            with atomic_path(self.path) as tmp:
+                save_file(state, str(tmp))

@@ -1,0 +1,65 @@
+"""A run's settings: the task's recipe and the pruning defaults filled in around the user's options, checked."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ..config import PruneConfig, RunConfig, TrainConfig
+from ..errors import TicketlabError
+from ..models import EMBEDDED_MODELS, hidden_size, max_positions, model_fingerprint, resolve_model
+from ..tasks import TASKS, Task
+from ..train import total_steps
+
+DEFAULT_RATES = {"linear": 0.1, "geometric": 0.2}
+
+
+def resolve_config(model: str, task: str, data: str | None, sparsity: float, **options: Any) -> RunConfig:
+    """Fill the task's recipe and pruning defaults (the BERT paper's; image tasks: the CV code's) in around the given
+    options (None: default).
+
+    `rewind_epoch` E (the CV code's way to say it) is resolved to `rewind_step`: the steps of E epochs of the
+    training split."""
+    model_path = resolve_model(model)
+    spec = TASKS.get(task)
+    recipe = spec.recipe_for(hidden_size(model_path))
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    prune_names = {f.name for f in dataclasses.fields(PruneConfig)} - {"sparsity"}
+    rewind_epoch = options.pop("rewind_epoch", None)
+    unknown = sorted(set(options) - train_names - prune_names)
+    if unknown:
+        raise TicketlabError(f"unknown option {unknown[0]!r}")
+    given = {**spec.prune_defaults, **{k: v for k, v in options.items() if v is not None}}
+    schedule = given.get("schedule", PruneConfig.schedule)
+    given.setdefault("rate", DEFAULT_RATES.get(schedule, PruneConfig.rate))
+    train_config = dataclasses.replace(recipe, **{k: v for k, v in given.items() if k in train_names})
+    spec.check_batch(train_config)
+    if data is not None and not Path(data).exists():
+        raise TicketlabError(f"data not found: {data}")
+    if rewind_epoch is not None:
+        given["rewind_step"] = _epoch_steps(spec, data, train_config, rewind_epoch, given.get("rewind_step"))
+    prune_config = PruneConfig(sparsity=sparsity, **{k: v for k, v in given.items() if k in prune_names})
+    positions = max_positions(model_path)
+    if positions is not None and train_config.max_length > positions:
+        raise TicketlabError(
+            f"max_length {train_config.max_length} is longer than the {positions} positions {model} takes"
+        )
+    return RunConfig(
+        model=model if model in EMBEDDED_MODELS else str(model_path.resolve()),
+        model_hash=model_fingerprint(model_path),
+        task=task,
+        data=str(Path(data).resolve()) if data is not None else None,
+        train=train_config,
+        prune=prune_config,
+    )
+
+
+def _epoch_steps(task: Task, data: str | None, train: TrainConfig, epochs: int, rewind_step: int | None) -> int:
+    """The optimizer steps of `epochs` epochs of the task's training split (the rewinding point of `rewind_epoch`)."""
+    if rewind_step:
+        raise TicketlabError("give rewind_step or rewind_epoch, not both")
+    if epochs < 0:
+        raise TicketlabError(f"rewind_epoch must be >= 0, got {epochs}")
+    examples = len(task.splits(data)["train"][: train.train_examples])
+    return epochs * total_steps(examples, dataclasses.replace(train, epochs=1))

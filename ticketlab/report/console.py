@@ -1,0 +1,160 @@
+"""Every table ticketlab prints on the terminal: a run's rounds, an EarlyBERT run, a report's tables, the tasks, a
+verification. The CLI and the report call these; files (report.md, CSV, PNG) are made in build.py and plots.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from ..earlybert import EarlyBertResult
+from ..lottery import LotteryResult
+from ..store import RunStore, describe, split_metrics, verify
+from ..tasks import TASKS
+from .build import CELLS, load_results
+from .earlybert import earlybert_table, earlybert_views
+from .results import Result
+from .tables import Deciders, gaps_view, make_tables, matching_view, rich_table, task_views, transfer_views
+
+
+def print_tables(
+    paths: Iterable[str | Path], metrics: dict[str, str] | None = None, console: Console | None = None
+) -> None:
+    """Print the highest matching sparsities, Table 2 of every task, the transfer matrices and the EarlyBERT tables."""
+    results, deciders = load_results(paths, metrics)
+    tables = make_tables(results, deciders)
+    console = console or Console()
+    console.print(rich_table(matching_view(tables), "Highest matching sparsity (IMP)"))
+    for task, view in task_views(tables, deciders).items():
+        console.print(rich_table(view, f"{task}: dense and every arm at the highest matching sparsity", CELLS))
+    for level, view in transfer_views(tables).items():
+        console.print(
+            rich_table(view, f"Transfer at sparsity {level:.1%}: mean (minus dense / minus random pruning)", labels=1)
+        )
+    if not tables.gaps.empty:
+        console.print(
+            rich_table(
+                gaps_view(tables), "IMP minus every other arm, seed by seed (positive: IMP is better)", CELLS, labels=2
+            )
+        )
+    print_earlybert_tables(results, deciders, console)
+
+
+def print_earlybert_tables(results: list[Result], deciders: Deciders, console: Console) -> None:
+    """Print, per task and model, dense against EarlyBERT and the random structured ticket over seeds."""
+    for (task, model), view in earlybert_views(earlybert_table(results, deciders), deciders).items():
+        console.print(
+            rich_table(view, f"{task}: EarlyBERT  ·  {model}", CELLS, labels=view.columns.get_loc("subnetwork") + 1)
+        )
+
+
+def print_rounds(result: LotteryResult, metric: str | None = None) -> None:
+    """The table closing `ticketlab find`: one row per round, every metric of every evaluation split, and the
+    change of the deciding metric against the dense round 0."""
+    task = TASKS.get(RunStore.open(result.path).config().task)
+    split, decider = task.decider(metric)
+    dense = result.rounds[0][split][decider]
+    table = Table(title=f"IMP on {task.name} (matching decided by {split} {decider})", caption=str(result.path))
+    columns = [(s, m) for s in task.eval_splits for m in task.metrics]
+    for column in ("round", "sparsity", *(f"{s} {m}" for s, m in columns), f"Δ {decider} vs dense", "wall time"):
+        table.add_column(column, justify="right")
+    for record in result.rounds:
+        table.add_row(
+            str(record["round"]),
+            f"{record['sparsity']:.1%}",
+            *(f"{record[s][m]:.4f}" for s, m in columns),
+            f"{record[split][decider] - dense:+.4f}",
+            f"{record['wall_time_s']:.0f} s",
+        )
+    Console().print(table)
+
+
+def print_earlybert(result: EarlyBertResult) -> None:
+    """The table closing `ticketlab earlybert`: dense, the early-bird ticket and the random structured ticket."""
+    task = TASKS.get(RunStore.open(result.run).config().task)
+    split, decider = task.decider()
+    search = result.earlybert["search"]
+    found = (
+        f"early bird at step {search['draw_step']}"
+        if search["early_bird"]
+        else f"no early bird, drawn at step {search['draw_step']}"
+    )
+    table = Table(title=f"EarlyBERT on {task.name} ({found} of {result.dense['steps']})", caption=str(result.run))
+    columns = [(s, m) for s in task.eval_splits for m in task.metrics]
+    for column in (
+        "",
+        *(f"{s} {m}" for s, m in columns),
+        f"Δ {decider}",
+        "heads, FFN kept",
+        "sparsity",
+        "time (s)",
+        "× dense",
+    ):
+        table.add_column(column, justify="right")
+    dense_time = result.dense.get("train_time_s")  # runs stored before EarlyBERT lack it
+    table.add_row(
+        "dense",
+        *(f"{result.dense[s][m]:.4f}" for s, m in columns),
+        "",
+        "",
+        "",
+        f"{dense_time:.1f}" if dense_time else "",
+        "1",
+    )
+    for label, record in (("EarlyBERT", result.earlybert), ("random", result.random)):
+        shape = record["structure"]
+        search_time = record.get("search", {}).get("time_s")
+        table.add_row(
+            label,
+            *(f"{record[s][m]:.4f}" for s, m in columns),
+            f"{record[split][decider] - result.dense[split][decider]:+.4f}",
+            f"{sum(map(len, shape['heads']))}/{sum(shape['heads_total'])}, "
+            f"{sum(shape['ffn_kept']) / sum(shape['ffn_total']):.0%}",
+            f"{record['sparsity']:.1%}",
+            f"{search_time:.1f}+{record['train_time_s']:.1f}" if search_time else f"{record['train_time_s']:.1f}",
+            f"{record['time_ratio']:.2f}" if record["time_ratio"] is not None else "",
+        )
+    Console().print(table)
+
+
+def print_verification(runs: Sequence[str]) -> bool:
+    """`ticketlab verify`: a line per damaged unit and how to redo it, then a count; True when nothing is damaged."""
+    units = list(verify(runs))
+    damaged = [(marker, problems) for marker, problems in units if problems]
+    for marker, problems in damaged:
+        print(f"{marker.parent}: damaged, {describe(problems)}; run the command that made it again to redo it")
+    print(f"{len(units)} units checked, {len(damaged)} damaged")
+    return not damaged
+
+
+def print_tasks() -> None:
+    """`ticketlab tasks`: every task, its metrics (* decides matching), evaluation splits and the files it reads."""
+    console = Console(highlight=False)
+    for name in TASKS:
+        task = TASKS.get(name)
+        metrics = ", ".join(f"{m}*" if m == task.metric else m for m in task.metrics)
+        console.print(f"[bold]{name}[/bold]  {metrics}  on {', '.join(task.eval_splits)}")
+        console.print(f"    {task.description}\n    --data: {task.files}", markup=False)
+    console.print("* the metric that decides matching (change it with --metric)")
+
+
+def print_pretraining(record: dict) -> None:
+    """The line closing `ticketlab pretrain`: method, steps, time and the dev metrics."""
+    print(
+        f"{record['method']} pre-training, {record['steps']} steps in {record['train_time_s']:.0f} s: "
+        + ", ".join(f"dev {name} {value:.4f}" for name, value in record["dev"].items())
+    )
+
+
+def print_transfer(ticket: str, task: str, seed: int | None, record: dict) -> None:
+    """The line closing one seed of `ticketlab transfer`: every metric of the transferred ticket."""
+    print(
+        f"transfer of {ticket} to {task}, seed {seed}: "
+        + ", ".join(
+            f"{split} {metric} {value:.4f}"
+            for split, values in split_metrics(record).items()
+            for metric, value in values.items()
+        )
+    )
