@@ -24,6 +24,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/ticketlab find
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check ticketlab tests benchmarks
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
