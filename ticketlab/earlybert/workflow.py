@@ -8,7 +8,7 @@ physically smaller model.
     train     the smaller model fine-tunes with the dense recipe; a random structured ticket with the same counts
               per layer is the baseline, and the same seed's dense round 0 the reference for metrics and time
 
-Both tickets are branches of the task's lottery run (ticketlab.lottery.Branch): earlybert-<hash> and
+Both tickets are branches of the task's context run (ticketlab.context.Branch): earlybert-<hash> and
 earlybert-random-<hash>, where <hash> names the EarlyBERT settings.
 """
 
@@ -70,7 +70,7 @@ class EarlyBirdConfig:
 
 @dataclass
 class EarlyBertResult:
-    """Where the lottery run lives, and the records of its dense round 0 and of both structured tickets."""
+    """Where the context run lives, and the records of its dense round 0 and of both structured tickets."""
 
     run: Path
     dense: dict[str, Any]
@@ -92,7 +92,7 @@ def earlybert(
 ) -> EarlyBertResult:
     """Search an early-bird structured ticket on `task`, train it compacted, and train a random structured ticket
     with the same counts; `options` are TrainConfig fields (e.g. epochs=1, seed=2). The dense baseline is round 0
-    of the lottery run `find` makes with the same options (`sparsity` and PruneConfig fields only pick that run).
+    of the context run `find` makes with the same options (`sparsity` and PruneConfig fields only pick that run).
     Re-running skips what is complete and resumes the rest."""
     config = resolve_config(model, task, data, sparsity, **options)
     check_ratios(_layer_shapes(resolve_model(config.model)), settings.heads, settings.ffn)
@@ -103,26 +103,26 @@ def earlybert(
     with writing(store):
         searched = finished(search_dir, search_dir / "search.pt", "searching again")
         if not all([rounds.intact(0) for rounds in branches.values()]) or not searched:
-            lottery = RunContext(config, store, checkpoint_every, hooks)
-            ticket, search = _search(lottery, settings, search_dir)
+            context = RunContext(config, store, checkpoint_every, hooks)
+            ticket, search = _search(context, settings, search_dir)
             random = random_structure(ticket, seeded_generator(config.train.seed, "earlybert-random", settings.hash()))
             for arm, structure, found_by in (("earlybert", ticket, search), ("earlybert-random", random, None)):
                 if not branches[arm].is_complete(0):
-                    _train_ticket(lottery, settings.branch(arm), arm, structure, found_by)
+                    _train_ticket(context, settings.branch(arm), arm, structure, found_by)
     return EarlyBertResult(store.path, store.metrics(0), *(branches[arm].metrics(0) for arm in ARMS))
 
 
-def _search(lottery: RunContext, settings: EarlyBirdConfig, folder: Path) -> tuple[Structure, dict[str, Any]]:
+def _search(context: RunContext, settings: EarlyBirdConfig, folder: Path) -> tuple[Structure, dict[str, Any]]:
     """The early-bird ticket and the search's record, kept in `folder` (a unit of its own, sealed like a round:
     a complete search is not repeated)."""
     if (folder / MARKER).exists():
         return load_mask(folder / "ticket.safetensors")[0], json.loads((folder / "search.json").read_text())
-    config = lottery.config
+    config = context.config
     draw_every = settings.draw_every or max(
-        1, round(total_steps(len(lottery.features["train"]), config.train) / DRAWS_PER_TRAINING)
+        1, round(total_steps(len(context.features["train"]), config.train) / DRAWS_PER_TRAINING)
     )
-    lottery.start_from_theta0()
-    with slimming(lottery.model) as coefficients:
+    context.start_from_theta0()
+    with slimming(context.model) as coefficients:
         search = EarlyBirdSearch(
             coefficients,
             settings.heads,
@@ -131,7 +131,7 @@ def _search(lottery: RunContext, settings: EarlyBirdConfig, folder: Path) -> tup
             draw_every,
             EarlyBird(settings.window, settings.threshold),
         )
-        result = lottery.run_training(lottery.model, folder / "search.pt", [search], "EarlyBERT search", round=0)
+        result = context.run_training(context.model, folder / "search.pt", [search], "EarlyBERT search", round=0)
         if not search.found and (not search.draws or search.draws[-1].step != result.steps):
             search.draw(result.steps)  # no early bird: the ticket of the whole training
         scores = {name: c.detach().cpu() for name, c in coefficients.scales().items()}
@@ -146,7 +146,7 @@ def _search(lottery: RunContext, settings: EarlyBirdConfig, folder: Path) -> tup
     }
     if accelerator().is_main_process:
         metadata = {
-            **_provenance(lottery, structure_mask(lottery.model, search.ticket)),
+            **_provenance(context, structure_mask(context.model, search.ticket)),
             "draw_step": record["draw_step"],
         }
         with atomic_path(folder / "coefficients.safetensors") as tmp:
@@ -160,26 +160,26 @@ def _search(lottery: RunContext, settings: EarlyBirdConfig, folder: Path) -> tup
 
 
 def _train_ticket(
-    lottery: RunContext, branch: str, arm: str, structure: Structure, search: dict[str, Any] | None
+    context: RunContext, branch: str, arm: str, structure: Structure, search: dict[str, Any] | None
 ) -> None:
     """Cut `structure` out of θ0, train the smaller model with the run's recipe, keep it (model/) and record it
     with the `search` that found it (None for the random ticket), whose time counts in the time ratio. A resumed
     training goes on with the structure it started with."""
-    rounds = lottery.store.branch(branch)
+    rounds = context.store.branch(branch)
     if usable_checkpoint(rounds.checkpoint_path(0)):
         structure = load_mask(rounds.structure_path(0))[0]
-    mask = structure_mask(lottery.model, structure)
-    metadata = {**_provenance(lottery, mask), "branch": branch}
+    mask = structure_mask(context.model, structure)
+    metadata = {**_provenance(context, mask), "branch": branch}
     heads = sum(int(structure[k].sum()) for k in structure if k.startswith("heads."))
     neurons = sum(int(structure[k].sum()) for k in structure if k.startswith("ffn."))
-    dense_params = sum(p.numel() for p in lottery.model.parameters())
+    dense_params = sum(p.numel() for p in context.model.parameters())
 
     def build(model: torch.nn.Module) -> torch.nn.Module:
-        lottery.start_from_theta0()  # a resumed training too: the checkpoint then loads into this shape
+        context.start_from_theta0()  # a resumed training too: the checkpoint then loads into this shape
         return compact(copy.deepcopy(model), structure)
 
     def record(trained: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
-        dense_time = lottery.store.metrics(0).get("train_time_s")
+        dense_time = context.store.metrics(0).get("train_time_s")
         layers = len(structure) // 2
         return {
             "arm": arm,
@@ -199,26 +199,26 @@ def _train_ticket(
         }
 
     train_branch(
-        lottery,
+        context,
         Branch(
             branch,
             0,
             sparsity(mask),
             mask,
-            lottery.start_from_theta0,
+            context.start_from_theta0,
             f"{arm} · {heads} heads, {neurons} FFN neurons",
             provenance={**metadata, "format": "ticketlab-mask/1"},
             inputs=lambda folder: save_mask(rounds.structure_path(0), structure, metadata),
             build=build,
-            keep=lambda model, folder: save_compact(model, folder / "model", lottery.processor),
+            keep=lambda model, folder: save_compact(model, folder / "model", context.processor),
             record=record,
         ),
     )
 
 
-def _provenance(lottery: RunContext, mask: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _provenance(context: RunContext, mask: dict[str, torch.Tensor]) -> dict[str, Any]:
     """A structured ticket's provenance: the run's, at the sparsity its heads and neurons amount to."""
-    return {**lottery.provenance(0, mask), "level": f"{sparsity(mask):.6f}", "format": "ticketlab-structure/1"}
+    return {**context.provenance(0, mask), "level": f"{sparsity(mask):.6f}", "format": "ticketlab-structure/1"}
 
 
 def _layer_shapes(path: Path) -> list[tuple[int, int]]:
