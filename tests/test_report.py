@@ -13,7 +13,10 @@ from rich.console import Console
 from store_fixture import ACCURACY, IMP_LOSS, config, write_store
 
 from ticketlab.errors import TicketlabError
+from ticketlab.report.build import load_results
+from ticketlab.report.claims import CLAIMS, claims_table
 from ticketlab.report.console import print_tables
+from ticketlab.report.tables import make_tables
 from ticketlab.report.verdict import (
     LOWER_IS_BETTER,
     highest_matching,
@@ -288,3 +291,17 @@ def test_gaps_pair_imp_with_every_other_arm_seed_by_seed(store, build):
     assert (
         set(mlm.metric) == {"loss"} and (mlm["mean"] != 0).any()
     )  # lower is better: IMP's loss subtracted from the arm's
+
+
+def test_the_papers_claims_are_read_from_the_tables(store, build):
+    out = build.build_report([store])
+    claims = claims_table(make_tables(*load_results([store])))
+    matching, random, reinit, one_shot, transfer = CLAIMS
+    measured = {(row.claim, row.task): row.measured for row in claims.itertuples()}
+    assert measured[matching, "rotten-tomatoes"] == "highest matching: 40.0% (paper), 20.0% (strict)"
+    gaps = [0.81 - 0.78, 0.83 - 0.79, 0.79 - 0.77]  # IMP minus random pruning at 20%, seeds 0-2
+    assert measured[random, "rotten-tomatoes"].startswith(f"20.0%: +{np.mean(gaps):.4f} ± {np.std(gaps, ddof=1):.4f}")
+    assert measured[reinit, "rotten-tomatoes"].startswith("20.0%: +0.0600 ± 0.0100")
+    assert measured[one_shot, "rotten-tomatoes"] == "40.0%: +0.0100 ± 0.0000"
+    assert measured[transfer, "rotten-tomatoes"] == "40.0%: -0.0100 vs dense, +0.0900 vs random pruning"
+    assert "## The BERT paper's claims" in (out / "report.md").read_text()

@@ -13,6 +13,7 @@ from ..atomic import atomic_path
 from ..errors import TicketlabError
 from ..masks import LOW_DENSITY
 from ..tasks import TASKS
+from .claims import claims_table
 from .earlybert import CELLS_TEXT as EARLYBERT_TEXT
 from .earlybert import earlybert_table, earlybert_views
 from .plots import draw_all
@@ -125,6 +126,17 @@ def markdown(
         ]
         for level, view in transfers.items():
             lines += [f"### Sparsity {level:.1%}", "", markdown_table(view), ""]
+    claims = claims_table(tables)
+    if len(claims) > len(tables.matching):  # controls or transfers ran: the paper's claims can be read
+        lines += [
+            "## The BERT paper's claims",
+            "",
+            "Each claim of Chen et al. (NeurIPS 2020) beside what these runs measured, read from the tables below: "
+            "gaps are IMP minus the arm on the deciding metric, mean ± std over seeds (positive: IMP is better).",
+            "",
+            markdown_table(claims),
+            "",
+        ]
     if not tables.gaps.empty:
         lines += [
             "## IMP against every other arm",
