@@ -34,7 +34,9 @@ def claims_table(tables: Tables) -> pd.DataFrame:
             }
         )
     for claim, arm in CLAIMS.items():
-        gaps = tables.gaps[(tables.gaps.arm == arm) & (tables.gaps.source.fillna("") == "")] if arm else tables.gaps[:0]
+        if arm is None:
+            continue
+        gaps = tables.gaps[(tables.gaps.arm == arm) & (tables.gaps.source.fillna("") == "")]
         for task, group in gaps.groupby("task", sort=False):
             cells = [f"{g.level:.1%}: {g.mean:+.4f} ± {g.std:.4f}" for g in group.itertuples()]
             rows.append({"claim": claim, "task": task, "measured": "; ".join(cells)})

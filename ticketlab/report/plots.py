@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, Normalize
@@ -149,7 +150,11 @@ def transfer_matrix(
     reference's, means over the seeds both have. The second: that difference relative to the reference, signed so
     that positive is better (flipped for a loss), for colour. The diagonal is IMP on the task itself.
     """
-    matrix = table_transfer_matrix(results, deciders)
+    return _transfer_grids(table_transfer_matrix(results, deciders), level, against)
+
+
+def _transfer_grids(matrix: pd.DataFrame, level: float, against: str) -> tuple[Grid, Grid]:
+    """`transfer_matrix`'s grids, from the report's transfer matrix."""
     cells = matrix[matrix.level == round(level, 6)]
     tasks = sorted(set(cells.source) | set(cells.target))
     delta, gain = np.full((2, len(tasks), len(tasks)), np.nan)
@@ -163,9 +168,10 @@ def transfer_matrix(
 
 def transfer_figure(results: list[Result], deciders: dict[str, Decider], level: float) -> Figure:
     """The transfer matrix at one level: against the dense model, and against random pruning; colours centred at 0."""
+    matrix = table_transfer_matrix(results, deciders)
     panels = [
-        ("vs dense", transfer_matrix(results, deciders, level, "dense")),
-        ("vs random pruning at the same sparsity", transfer_matrix(results, deciders, level, "random")),
+        ("vs dense", _transfer_grids(matrix, level, "dense")),
+        ("vs random pruning at the same sparsity", _transfer_grids(matrix, level, "random")),
     ]
     norm = diverging_norm(*(100 * gain.values for _, (_, gain) in panels))
     tasks = panels[0][1][0].rows

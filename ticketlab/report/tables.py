@@ -80,7 +80,8 @@ class Tables:
 def make_tables(results: Iterable[Result], deciders: Deciders) -> Tables:
     """Every table of the report; TicketlabError when a task or seed lacks its dense round."""
     results = list(results)
-    long = long_table(results, deciders)
+    values = _values(unstructured(results))  # one row per result, split and metric: what long and gaps summarize
+    long = long_table(values, deciders)
     matching = matching_table(long, deciders)
     return Tables(
         long,
@@ -88,7 +89,7 @@ def make_tables(results: Iterable[Result], deciders: Deciders) -> Tables:
         table2(long, matching),
         _with_flags(transfer_matrix(results, deciders), long),
         nearly_empty_table(results),
-        gaps_table(results, deciders),
+        gaps_table(values, deciders),
     )
 
 
@@ -109,11 +110,11 @@ def nearly_empty_table(results: Iterable[Result]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "arm", "seed", "sparsity", "matrix", "kept"])
 
 
-def gaps_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFrame:
+def gaps_table(values: pd.DataFrame, deciders: Deciders) -> pd.DataFrame:
     """The deciding metric of IMP minus that of every other arm at the same task and level, seed by seed (better
-    positive: flipped for lower-is-better metrics), and n, mean, std, min, max of those differences."""
+    positive: flipped for lower-is-better metrics), and n, mean, std, min, max of those differences; `values` as
+    `_values` makes them."""
     columns = ["task", "level", "arm", "source", "split", "metric", *STATS]
-    values = _values(unstructured(results))
     rows = []
     for task, (split, metric) in deciders.items():
         deciding = values[
@@ -145,10 +146,9 @@ def gaps_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def long_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFrame:
-    """n, mean, std, min, max over seeds of every metric of the unstructured arms; matching flags on the deciding
-    metric's rows."""
-    values = _values(unstructured(results))
+def long_table(values: pd.DataFrame, deciders: Deciders) -> pd.DataFrame:
+    """n, mean, std, min, max over seeds of every metric of the unstructured arms (`values` as `_values` makes them);
+    matching flags on the deciding metric's rows."""
     dense = _dense_baselines(values, deciders)
     rows = []
     for key, group in values.groupby(KEYS, sort=False):
@@ -227,8 +227,9 @@ def transfer_matrix(results: Iterable[Result], deciders: Deciders) -> pd.DataFra
         if r.arm == "transfer":
             cells.setdefault((r.source, r.task, level_key(r)), []).append(r)
     tasks = {task for source, target, _ in cells for task in (source, target)}
+    levels = {level for *_, level in cells}
     for r in results:
-        if r.arm == "imp" and r.task in tasks and level_key(r) in {level for *_, level in cells}:
+        if r.arm == "imp" and r.task in tasks and level_key(r) in levels:
             cells.setdefault((r.task, r.task, level_key(r)), []).append(r)
     rows = []
     for (source, target, level), found in cells.items():
