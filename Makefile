@@ -32,6 +32,8 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_mlm_step.py
 	$(PY) benchmarks/bench_compact_latency.py
 	$(PY) benchmarks/bench_earlybert_time.py
+	$(PY) benchmarks/bench_mask_packing.py
+	$(PY) benchmarks/bench_sparse_latency.py
 
 clean:
 	rm -rf $(VENV) runs

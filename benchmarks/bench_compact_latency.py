@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import platform
-import statistics
-import time
 
 import torch
+from racing import race
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModel
 
@@ -74,7 +72,7 @@ def main() -> None:
             f"({params[2]:.2f}M padded); "
             f"max |compact - masked| = {errors[0]:.1e} ({errors[1]:.1e} padded)"
         )
-        single = race(models, make_inputs(dense.config.vocab_size, 1, 1, generator), args)
+        single = race(models, make_inputs(dense.config.vocab_size, 1, 1, generator), args.repeats, args.turn)
         print(
             f"  a forward on 1 token (per-call overhead, and reading the weights once): "
             f"dense {single[0]:.2f} ms, compact {single[1]:.2f} ms, padded {single[2]:.2f} ms"
@@ -83,7 +81,7 @@ def main() -> None:
             inputs = make_inputs(dense.config.vocab_size, batch, args.length, generator)
             counted = [flops(m, inputs) for m in models]
             ideal = counted[0] / counted[1]
-            ms = race(models, inputs, args)
+            ms = race(models, inputs, args.repeats, args.turn)
             speedups = (ms[0] / ms[1], ms[0] / ms[2])
             rows.append((name, batch, *ms, ideal, *speedups))
             print(
@@ -122,25 +120,6 @@ def flops(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> int:
     finally:
         model.set_attn_implementation(original)
     return counter.get_total_flops()
-
-
-@torch.inference_mode()
-def race(models: tuple[torch.nn.Module, ...], inputs: dict[str, torch.Tensor], args) -> list[float]:
-    """Median milliseconds per forward call of each model, in turns of the same number of calls; the order of the
-    turns rotates from one repeat to the next."""
-    start = time.perf_counter()
-    for _ in range(3):  # warm-up, and a measure of how many calls fill a turn
-        for model in models:
-            model(**inputs)
-    calls = max(1, math.ceil(args.turn / ((time.perf_counter() - start) / (3 * len(models)))))
-    times: list[list[float]] = [[] for _ in models]
-    for repeat in range(args.repeats):
-        for index in [(repeat + k) % len(models) for k in range(len(models))]:
-            start = time.perf_counter()
-            for _ in range(calls):
-                models[index](**inputs)
-            times[index].append(1000 * (time.perf_counter() - start) / calls)
-    return [statistics.median(t) for t in times]
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import flip
 from safetensors.torch import save_file
 from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2Model, RobertaConfig, RobertaModel
 
@@ -115,6 +116,11 @@ CASES: dict[str, list[str] | dict] = {
     "find rate nan": [*FIND, "--rate", "nan"],
     "find unknown schedule": [*FIND, "--schedule", "cubic"],
     "find unknown scope": [*FIND, "--scope", "layer"],
+    "find unknown granularity": [*FIND, "--granularity", "blok:4x4"],
+    "find granularity of empty blocks": [*FIND, "--granularity", "block:0x4"],
+    "find granularity n above m": [*FIND, "--granularity", "3:2"],
+    "find granularity of three numbers": [*FIND, "--granularity", "2:4:8"],
+    "find n:m above the schedule's first level": [*FIND, "--granularity", "2:4"],
     "find negative rewind step": [*FIND, "--rewind-step", "-1"],
     "find rewind step past the round": [*FIND, "--rewind-step", "999"],
     "find negative rewind epoch": [*FIND, "--rewind-epoch", "-1"],
@@ -197,6 +203,7 @@ CASES: dict[str, list[str] | dict] = {
     ],
     "transfer lr nan": [*TRANSFER, "--lr", "nan"],
     "transfer warmup ratio negative": [*TRANSFER, "--warmup-ratio", "-2"],
+    "transfer unknown granularity": [*TRANSFER, "--granularity", "4:4"],
     "transfer max length past the positions": [*TRANSFER, "--max-length", "512"],
     "transfer missing ticket option": ["transfer", "--task", "rotten-tomatoes", "--out", "{out}"],
     "transfer out is a file": [
@@ -373,6 +380,9 @@ CASES: dict[str, list[str] | dict] = {
     "recipe prune unknown method": recipe(prune={"sparsity": 0.1, "method": "bogus"}),
     "recipe prune negative rewind step": recipe(prune={"sparsity": 0.1, "rewind_step": -1}),
     "recipe prune rewind head text": recipe(prune={"sparsity": 0.1, "rewind_head": "maybe"}),
+    "recipe prune unknown granularity": recipe(prune={"sparsity": 0.1, "granularity": "blok:4x4"}),
+    "recipe prune granularity a number": recipe(prune={"sparsity": 0.1, "granularity": 4}),
+    "recipe prune n:m above the first level": recipe(prune={"sparsity": 0.1, "granularity": "2:4"}),
     "recipe controls text": recipe(controls="random"),
     "recipe unknown control": recipe(controls=["bogus"]),
     "recipe rewind steps text": recipe(rewind_steps="ten"),
@@ -434,6 +444,31 @@ CASES: dict[str, list[str] | dict] = {
     "apply out is a file": ["apply", "{mask}", "--model", "{tiny}", "--out", "{file}"],
     "apply out below a file": ["apply", "{mask}", "--model", "{tiny}", "--out", "{file}/model"],
     "apply out name too long": ["apply", "{mask}", "--model", "{tiny}", "--out", "{out}/" + LONG],
+    # export
+    "export missing ticket": ["export", "{missing}", "--out", "{out}"],
+    "export corrupt ticket": ["export", "{corrupt}", "--model", "{tiny}", "--out", "{out}"],
+    "export ticket of another model": ["export", "{mask}", "--model", "{other}", "--out", "{out}"],
+    "export round not complete": ["export", "{run}:7", "--out", "{out}"],
+    "export damaged round": ["export", "{damaged_run}", "--out", "{out}"],
+    "export unknown format": ["export", "{run}", "--format", "csr", "--out", "{out}"],
+    "export batch size 0": ["export", "{run}", "--batch-size", "0", "--out", "{out}"],
+    "export length not a number": ["export", "{run}", "--length", "long", "--out", "{out}"],
+    "export out exists": ["export", "{run}", "--out", "{store}"],
+    "export out below a file": ["export", "{run}", "--out", "{file}/model"],
+    "export out name too long": ["export", "{run}", "--out", "{out}/" + LONG],
+    # ticket
+    "ticket without an action": ["ticket"],
+    "ticket unknown action": ["ticket", "list", "{mask}"],
+    "ticket show without a ticket": ["ticket", "show"],
+    "ticket show missing file": ["ticket", "show", "{missing}"],
+    "ticket show a text file": ["ticket", "show", "{file}"],
+    "ticket show corrupt file": ["ticket", "show", "{corrupt}"],
+    "ticket show packed file with a flipped byte": ["ticket", "show", "{damaged_mask}"],
+    "ticket show damaged round": ["ticket", "show", "{damaged_run}"],
+    "ticket show round not complete": ["ticket", "show", "{run}:7"],
+    "ticket show run without a complete round": ["ticket", "show", "{empty_run}"],
+    "ticket show folder that is no run": ["ticket", "show", "{empty}"],
+    "ticket show name too long": ["ticket", "show", LONG],
 }
 
 
@@ -516,6 +551,10 @@ def inputs(tiny_model_dir, fashion_dir, one_thread, tmp_path_factory) -> dict[st
         str(tiny_model_dir), sparsity=0.1, out=paths["store"], train_examples=16, batch_size=64, epochs=1, max_length=16
     ).path  # one step a round; evaluation in few, short batches
     paths["mask"] = paths["run"] / "round_01" / "mask.safetensors"
+    paths["damaged_mask"] = shutil.copy(paths["mask"], root / "damaged.safetensors")
+    flip(paths["damaged_mask"])  # outside any run: only the file's own checks can find it
+    paths["damaged_run"] = shutil.copytree(paths["run"], root / "damaged-store" / paths["run"].name)
+    flip(paths["damaged_run"] / "round_01" / "mask.safetensors")
     paths["empty_run"] = root / "empty-run"
     paths["empty_run"].mkdir()
     shutil.copy(paths["run"] / "config.json", paths["empty_run"])
@@ -570,7 +609,9 @@ def test_the_table_covers_every_verb():
         "pretrain",
         "import-resnet",
         "apply",
+        "export",
         "tasks",
+        "ticket",
     } <= verbs
     assert len(CASES) >= 110
 

@@ -3,6 +3,7 @@ training of the smaller model, the random structured baseline, the store, the CL
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 
@@ -15,6 +16,7 @@ from ticketlab.cli import main
 from ticketlab.earlybert import EarlyBirdConfig, earlybert, layer_shapes, load_compact, structure_mask
 from ticketlab.earlybert.draw import EarlyBird
 from ticketlab.earlybert.search import EarlyBirdSearch, slimming
+from ticketlab.export import export_ticket, load_sparse
 from ticketlab.lottery import RunContext
 from ticketlab.masks import load_mask, sparsity
 from ticketlab.store import RunStore, verify
@@ -253,3 +255,14 @@ def test_a_damaged_search_or_ticket_is_reported_once_and_made_again(
     (report,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "is damaged" in report and name.split("/")[-1] in report
     assert_same_outputs(copy, out)
+
+
+def test_a_compacted_model_exports_to_int8_with_its_dev_metrics(searched, tmp_path):
+    result, _ = searched
+    folder = RunStore(result.run).branch(SETTINGS.branch("earlybert")).round_dir(0) / "model"
+    shipped = export_ticket(folder, tmp_path / "int8", format="int8")
+    record = json.loads((shipped / "export.json").read_text())
+    assert "compacted EarlyBERT" in record["weights"] and set(record["dev"]) == {"masked dense", "exported"}
+    model = load_sparse(shipped)
+    assert type(model) is type(load_compact(folder))
+    assert any("quantized" in type(module).__module__ for module in model.modules())

@@ -3,6 +3,7 @@
 from .api import apply_ticket, load_ticket
 from .earlybert import EarlyBertResult, EarlyBirdConfig, earlybert, load_compact
 from .errors import TicketlabError
+from .export import export_ticket, load_sparse
 from .lottery import LotteryResult, find, transfer
 from .models import (
     import_resnet,  # importing models (and earlybert) registers ResNets (compact models) with the Auto classes
@@ -16,9 +17,11 @@ __all__ = [
     "TicketlabError",
     "apply_ticket",
     "earlybert",
+    "export_ticket",
     "find",
     "import_resnet",
     "load_compact",
+    "load_sparse",
     "load_ticket",
     "pretrain",
     "transfer",

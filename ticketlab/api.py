@@ -19,6 +19,23 @@ def load_ticket(source: str | Path, round: int | None = None) -> Mask:
 
 def read_ticket(source: str | Path, round: int | None = None) -> tuple[Mask, dict[str, str]]:
     """A ticket and its provenance metadata. `source`: a mask file, a run folder, or "RUN:ROUND"."""
+    return load_mask(ticket_file(source, round))
+
+
+def ticket_file(source: str | Path, round: int | None = None) -> Path:
+    """The mask file a ticket reference names: a mask file itself, or a run's round, refused unless complete and
+    intact."""
+    located = locate_ticket(source, round)
+    if located is None:
+        return Path(source)
+    store, round = located
+    store.verified(round)
+    return store.mask_path(round)
+
+
+def locate_ticket(source: str | Path, round: int | None = None) -> tuple[RunStore, int] | None:
+    """The run and complete round a ticket reference names ("RUN:ROUND", or a run folder: its last complete round),
+    or None for a mask file; a one-line error for anything else."""
     path = Path(source)
     text = str(source)
     if round is None and not path.exists() and ":" in text:
@@ -26,7 +43,7 @@ def read_ticket(source: str | Path, round: int | None = None) -> tuple[Mask, dic
         if tail.isdigit():
             path, round = Path(head), int(tail)
     if path.is_file():
-        return load_mask(path)
+        return None
     if not path.exists():
         raise TicketlabError(f"ticket not found: {source}")
     store = RunStore.open(path)
@@ -36,8 +53,7 @@ def read_ticket(source: str | Path, round: int | None = None) -> tuple[Mask, dic
     round = rounds[-1] if round is None else round
     if round not in rounds:
         raise TicketlabError(f"{path} has no complete round {round}; complete: {', '.join(map(str, rounds))}")
-    store.verified(round)
-    return load_mask(store.mask_path(round))
+    return store, round
 
 
 def apply_ticket(model: nn.Module, mask: Mask) -> nn.Module:

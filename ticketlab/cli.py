@@ -18,22 +18,24 @@ from .controls import CONTROLS
 from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
 from .experiment import load_recipe, presets, run_experiment
-from .export import export_pruned
+from .export import FORMATS, export_pruned, export_ticket
 from .lottery import find, grid, transfer
 from .models import EMBEDDED_MODELS, import_resnet
 from .models.vision import LAYOUTS as ARCHITECTURES
 from .pretraining.records import METHODS as PRETRAINING_METHODS
 from .pretraining.records import pretrain_record
 from .pretraining.workflow import pretrain
-from .pruning import SCHEDULES, SCOPES
+from .pruning import SCHEDULES, SCOPES, parse_granularity
 from .report.build import build_report, load_results
 from .report.console import (
     print_earlybert,
     print_earlybert_tables,
+    print_export,
     print_pretraining,
     print_rounds,
     print_tables,
     print_tasks,
+    print_ticket,
     print_transfer,
     print_verification,
 )
@@ -235,6 +237,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     apply_cmd.add_argument("--model", type=_path, default="splade-tiny", help="the ticket's base model")
     apply_cmd.add_argument("--out", type=_folder, required=True, help="a new folder")
+    export_cmd = verbs.add_parser(
+        "export", help="write a ticket as a model that ships: dense, sparse kernels, INT8 or ONNX (read: load_sparse)"
+    )
+    export_cmd.add_argument(
+        "ticket",
+        type=_path,
+        help="RUN[:ROUND] (a round that kept its fine-tuned weights exports them, any other the ticket on the "
+        "pre-trained weights), a mask file, or an EarlyBERT model folder",
+    )
+    export_cmd.add_argument(
+        "--format", choices=list(FORMATS), default="sparse", help="; ".join(f"{k}: {v}" for k, v in FORMATS.items())
+    )
+    export_cmd.add_argument("--model", type=_path, help="the base model of a mask file (default: the one it names)")
+    export_cmd.add_argument("--batch-size", type=int, default=1, help="deployment batch (kernels are timed on it)")
+    export_cmd.add_argument("--length", type=int, default=128, help="deployment tokens per example")
+    export_cmd.add_argument("--out", type=_folder, required=True, help="a new folder")
+    ticket_cmd = verbs.add_parser("ticket", help="look at a ticket (ticketlab ticket show TICKET)")
+    ticket_actions = ticket_cmd.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    show_cmd = ticket_actions.add_parser(
+        "show", help="its provenance, sparsity per matrix type, and file size against the entropy bound"
+    )
+    show_cmd.add_argument(
+        "ticket", type=_path, help="a mask file, or a run folder (its last round; RUN:ROUND for another)"
+    )
     return parser
 
 
@@ -269,6 +295,12 @@ def _add_run_options(
         choices=SCOPES,
         help="layers (default): one ranking over the transformer layers, the pooler alone at the same sparsity; "
         "global: one ranking of every matrix (the paper's); per-matrix: each matrix alone",
+    )
+    prune.add_argument(
+        "--granularity",
+        type=_granularity,
+        help="weight (default): each weight alone; block:RxC: blocks of R rows x C columns kept or pruned whole; "
+        "N:M (e.g. 2:4): at most N kept in every M consecutive inputs",
     )
     prune.add_argument(
         "--rewind-step", type=int, help="rewind to the weights after this step of round 0 (default 0: θ0)"
@@ -312,6 +344,15 @@ def _folder(text: str) -> str:
     blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise argparse.ArgumentTypeError(f"{blocking} is a file, not a folder")
+    return text
+
+
+def _granularity(text: str) -> str:
+    """A granularity ticketlab.pruning.parse_granularity reads, kept as written (it is a PruneConfig field)."""
+    try:
+        parse_granularity(text)
+    except TicketlabError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
@@ -425,11 +466,13 @@ def _earlybert(args: dict) -> None:
 VERBS = {  # verb -> what it does with its parsed arguments (an int: the exit status)
     "tasks": lambda args: print_tasks(),
     "apply": lambda args: print(export_pruned(**args)),
+    "export": lambda args: print_export(export_ticket(**args)),
     "report": _report,
     "experiment": _experiment,
     "pretrain": _pretrain,
     "import-resnet": lambda args: print(import_resnet(**args)),
     "verify": lambda args: 0 if print_verification(args["runs"]) else 1,
+    "ticket": lambda args: print_ticket(args["ticket"]),  # its one action: show
     "find": _find,
     "transfer": _transfer,
     "grid": _grid,

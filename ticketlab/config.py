@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
 from .errors import TicketlabError
-from .pruning import METHODS, check_scope
+from .pruning import METHODS, WEIGHT, check_levels, check_scope, parse_granularity
 from .pruning.schedules import sparsity_schedule
 
 T = TypeVar("T")
@@ -114,12 +114,14 @@ class PruneConfig:
     scope: str = "layers"  # or "global" (the paper's), "per-matrix": see ticketlab.pruning.SCOPES
     rewind_step: int = 0  # 0: rewind to the pre-trained weights θ0; i: to the weights after step i of round 0
     rewind_head: bool = False  # the paper's code keeps the task head's trained values across rounds
+    granularity: str = "weight"  # or "block:RxC", "N:M": see ticketlab.pruning.granularity
 
     def __post_init__(self) -> None:
         check_types(self)
-        self.levels()
+        levels = self.levels()
         METHODS.get(self.method)
         check_scope(self.scope)
+        check_levels(parse_granularity(self.granularity), levels)
         if self.rewind_step < 0:
             raise TicketlabError(f"rewind_step must be >= 0, got {self.rewind_step}")
 
@@ -140,7 +142,10 @@ class RunConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        settings = dataclasses.asdict(self)
+        if self.prune.granularity == str(WEIGHT):  # as before granularity existed: runs keep their names and configs
+            del settings["prune"]["granularity"]
+        return settings
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":

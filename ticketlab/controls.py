@@ -2,7 +2,8 @@
 
 A control gives, for an IMP round at sparsity s, the mask to train and the start values of the prunable matrices
 (everything else starts as IMP's round does: θ0 for the backbone, that round's starting head). Both are pure
-functions of the run they branch from and a seeded generator.
+functions of the run they branch from and a seeded generator. The masks a control prunes itself (one-shot, random)
+are made at the run's granularity, with its rankings (random: all weights, or each matrix, at once).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Callable, Protocol
 import torch
 
 from .masks import Mask, ones_like
-from .pruning import Rankings, magnitude_prune, random_prune
+from .pruning import Granularity, Rankings, magnitude_prune, random_prune
 from .registry import Registry
 
 Weights = dict[str, torch.Tensor]
@@ -24,6 +25,7 @@ class Parent(Protocol):
     """What a control reads of the lottery run it branches from (prunable weights, named as in masks)."""
 
     rankings: Rankings  # the run's pruning rankings (its scope, see ticketlab.pruning.scope_rankings)
+    granularity: Granularity  # what the run prunes together (ticketlab.pruning.granularity)
 
     def imp_mask(self, round: int) -> Mask: ...
 
@@ -53,13 +55,14 @@ def _imp(parent: Parent, round: int, level: float, rng: torch.Generator) -> Mask
 
 def _one_shot(parent: Parent, round: int, level: float, rng: torch.Generator) -> Mask:
     dense = parent.dense_weights()
-    return magnitude_prune(dense, ones_like(dense), level, parent.rankings)
+    return magnitude_prune(dense, ones_like(dense), level, parent.rankings, parent.granularity)
 
 
 def _random(per_matrix: bool) -> Callable[[Parent, int, float, torch.Generator], Mask]:
     def mask(parent: Parent, round: int, level: float, rng: torch.Generator) -> Mask:
         shapes = parent.imp_mask(0)
-        return random_prune(shapes, shapes, level, rng, [[name] for name in shapes] if per_matrix else None)
+        rankings = [[name] for name in shapes] if per_matrix else None
+        return random_prune(shapes, shapes, level, rng, rankings, parent.granularity)
 
     return mask
 

@@ -11,6 +11,7 @@ universal tickets of every sparsity transferred to every downstream task. Each m
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,16 @@ from .report.pretraining import write_pretraining_summary
 from .tasks import TASKS
 
 RECIPES = Path(__file__).parent / "recipes"
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but N:M (`granularity: 2:4`) stays a string: YAML 1.1 reads it as 124, in base 60."""
+
+
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [("tag:yaml.org,2002:str", re.compile(r"^[0-9]+:[0-9]+$")), *resolvers] if first.isdigit() else resolvers
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,7 @@ def load_recipe(source: str | Path) -> Recipe:
             raise TicketlabError(f"no recipe file or preset {str(source)!r}; presets: {', '.join(presets())}")
         path = RECIPES / f"{source}.yaml"
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), _RecipeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise TicketlabError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(raw, dict):

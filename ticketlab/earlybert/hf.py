@@ -198,6 +198,11 @@ def load_compact(path: str | Path, auto_class: type | None = None, **kwargs) -> 
         ) from None
 
 
+def is_compact_folder(path: Path) -> bool:
+    """Whether the folder holds a compacted model (`save_compact`'s)."""
+    return _compact_model_type(path) is not None
+
+
 def _compact_model_type(path: Path) -> str | None:
     """The folder's model type if it holds a compacted model, else None."""
     try:

@@ -16,7 +16,7 @@ from ..config import RunConfig
 from ..errors import TicketlabError
 from ..masks import LOW_DENSITY, Mask, fit_mask, load_mask, nearly_empty, sparsity
 from ..models import backbone, head_parameters, layer_stack_weights, load_pretrained, prunable_weights, resolve_model
-from ..pruning import round_at, scope_rankings
+from ..pruning import WEIGHT, check_fits, parse_granularity, round_at, scope_rankings
 from ..store import RunStore
 from ..tasks import TASKS
 from ..train import MaskEnforcer, TrainHook, TrainResult, accelerator, predict, total_steps, train
@@ -32,7 +32,8 @@ def writing(store: RunStore) -> Iterator[None]:
 
 
 class RunContext:
-    """The state shared by the units of one run: data, model, θ0, the fresh head, the pruning rankings."""
+    """The state shared by the units of one run: data, model, θ0, the fresh head, the pruning rankings and
+    granularity."""
 
     def __init__(self, config: RunConfig, store: RunStore, checkpoint_every: int, hooks: Sequence[TrainHook]):
         self.config, self.store, self.checkpoint_every, self.hooks = config, store, checkpoint_every, list(hooks)
@@ -56,6 +57,8 @@ class RunContext:
         self.model.to(accelerator().device)
         self.weights = prunable_weights(self.model)
         self.rankings = scope_rankings(config.prune.scope, list(self.weights), layer_stack_weights(self.model))
+        self.granularity = parse_granularity(config.prune.granularity)
+        check_fits(self.weights, self.granularity)
         self.theta0 = {k: v.detach().clone() for k, v in backbone(self.model).state_dict().items()}
         self.head0 = {k: v.detach().clone() for k, v in head_parameters(self.model).items()}
         self._dense: dict[str, torch.Tensor] | None = None
@@ -75,7 +78,8 @@ class RunContext:
         self, rounds: RunStore, round: int, level: float, mask: Mask, hooks: list[TrainHook], description: str
     ) -> dict[str, Any]:
         """Train the run's model from its current weights with `mask` enforced, evaluate, and return the unit's
-        record; a matrix the mask nearly empties is named in one line and recorded."""
+        record (with the run's granularity, unless it is single weights); a matrix the mask nearly empties is named
+        in one line and recorded."""
         emptied = nearly_empty(mask)
         if emptied:
             log.warning(
@@ -91,6 +95,7 @@ class RunContext:
             "round": round,
             "level": level,
             "sparsity": sparsity(mask),
+            **({} if self.granularity == WEIGHT else {"granularity": str(self.granularity)}),  # weight: as before
             **record,
             **({"nearly_empty": low} if low else {}),
         }

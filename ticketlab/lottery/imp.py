@@ -145,7 +145,7 @@ def _prepare(context: RunContext, round: int, level: float) -> None:
     else:
         load_weights(context.model, str(store.weights_path(round - 1)))
         previous = load_mask(store.mask_path(round - 1))[0]
-        mask = METHODS.get(prune.method)(context.weights, previous, level, context.rankings)
+        mask = METHODS.get(prune.method)(context.weights, previous, level, context.rankings, context.granularity)
     fresh_head = round == 0 or prune.rewind_head
     head = context.head0 if fresh_head else {k: p.detach() for k, p in head_parameters(context.model).items()}
     if accelerator().is_main_process:

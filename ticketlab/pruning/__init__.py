@@ -1,6 +1,8 @@
-"""Pruning methods, registered by name: each is a pure function (weights, mask, sparsity, rankings) -> mask."""
+"""Pruning methods, registered by name: each is a pure function (weights, mask, sparsity, rankings, granularity) ->
+mask."""
 
 from ..registry import Registry
+from .granularity import WEIGHT, Granularity, check_fits, check_levels, parse_granularity
 from .magnitude import SCOPES, Rankings, check_scope, magnitude_prune, scope_rankings
 from .random import random_prune
 from .schedules import SCHEDULES, round_at, sparsity_schedule
@@ -12,9 +14,14 @@ __all__ = [
     "METHODS",
     "SCHEDULES",
     "SCOPES",
+    "WEIGHT",
+    "Granularity",
     "Rankings",
+    "check_fits",
+    "check_levels",
     "check_scope",
     "magnitude_prune",
+    "parse_granularity",
     "random_prune",
     "round_at",
     "scope_rankings",

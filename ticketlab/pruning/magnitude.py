@@ -1,4 +1,4 @@
-"""Magnitude pruning: a pure function (weights, current mask, sparsity, rankings) -> new mask."""
+"""Magnitude pruning: a pure function (weights, current mask, sparsity, rankings, granularity) -> new mask."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from ..errors import TicketlabError
 from ..masks import Mask
+from .granularity import WEIGHT, Blocks, Granularity, NOfM, block_scores, cap_groups, check_levels, expand_blocks
 
 # "layers" (the default): one global ranking over the transformer layers' matrices, each matrix outside them (the
 # pooler, the one path from the encoder to the head) ranked alone at the same sparsity; "global": one ranking of every
@@ -21,15 +22,18 @@ def magnitude_prune(
     mask: Mapping[str, torch.Tensor],
     sparsity: float,
     rankings: Rankings | None = None,
+    granularity: Granularity = WEIGHT,
 ) -> Mask:
     """Prune the smallest |w| until exactly round(sparsity * N) weights of each ranking are pruned.
 
     Ranked in fp32, weights already pruned rank lowest (so masks are nested), ties broken by position.
-    `rankings` partitions the names (see `scope_rankings`); None ranks every weight at once.
+    `rankings` partitions the names (see `scope_rankings`); None ranks every weight at once. `granularity` (see
+    ticketlab.pruning.granularity): blocks are ranked the same way by their L1 norms, round(sparsity * blocks) of
+    each ranking pruned; N:M first keeps the N largest |w| of every group, then ranks the weights as above.
     """
     new: Mask = {}
     for names in rankings if rankings is not None else [list(weights)]:
-        new.update(_prune_together({n: weights[n] for n in names}, {n: mask[n] for n in names}, sparsity))
+        new.update(_prune_ranking({n: weights[n] for n in names}, {n: mask[n] for n in names}, sparsity, granularity))
     return {name: new[name] for name in weights}
 
 
@@ -50,6 +54,20 @@ def check_scope(scope: str) -> None:
         raise TicketlabError(f"unknown pruning scope {scope!r}; known: {', '.join(SCOPES)}")
 
 
+def _prune_ranking(
+    weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], sparsity: float, granularity: Granularity
+) -> Mask:
+    """One ranking pruned at its granularity: blocks ranked by their L1 norms, or N:M groups capped first."""
+    if isinstance(granularity, Blocks):
+        scores, kept = block_scores(weights, mask, granularity)
+        pruned = _prune_together(scores, kept, sparsity)
+        return {n: expand_blocks(pruned[n], granularity, mask[n].shape) for n in weights}
+    if isinstance(granularity, NOfM):
+        check_levels(granularity, [sparsity])
+        mask = cap_groups(weights, mask, granularity)
+    return _prune_together(weights, mask, sparsity)
+
+
 def _prune_together(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], sparsity: float) -> Mask:
     names = list(weights)
     scores = torch.cat([weights[n].detach().to("cpu", torch.float32).abs().flatten() for n in names])
@@ -58,7 +76,7 @@ def _prune_together(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torc
     already = int((~kept).sum())
     if prune_count < already:
         raise TicketlabError(
-            f"cannot prune to sparsity {sparsity:g}: {already} of {scores.numel()} weights are pruned already"
+            f"cannot prune to sparsity {sparsity:g}: {already} of the {scores.numel()} ranked are pruned already"
         )
     scores[~kept] = -1.0  # below every |w|: pruned weights stay pruned
     order = torch.argsort(scores, stable=True)

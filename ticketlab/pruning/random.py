@@ -7,6 +7,7 @@ from typing import Mapping
 import torch
 
 from ..masks import Mask
+from .granularity import WEIGHT, Granularity
 from .magnitude import Rankings, magnitude_prune
 
 
@@ -16,10 +17,12 @@ def random_prune(
     sparsity: float,
     generator: torch.Generator,
     rankings: Rankings | None = None,
+    granularity: Granularity = WEIGHT,
 ) -> Mask:
     """Prune uniformly at random to exactly round(sparsity * N) weights of each ranking (None: all weights at once).
 
-    Magnitude pruning of random scores: the same exact counts, nesting and rankings as IMP, only the order differs.
+    Magnitude pruning of random scores: the same exact counts, nesting, rankings and granularity as IMP, only the
+    order differs (blocks, and each group's kept N, are drawn uniformly too).
     """
     scores = {name: torch.rand(w.shape, generator=generator) for name, w in weights.items()}
-    return magnitude_prune(scores, mask, sparsity, rankings)
+    return magnitude_prune(scores, mask, sparsity, rankings, granularity)

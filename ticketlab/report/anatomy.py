@@ -27,6 +27,7 @@ from ..models import config_values, is_resnet, resolve_model
 MATRIX_TYPES = ("query", "key", "value", "attention output", "FFN in", "FFN out", "pooler")
 ATTENTION = MATRIX_TYPES[:4]
 CONV_TYPES = ("conv1", "conv2", "conv3", "downsample")
+OTHER = "other"  # a matrix outside these layouts (an EarlyBERT structure's heads and neurons)
 ALL = "all"
 
 _MODULES = (
@@ -62,6 +63,18 @@ def matrix_of(name: str) -> tuple[int | str | None, str] | None:
     if _POOLER.search(name):
         return None, "pooler"
     return None
+
+
+def type_counts(mask: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, int, int]]:
+    """(matrices, kept weights, weights) per matrix type, in the order of MATRIX_TYPES, CONV_TYPES, then OTHER."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for name, m in mask.items():
+        where = matrix_of(name)
+        kind = OTHER if where is None else where[1]
+        counts[kind][0] += 1
+        counts[kind][1] += np.count_nonzero(m.numpy())
+        counts[kind][2] += m.numel()
+    return {kind: tuple(counts[kind]) for kind in (*MATRIX_TYPES, *CONV_TYPES, OTHER) if kind in counts}
 
 
 def layer_type_sparsity(mask: Mapping[str, torch.Tensor]) -> Grid:

@@ -3,16 +3,22 @@ verification. The CLI and the report call these; files (report.md, CSV, PNG) are
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from ..api import ticket_file
 from ..earlybert import EarlyBertResult
 from ..lottery import LotteryResult
+from ..masks import entropy_bound, load_mask, sparsity
 from ..store import RunStore, describe, split_metrics, verify
 from ..tasks import TASKS
+from .anatomy import ALL, type_counts
 from .build import CELLS, load_results
 from .earlybert import earlybert_table, earlybert_views
 from .results import Result
@@ -158,3 +164,69 @@ def print_transfer(ticket: str, task: str, seed: int | None, record: dict) -> No
             for metric, value in values.items()
         )
     )
+
+
+def print_export(folder: Path) -> None:
+    """The lines closing `ticketlab export`: the folder, its weights, the kernels chosen with the time each layer
+    takes against dense on the deployment shape, and the dev metrics measured at export."""
+    record = json.loads((folder / "export.json").read_text())
+    batch, length = record["tokens"]
+    print(f"{folder}: {record['format']}, {record['weights']}")
+    plan = record.get("kernels", {})
+    if plan:
+        chosen = Counter(entry["kernel"] for entry in plan.values())
+        fastest = sum(entry["ms"][entry["kernel"]] for entry in plan.values())
+        dense = "dense" if all("dense" in entry["ms"] for entry in plan.values()) else "int8"  # sparse-int8: no fp32
+        baseline = sum(entry["ms"][dense] for entry in plan.values())
+        print(
+            f"  {len(plan)} pruned linear layers on {batch} x {length} tokens, {record['threads']} threads: "
+            + ", ".join(f"{count} {kernel}" for kernel, count in chosen.most_common())
+            + f"; {fastest:.2f} ms against {baseline:.2f} ms all {dense} ({baseline / fastest:.2f}x)"
+        )
+    for name, metrics in record.get("dev", {}).items():
+        print(f"  {name}: " + ", ".join(f"{metric} {value:.4f}" for metric, value in metrics.items()))
+    if "onnx_max_abs_error" in record:
+        print(f"  model.onnx: max |ONNX Runtime - torch| {record['onnx_max_abs_error']:.1e}")
+
+
+def print_ticket(source: str) -> None:
+    """`ticketlab ticket show`: a ticket's provenance (its metadata), its sparsity per matrix type, and its file's
+    bytes against the entropy bound and against one byte per weight (the bool tensors masks were once saved as)."""
+    path = ticket_file(source)
+    mask, metadata = load_mask(path)
+    console = Console(highlight=False)
+    console.print(f"Ticket {path}", style="bold", markup=False)
+    provenance = Table(title="Provenance", show_header=False)
+    for key in sorted(metadata):
+        provenance.add_row(Text(key), Text(metadata[key]))  # as written: no markup
+    if not metadata:
+        provenance.add_row("no provenance recorded")
+    console.print(provenance)
+
+    types = Table(title="Sparsity per matrix type")
+    for column in ("matrix type", "matrices", "weights", "kept", "sparsity"):
+        types.add_column(column, justify="left" if column == "matrix type" else "right")
+    counts = type_counts(mask)
+    total = sum(weights for _, _, weights in counts.values())
+    counts[ALL] = (len(mask), sum(kept for _, kept, _ in counts.values()), total)
+    for kind, (matrices, kept, weights) in counts.items():
+        types.add_row(kind, str(matrices), f"{weights:,}", f"{kept:,}", f"{1 - kept / weights:.2%}" if weights else "")
+    console.print(types)
+
+    size = Table(title="File size")
+    for column in ("", "bytes", "bits per weight", "file / this"):
+        size.add_column(column, justify="left" if not column else "right")
+    file_bytes = path.stat().st_size
+    for label, bytes_ in (
+        ("this file", file_bytes),
+        (f"entropy bound N·H(s)/8, s = {sparsity(mask):.2%}", entropy_bound(mask)),
+        ("per-matrix bound Σ N_i·H(s_i)/8", entropy_bound(mask, per_matrix=True)),
+        ("1 byte per weight (bool tensors)", total),
+    ):
+        size.add_row(
+            label,
+            f"{bytes_:,.0f}",
+            f"{8 * bytes_ / total:.3f}" if total else "",
+            f"{file_bytes / bytes_:.3f}" if bytes_ else "",
+        )
+    console.print(size)

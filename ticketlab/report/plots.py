@@ -26,7 +26,7 @@ from ..errors import TicketlabError
 from ..masks import load_mask
 from .anatomy import Grid, attention_heads, head_kept, layer_type_sparsity, overlap_grid, random_iou
 from .earlybert import EARLYBERT, RANDOM, Group, earlybert_groups, ffn_kept_by_layer, heads_kept_grid, split_settings
-from .results import Result, by_seed, is_dense, level_key, metric_value, unstructured
+from .results import Result, by_seed, is_dense, level_key, metric_value, split_arm, unstructured
 from .tables import arm_label, arm_order
 from .tables import transfer_matrix as table_transfer_matrix
 from .verdict import LOWER_IS_BETTER, summarize
@@ -435,11 +435,13 @@ def _styles(arms: list[str]) -> list[dict]:
     tab10 = colormaps["tab10"].colors
     styles = []
     for k, arm in enumerate(arms):
-        if arm == "imp":
-            styles.append(dict(color="black", marker="o", lw=2.2, ms=5, zorder=3))
+        name, granularity = split_arm(arm)  # another granularity: its arm's colour, dashed, a marker of its own
+        line = dict(ls="--", marker=MARKERS[k % len(MARKERS)]) if granularity else {}
+        if name == "imp":
+            styles.append({**dict(color="black", marker="o", lw=2.2, ms=5, zorder=3), **line})
         else:
-            color = tab10[CONTROL_COLORS[arm] if arm in CONTROL_COLORS else next(spare, 7)]
-            styles.append(dict(color=color, marker=MARKERS[k % len(MARKERS)], lw=1.4, ms=4.5))
+            color = tab10[CONTROL_COLORS[name] if name in CONTROL_COLORS else next(spare, 7)]
+            styles.append({**dict(color=color, marker=MARKERS[k % len(MARKERS)], lw=1.4, ms=4.5), **line})
     return styles
 
 

@@ -14,10 +14,12 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from ..errors import TicketlabError
+from ..pruning import WEIGHT
 from ..store import RunStore, run_folders, split_metrics
 
 # whole attention heads and FFN neurons removed (EarlyBERT): their sparsity is not a level of IMP's schedule
 STRUCTURED_ARMS = frozenset({"earlybert", "earlybert-random"})
+GRANULARITY_MARK = " · "  # "imp · block:8x8": an arm of a run pruned at another granularity, read beside others
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,8 @@ class Result:
     task: str  # the task it was trained and evaluated on
     model: str  # the base model (embedded name or path)
     seed: int
-    # "imp", "imp-rewind-<step>", a control's name (ticketlab.controls.CONTROLS), "transfer" or one of STRUCTURED_ARMS
+    # "imp", "imp-rewind-<step>", a control's name (ticketlab.controls.CONTROLS), "transfer" or one of STRUCTURED_ARMS,
+    # maybe with a granularity after GRANULARITY_MARK (see `collect`)
     arm: str
     source: str | None  # transfer: the task the ticket was found on; otherwise None
     round: int  # IMP: the round; a branch: the round of the run its mask derives from
@@ -42,26 +45,40 @@ class Result:
 
 def collect(paths: Iterable[str | Path]) -> list[Result]:
     """Results of the complete rounds of every run in `paths`: run folders, or folders holding run folders.
-    A damaged round stops it with one line (the report never shows what a damaged file says)."""
+    A damaged round stops it with one line (the report never shows what a damaged file says).
+
+    Where the runs differ in granularity, the arms of a run that prunes other than single weights carry its granularity
+    ("imp · block:8x8", "random · 2:4"; not the structured ones); its dense round 0, the same model whatever the
+    granularity, stands as IMP's dense round unless a weight-granular run (or one read before) holds that model."""
+    runs = [(store, store.config()) for store in map(RunStore.open, run_folders(paths))]
+    mixed = len({config.prune.granularity for _, config in runs}) > 1
     results: list[Result] = []
-    for run in run_folders(paths):
-        store = RunStore.open(run)
-        config = store.config()
+    dense: set[tuple] = set()  # the dense rounds read: (task, model, seed, arm)
+    for store, config in sorted(runs, key=lambda run: run[1].prune.granularity != str(WEIGHT)):  # weight runs first
+        granularity = config.prune.granularity if mixed and config.prune.granularity != str(WEIGHT) else None
         arm = "imp" if config.prune.rewind_step == 0 else f"imp-rewind-{config.prune.rewind_step}"
+        dense_key = (config.task, config.model, config.train.seed, arm)
         rounds = [(store, arm)] + [(store.branch(name), None) for name in store.branches()]
         for rounds_store, fixed_arm in rounds:
             for round in rounds_store.completed_rounds():
+                is_dense_round = rounds_store is store and round == 0
+                if is_dense_round:
+                    if granularity and dense_key in dense:
+                        continue
+                    dense.add(dense_key)
                 rounds_store.verified(round)
                 record = rounds_store.metrics(round)
                 if not fixed_arm and "arm" not in record:
                     raise TicketlabError(f"{rounds_store.round_dir(round)}/metrics.json names no arm")
                 source = record.get("source")
+                name = fixed_arm or record["arm"]
+                marked = granularity and not is_dense_round and name not in STRUCTURED_ARMS
                 results.append(
                     Result(
                         task=config.task,
                         model=config.model,
                         seed=config.train.seed,
-                        arm=fixed_arm or record["arm"],
+                        arm=f"{name}{GRANULARITY_MARK}{granularity}" if marked else name,
                         source=source["task"] if source else None,
                         round=round,
                         level=record.get("level", record["sparsity"]),
@@ -74,6 +91,13 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
                     )
                 )
     return results
+
+
+def split_arm(arm: str) -> tuple[str, str | None]:
+    """An arm's name and the granularity it carries: "imp · block:8x8" -> ("imp", "block:8x8"); "imp" -> ("imp",
+    None)."""
+    name, _, granularity = arm.partition(GRANULARITY_MARK)
+    return name, granularity or None
 
 
 def level_key(result: Result) -> float:

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ..errors import TicketlabError
 from ..tasks import TASKS
-from .results import Result, by_seed, is_dense, level_key, unstructured
+from .results import GRANULARITY_MARK, Result, by_seed, is_dense, level_key, split_arm, unstructured
 from .verdict import LOWER_IS_BETTER, highest_matching, is_matching_paper, is_matching_strict, summarize
 
 Deciders = dict[str, tuple[str, str]]
@@ -49,15 +49,19 @@ def dense_rows(frame: pd.DataFrame) -> pd.Series:
 
 
 def arm_label(arm: str, source: str | None = None) -> str:
-    """How tables and plots name an arm, e.g. "IMP, rewind to step 100", "transfer from mlm"."""
-    return ARM_LABELS.get(_family(arm), arm).format(step=arm.rpartition("-")[2], source=source)
+    """How tables and plots name an arm, e.g. "IMP, rewind to step 100", "transfer from mlm", "IMP · block:8x8"."""
+    name, granularity = split_arm(arm)
+    label = ARM_LABELS.get(_family(name), name).format(step=name.rpartition("-")[2], source=source)
+    return f"{label}{GRANULARITY_MARK}{granularity}" if granularity else label
 
 
 def arm_order(arm: str, source: str | None = None) -> tuple:
-    """Sort key: the order of ARM_LABELS, rewind steps ascending, transfers by source, unknown arms last."""
-    family = _family(arm)
+    """Sort key: the order of ARM_LABELS, rewind steps ascending, transfers by source, unknown arms last; an arm of
+    another granularity right after its weight-granular one."""
+    name, _ = split_arm(arm)
+    family = _family(name)
     rank = list(ARM_LABELS).index(family) if family in ARM_LABELS else len(ARM_LABELS)
-    return rank, int(arm.rpartition("-")[2]) if family == "imp-rewind" else 0, source or "", arm
+    return rank, int(name.rpartition("-")[2]) if family == "imp-rewind" else 0, source or "", arm
 
 
 def metric_columns(task: str, deciders: Deciders) -> list[tuple[str, str]]:

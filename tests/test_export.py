@@ -1,0 +1,187 @@
+"""Exports that ship: every sparse kernel against the plain product, the kernel choice, and each format of a tiny
+run's ticket read back with load_sparse (same outputs as the masked dense model, to 1e-5 in fp32)."""
+
+import json
+
+import pytest
+import torch
+from helpers import run_cli
+from transformers import BertForSequenceClassification, BertModel
+
+import ticketlab
+from ticketlab.errors import TicketlabError
+from ticketlab.export import FORMATS, export_ticket, load_sparse
+from ticketlab.export.kernels import INT8, available_kernels, block_shape, compiled_library, square_block
+from ticketlab.export.sparse import SparseLinear, apply_plan, sparsify
+from ticketlab.masks import load_mask
+
+
+def block_mask(out, inp, rows, cols, density, generator):
+    kept = torch.rand(out // rows, inp // cols, generator=generator) < density
+    return kept.repeat_interleave(rows, 0).repeat_interleave(cols, 1)
+
+
+def test_the_compiled_kernel_builds_where_a_compiler_exists():
+    assert compiled_library() is not None
+    assert "compiled" in available_kernels()
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (1, 4), (2, 2), (4, 4), (8, 8), (4, 8)])
+@pytest.mark.parametrize("tokens", [1, 16, 37])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_every_kernel_computes_the_masked_product(rows, cols, tokens, with_bias):
+    generator = torch.Generator().manual_seed(rows * 100 + cols + tokens)
+    out, inp = 48, 64
+    weight, mask = torch.randn(out, inp, generator=generator), block_mask(out, inp, rows, cols, 0.3, generator)
+    bias = torch.randn(out, generator=generator) if with_bias else None
+    x = torch.randn(tokens, inp, generator=generator)
+    expected = torch.nn.functional.linear(x, weight * mask, bias)
+    for kernel in available_kernels().values():
+        if kernel.fits(mask):
+            torch.testing.assert_close(
+                kernel.run(kernel.prepare(weight, mask, bias), x), expected, rtol=1e-5, atol=1e-5
+            )
+    approximate = INT8.run(INT8.prepare(weight, mask, bias), x)
+    assert (approximate - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_block_shapes_are_found_as_the_mask_is_cut():
+    generator = torch.Generator().manual_seed(0)
+    assert block_shape(block_mask(16, 16, 4, 8, 0.5, generator)) == (4, 8)
+    assert block_shape(block_mask(16, 16, 8, 8, 0.5, generator)) == (4, 8)  # the kernel's largest row count is 4
+    assert square_block(block_mask(16, 16, 8, 8, 0.5, generator)) == 8
+    assert square_block(block_mask(16, 16, 1, 4, 0.5, generator)) is None
+    assert block_shape(torch.rand(16, 16, generator=generator) < 0.5) == (1, 1)
+
+
+def tiny_linear_model():
+    torch.manual_seed(0)
+    model = BertModel(
+        BertModel.config_class(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50
+        )
+    ).eval()
+    mask = {name: torch.rand_like(p) < 0.2 for name, p in model.named_parameters() if name.endswith("query.weight")}
+    return model, mask
+
+
+def test_kernel_choice_falls_back_to_dense_where_sparse_is_slower():
+    model, mask = tiny_linear_model()
+    timer = {"dense": 1.0, "torch-csr": 2.0, "torch-bsr": 2.0, "compiled": 3.0}
+    plan = sparsify(model, mask, tokens=8, timer=lambda kernel, operands, x: timer[kernel.name])
+    assert {entry["kernel"] for entry in plan.values()} == {"dense"}
+    assert not any(isinstance(module, SparseLinear) for module in model.modules())  # the model's own layer stays
+    assert plan["encoder.layer.0.attention.self.query"]["ms"]["compiled"] == 3000.0
+    faster = sparsify(*tiny_linear_model(), tokens=8, timer=lambda kernel, operands, x: -timer[kernel.name])
+    assert {entry["kernel"] for entry in faster.values()} == {"compiled"}
+
+
+def test_a_sparse_layer_keeps_the_forward_shape_and_refuses_other_dtypes():
+    model, mask = tiny_linear_model()
+    sparsify(model, mask, tokens=4, timer=lambda kernel, operands, x: kernel.name != "compiled")
+    layer = model.encoder.layer[0].attention.self.query
+    assert isinstance(layer, SparseLinear)
+    assert layer(torch.randn(2, 3, 32)).shape == (2, 3, 32)
+    with pytest.raises(TicketlabError, match="fp32 on the CPU"):
+        layer(torch.randn(2, 32, dtype=torch.float64))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = ticketlab.find(
+        str(tiny_model_dir),
+        sparsity=0.5,
+        schedule="geometric",
+        rate=0.5,
+        out=out,
+        train_examples=32,
+        batch_size=16,
+        epochs=1,
+    )
+    return result.path
+
+
+def random_batch(vocab_size, generator):
+    ids = torch.randint(0, vocab_size, (3, 20), generator=generator)
+    attention = torch.ones_like(ids)
+    attention[1, 12:] = 0
+    return {"input_ids": ids, "attention_mask": attention}
+
+
+@pytest.mark.parametrize("format", ["dense", "sparse"])
+def test_an_exact_export_gives_the_masked_dense_models_outputs(trained_run, tmp_path, format):
+    folder = export_ticket(trained_run, tmp_path / format, format=format, batch_size=2, length=16)
+    record = json.loads((folder / "export.json").read_text())
+    dev = record["dev"]
+    assert "fine-tuned" in record["weights"] and dev.get("exported", dev["masked dense"]) == dev["masked dense"]
+    plain = BertForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+    mask = load_mask(folder / "mask.safetensors")[0]
+    weights = dict(plain.bert.named_parameters())
+    assert all((weights[name][~kept] == 0).all() for name, kept in mask.items())
+    shipped = load_sparse(folder)
+    batch = random_batch(plain.config.vocab_size, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(shipped(**batch).logits, plain(**batch).logits, rtol=1e-5, atol=1e-5)
+    if format == "sparse":
+        assert set(record["kernels"]) == {name.rpartition(".")[0] for name in mask}
+        sparse = [entry for entry in record["kernels"].values() if entry["kernel"] != "dense"]
+        assert sum(isinstance(m, SparseLinear) for m in shipped.modules()) == len(sparse)
+
+
+def test_int8_exports_record_their_dev_metrics_and_stay_close(trained_run, tmp_path):
+    for format in ("int8", "sparse-int8"):
+        folder = export_ticket(trained_run, tmp_path / format, format=format, batch_size=2, length=16)
+        record = json.loads((folder / "export.json").read_text())
+        assert set(record["dev"]) == {"masked dense", "exported"}
+        plain = BertForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+        batch = random_batch(plain.config.vocab_size, torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            assert (load_sparse(folder)(**batch).logits - plain(**batch).logits).abs().max() < 0.05
+
+
+def test_an_onnx_export_runs_on_onnx_runtime(trained_run, tmp_path):
+    folder = export_ticket(trained_run, tmp_path / "onnx", format="onnx")
+    assert (folder / "model.onnx").stat().st_size > 0
+    assert json.loads((folder / "export.json").read_text())["onnx_max_abs_error"] < 1e-4
+
+
+def test_a_mask_file_exports_the_ticket_on_the_pretrained_weights(trained_run, tiny_model_dir, tmp_path):
+    folder = export_ticket(f"{trained_run}:1", tmp_path / "masks-only", format="dense")  # round 1's weights: kept
+    ticket = export_ticket(folder / "mask.safetensors", tmp_path / "theta0", format="sparse", model=str(tiny_model_dir))
+    record = json.loads((ticket / "export.json").read_text())
+    assert "pre-trained" in record["weights"] and "dev" not in record
+
+
+def test_bad_exports_say_so_in_one_line_and_write_nothing(trained_run, tmp_path):
+    with pytest.raises(TicketlabError, match="unknown export format"):
+        export_ticket(trained_run, tmp_path / "x", format="csr")
+    with pytest.raises(TicketlabError, match="at least 1"):
+        export_ticket(trained_run, tmp_path / "x", batch_size=0)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(TicketlabError, match="exists already"):
+        export_ticket(trained_run, tmp_path / "taken")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    with pytest.raises(TicketlabError, match="not a ticketlab export folder"):
+        load_sparse(tmp_path / "taken")
+
+
+def test_the_export_command_prints_the_kernels_and_the_dev_metrics(trained_run, tmp_path):
+    done = run_cli("export", trained_run, "--format", "sparse", "--length", "16", "--out", tmp_path / "shipped")
+    assert done.returncode == 0, done.stderr
+    assert "pruned linear layers on 1 x 16 tokens" in done.stdout and "exported: dev_accuracy" in done.stdout
+    assert set(FORMATS) >= {"dense", "sparse", "int8", "onnx"}
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "torch-csr"])
+def test_a_plan_rebuilds_the_model_with_its_kernels_and_the_same_outputs(trained_run, tmp_path, kernel):
+    folder = export_ticket(trained_run, tmp_path / "dense", format="dense")
+    plain = BertForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+    mask = load_mask(folder / "mask.safetensors")[0]
+    shipped = BertForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+    plan = {name.rpartition(".")[0]: {"kernel": kernel, "ms": {kernel: 0.0, "dense": 1.0}} for name in mask}
+    apply_plan(shipped, mask, plan)
+    assert sum(isinstance(module, SparseLinear) for module in shipped.modules()) == len(plan)
+    batch = random_batch(plain.config.vocab_size, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(shipped(**batch).logits, plain(**batch).logits, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,150 @@
+"""`ticketlab export`: a ticket written as a model that ships, in one of FORMATS, and `load_sparse` to read it back.
+
+Every export folder holds the model in the save_pretrained layout with the pruned weights zeroed (any Hugging Face
+tool reads it as a dense model), the tokenizer, mask.safetensors, and export.json: the format, where the weights
+come from, the deployment shape, per layer the kernel chosen and the time of every kernel tried (sparse formats),
+and the dev metrics measured at export (trained weights). `load_sparse` rebuilds the same model from it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+from torch.ao.quantization import quantize_dynamic
+
+from ..atomic import atomic_path, write_json
+from ..earlybert.hf import is_compact_folder, load_compact
+from ..errors import TicketlabError
+from ..masks import load_mask, save_mask
+from ..models import load_tokenizer
+from .kernels import INT8, available_kernels, torch_notices_silenced
+from .onnx import write_onnx
+from .source import Source, load_source
+from .sparse import apply_plan, sparsify
+
+FORMATS = {
+    "dense": "the zeros baked into a plain Hugging Face model",
+    "sparse": "each pruned linear layer through the fastest kernel on this machine (same outputs to 1e-5)",
+    "int8": "dense, every linear layer dynamically quantized to INT8",
+    "sparse-int8": "sparse, with INT8 instead of fp32 for the layers that run dense",
+    "onnx": "dense, as model.onnx for ONNX Runtime",
+}
+SPARSE = ("sparse", "sparse-int8")
+QUANTIZED = ("int8", "sparse-int8")
+RECORD = "export.json"
+
+
+def export_ticket(
+    ticket: str | Path,
+    out: str | Path,
+    format: str = "dense",
+    model: str | None = None,
+    batch_size: int = 1,
+    length: int = 128,
+) -> Path:
+    """Write the model `ticket` makes (ticketlab.export.source) to the new folder `out` in `format`; sparse formats
+    choose each layer's kernel by timing it on batch_size x length tokens."""
+    out = Path(out)
+    if format not in FORMATS:
+        raise TicketlabError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
+    if out.exists():
+        raise TicketlabError(f"{out} exists already; choose a new folder")
+    if batch_size < 1 or length < 1:
+        raise TicketlabError(f"batch size and length must be at least 1, got {batch_size} and {length}")
+    source = load_source(ticket, model)
+    record: dict[str, Any] = {
+        "format": format,
+        "weights": source.weights,
+        "ticket": source.metadata,
+        "tokens": [batch_size, length],
+        "threads": torch.get_num_threads(),
+    }
+    with atomic_path(out) as tmp:
+        _write_model(source, tmp)
+        if source.evaluate is not None:
+            record["dev"] = {"masked dense": source.evaluate(source.model)}
+        shipped = _convert(source.model, source.mask, format, batch_size * length, record)
+        if source.evaluate is not None and format != "dense":
+            record["dev"]["exported"] = source.evaluate(shipped)
+        if format == "onnx":
+            with torch_notices_silenced():
+                record["onnx_max_abs_error"] = write_onnx(shipped, tmp / "model.onnx")
+        write_json(tmp / RECORD, record)
+    return out
+
+
+def export_pruned(ticket: str | Path, model: str | None, out: str | Path) -> Path:
+    """Write `model`'s pre-trained backbone with the ticket applied to the new folder `out` (`ticketlab apply`):
+    the save_pretrained layout, the tokenizer (a text model's) and mask.safetensors. Parts the checkpoint lacks
+    (splade-tiny's pooler) are newly initialised from the ticket's seed."""
+    out = Path(out)
+    if out.exists():
+        raise TicketlabError(f"{out} exists already; choose a new folder")
+    source = load_source(ticket, model, trained=False)
+    with atomic_path(out) as tmp:
+        _write_model(source, tmp)
+    return out
+
+
+def load_sparse(folder: str | Path) -> nn.Module:
+    """The model an export folder holds, running as it was exported (kernels, INT8), in eval mode."""
+    folder = Path(folder)
+    try:
+        record = json.loads((folder / RECORD).read_text())
+        format = record["format"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise TicketlabError(f"{folder} is not a ticketlab export folder ({RECORD}: {error})") from None
+    model = _load_model(folder)
+    mask = load_mask(folder / "mask.safetensors")[0] if (folder / "mask.safetensors").is_file() else {}
+    if format in SPARSE:
+        apply_plan(model, mask, record.get("kernels", {}), kernels_for(format))
+    if format in QUANTIZED:
+        quantize(model)
+    return model.eval()
+
+
+def _convert(model: nn.Module, mask, format: str, tokens: int, record: dict[str, Any]) -> nn.Module:
+    """The model in `format`, with what the conversion measured added to `record`."""
+    if format in SPARSE:
+        record["kernels"] = sparsify(model, mask, tokens, kernels_for(format))
+    if format in QUANTIZED:
+        quantize(model)
+    return model
+
+
+def quantize(model: nn.Module) -> None:
+    """Dynamic INT8 quantization of every nn.Linear left in the model (torch.ao), in place."""
+    with torch_notices_silenced():
+        quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def kernels_for(format: str) -> dict:
+    """The kernels a sparse format may choose from: exact ones for `sparse`, INT8 in place of dense for the other."""
+    kernels = available_kernels()
+    if format == "sparse-int8":
+        kernels.pop("dense")
+        kernels[INT8.name] = INT8
+    return kernels
+
+
+def _write_model(source: Source, folder: Path) -> None:
+    source.model.save_pretrained(folder)
+    if source.processor is not None:
+        load_tokenizer(source.processor).save_pretrained(folder)
+    if source.mask:
+        save_mask(folder / "mask.safetensors", source.mask, source.metadata)
+
+
+def _load_model(folder: Path) -> nn.Module:
+    if is_compact_folder(folder):
+        return load_compact(folder)
+    try:
+        architecture = json.loads((folder / "config.json").read_text())["architectures"][0]
+        return getattr(transformers, architecture).from_pretrained(folder, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
+        raise TicketlabError(f"cannot load the model in {folder}: {error}") from None

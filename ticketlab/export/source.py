@@ -1,0 +1,96 @@
+"""What an export starts from: the model a ticket makes, with its mask, provenance and, for trained weights, a way
+to score it on the task's dev split.
+
+- a run's round that kept its fine-tuned weights (the last IMP round, the dense round 0): the trained task model;
+- any other ticket (a mask file, a control's or an earlier round's mask): the ticket on the base model's pre-trained
+  backbone, to fine-tune before use (as `ticketlab apply` writes it);
+- an EarlyBERT model folder (branches/earlybert-*/round_00/model): the trained compacted model, no mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_model as load_weights
+from torch import nn
+from transformers import AutoModel
+
+from ..api import apply_ticket, locate_ticket, read_ticket
+from ..earlybert.hf import is_compact_folder, load_compact
+from ..errors import TicketlabError
+from ..masks import Mask
+from ..models import is_resnet, load_pretrained, resolve_model
+from ..store import RunStore
+
+Evaluate = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass
+class Source:
+    """A model to export, fp32 on the CPU, its pruned weights zeroed."""
+
+    model: nn.Module
+    mask: Mask  # named relative to the backbone; empty for a compacted model
+    metadata: dict[str, str]  # the ticket's provenance
+    weights: str  # where the weights come from, in words
+    processor: Path | None  # the folder whose tokenizer goes beside the model (None: a ResNet)
+    evaluate: Evaluate | None = field(default=None, repr=False)  # dev metrics of a model (trained weights only)
+
+
+def load_source(ticket: str | Path, model: str | None = None, trained: bool = True) -> Source:
+    """The model `ticket` makes (see the module's docstring); `model` names the base model of a bare mask file.
+    `trained=False`: always the ticket on the pre-trained weights (the lottery's view, `ticketlab apply`)."""
+    folder = Path(ticket)
+    if trained and folder.is_dir() and is_compact_folder(folder):
+        return _compact_source(folder)
+    located = locate_ticket(ticket)
+    if trained and located is not None:
+        store, round = located
+        if store.weights_path(round).is_file():
+            return _trained_source(store, round)
+    mask, metadata = read_ticket(ticket)
+    base = model or metadata.get("base_model")
+    if base is None:
+        raise TicketlabError(f"{ticket} does not name its base model; pass --model")
+    path = resolve_model(base)
+    pruned = apply_ticket(load_pretrained(path, AutoModel, seed=int(metadata.get("seed", 0))), mask)
+    origin = "the pre-trained weights with the ticket applied (fine-tune before use)"
+    return Source(pruned.eval(), mask, metadata, origin, None if is_resnet(path) else path)
+
+
+def _trained_source(store: RunStore, round: int) -> Source:
+    from ..lottery.context import RunContext  # the lottery imports export's neighbours: import it when used
+
+    store.verified(round)
+    mask, metadata = read_ticket(f"{store.path}:{round}")
+    context = RunContext(store.config(), store, checkpoint_every=0, hooks=[])
+    load_weights(context.model, str(store.weights_path(round)))
+    model = apply_ticket(context.model.to("cpu"), mask).eval()
+    split = context.task.eval_splits[0]
+    origin = f"round {round}'s fine-tuned weights ({store.path.name})"
+    path = resolve_model(context.config.model)
+    return Source(model, mask, metadata, origin, None if is_resnet(path) else path, _scorer(context, split))
+
+
+def _compact_source(folder: Path) -> Source:
+    from ..lottery.context import RunContext
+
+    model = load_compact(folder).eval()
+    run = next((parent for parent in folder.parents if (parent / "config.json").is_file() and parent != folder), None)
+    evaluate = None
+    if run is not None and (run / "round_00").is_dir():
+        store = RunStore.open(run)
+        context = RunContext(store.config(), store, checkpoint_every=0, hooks=[])
+        evaluate = _scorer(context, context.task.eval_splits[0])
+    return Source(model, {}, {"model": str(folder)}, f"the compacted EarlyBERT model {folder}", folder, evaluate)
+
+
+def _scorer(context, split: str) -> Evaluate:
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        with torch.no_grad():
+            return {f"{split}_{name}": value for name, value in context.evaluate(split, model).items()}
+
+    return evaluate
