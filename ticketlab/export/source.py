@@ -21,7 +21,7 @@ from transformers import AutoModel
 from ..api import apply_ticket, locate_ticket, read_ticket
 from ..earlybert.hf import is_compact_folder, load_compact
 from ..errors import TicketlabError
-from ..masks import Mask
+from ..masks import Mask, load_mask
 from ..models import is_resnet, load_pretrained, resolve_model
 from ..store import RunStore
 
@@ -64,8 +64,8 @@ def load_source(ticket: str | Path, model: str | None = None, trained: bool = Tr
 def _trained_source(store: RunStore, round: int) -> Source:
     from ..lottery.context import RunContext  # the lottery imports export's neighbours: import it when used
 
-    store.verified(round)
-    mask, metadata = read_ticket(f"{store.path}:{round}")
+    store.verified(round)  # the mask and the weights are intact
+    mask, metadata = load_mask(store.mask_path(round))
     context = RunContext(store.config(), store, checkpoint_every=0, hooks=[])
     load_weights(context.model, str(store.weights_path(round)))
     model = apply_ticket(context.model.to("cpu"), mask).eval()
