@@ -5,10 +5,10 @@ import json
 
 import pytest
 import torch
-from helpers import run_cli
 from transformers import BertForSequenceClassification, BertModel
 
 import ticketlab
+from ticketlab.cli import main
 from ticketlab.errors import TicketlabError
 from ticketlab.export import FORMATS, export_ticket, load_sparse
 from ticketlab.export.kernels import INT8, available_kernels, block_shape, compiled_library, square_block
@@ -166,10 +166,10 @@ def test_bad_exports_say_so_in_one_line_and_write_nothing(trained_run, tmp_path)
         load_sparse(tmp_path / "taken")
 
 
-def test_the_export_command_prints_the_kernels_and_the_dev_metrics(trained_run, tmp_path):
-    done = run_cli("export", trained_run, "--format", "sparse", "--length", "16", "--out", tmp_path / "shipped")
-    assert done.returncode == 0, done.stderr
-    assert "pruned linear layers on 1 x 16 tokens" in done.stdout and "exported: dev_accuracy" in done.stdout
+def test_the_export_command_prints_the_kernels_and_the_dev_metrics(trained_run, tmp_path, capsys):
+    assert main(["export", str(trained_run), "--format", "sparse", "--length", "16", "--out", str(tmp_path / "x")]) == 0
+    printed = capsys.readouterr().out
+    assert "pruned linear layers on 1 x 16 tokens" in printed and "exported: dev_accuracy" in printed
     assert set(FORMATS) >= {"dense", "sparse", "int8", "onnx"}
 
 
