@@ -42,7 +42,7 @@ GRANULARITIES = ["weight", "block:1x4", "block:4x4", "block:8x8", "2:4"]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["minilm-l6", "splade-tiny"])
-    parser.add_argument("--granularities", nargs="+", default=GRANULARITIES)
+    parser.add_argument("--granularities", nargs="*", default=GRANULARITIES, help="none: the ceiling and ONNX only")
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.7, 0.9, 0.95])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--length", type=int, default=128)
@@ -168,7 +168,9 @@ def onnx_race(dense, weights, rankings, args) -> str:
         for label, model in (("dense", dense), ("ticket", pruned)):
             path = Path(folder) / f"{label}.onnx"
             write_onnx(model, path)
-            sessions.append(onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+            options = onnxruntime.SessionOptions()  # no spinning: an idle session's threads would slow the other's turn
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            sessions.append(onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
         times = [[], []]
         for repeat in range(args.repeats * 3):
             for index in (repeat % 2, 1 - repeat % 2):
