@@ -109,13 +109,13 @@ def _prepare_compiled(weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tens
         "row_ptr": bsr.crow_indices().to(torch.int32),
         "cols": (bsr.col_indices() * cols).to(torch.int32),  # the first input column of each block
         "values": bsr.values().contiguous(),
-        "shape": torch.tensor([*weight.shape, rows, cols]),
+        "shape": (*weight.shape, rows, cols),  # plain ints: read on every call
         **_bias(bias),
     }
 
 
 def _run_compiled(operands: Operands, x: torch.Tensor) -> torch.Tensor:
-    out, inp, rows, cols = operands["shape"].tolist()
+    out, inp, rows, cols = operands["shape"]
     x = x.contiguous()
     y = torch.empty(x.shape[0], out)
     bias = operands.get("bias")
