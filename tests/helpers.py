@@ -14,6 +14,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,26 +45,30 @@ class StopAfter(TrainHook):
             raise KeyboardInterrupt
 
 
-def _ticketlab(args: Sequence[str], stderr: str) -> None:
-    """`ticketlab ARGS` as `python -m ticketlab` runs it; its standard error goes to the file `stderr`."""
+def _ticketlab(args: Sequence[str], stderr: str, stdout: str = os.devnull, cwd: str | None = None) -> None:
+    """`ticketlab ARGS` as `python -m ticketlab` runs it, in `cwd`; its standard error goes to the file `stderr`, its
+    standard output to `stdout`, its tables 200 columns wide."""
     from ticketlab.cli import main
 
-    with open(os.devnull, "wb") as devnull, open(stderr, "ab") as errors:
-        os.dup2(devnull.fileno(), 1)
+    with open(stdout, "ab") as output, open(stderr, "ab") as errors:
+        os.dup2(output.fileno(), 1)
         os.dup2(errors.fileno(), 2)
+    os.environ["COLUMNS"] = "200"
+    if cwd is not None:
+        os.chdir(cwd)
     torch.set_num_threads(1)  # the tests' tiny models run several times faster than with two threads on busy cores
     sys.exit(main(list(args)))
 
 
-def start(args: Sequence[Any], stderr: Path) -> multiprocessing.Process:
-    process = COMMANDS.Process(target=_ticketlab, args=([str(a) for a in args], str(stderr)))
+def start(args: Sequence[Any], stderr: Path, **streams: Any) -> multiprocessing.Process:
+    process = COMMANDS.Process(target=_ticketlab, args=([str(a) for a in args], str(stderr)), kwargs=streams)
     process.start()
     return process
 
 
-def run(args: Sequence[Any], stderr: Path) -> int:
+def run(args: Sequence[Any], stderr: Path, **streams: Any) -> int:
     """Run `ticketlab ARGS` to its end; its exit status."""
-    process = start(args, stderr)
+    process = start(args, stderr, **streams)
     process.join(TIMEOUT_S)
     if process.exitcode is None:
         process.kill()
@@ -159,17 +164,17 @@ def truncate(path: Path) -> None:
 TINY = ["--train-examples", "32", "--batch-size", "16", "--epochs", "1", "--sparsity", "0.1"]
 
 
-def run_cli(*args, cwd=None):
-    """`ticketlab ARGS` in a subprocess, its tables printed 200 columns wide."""
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "ticketlab", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
+def run_cli(*args: Any, cwd: Path | None = None, fresh: bool = False) -> subprocess.CompletedProcess:
+    """`ticketlab ARGS` in a child process, its tables printed 200 columns wide: forked from the server that has
+    imported ticketlab, or with `fresh` a new interpreter, as a user's shell starts it (imports included)."""
+    if fresh:
+        env = {**os.environ, "COLUMNS": "200"}
+        command = [sys.executable, "-m", "ticketlab", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=TIMEOUT_S)
+    with tempfile.TemporaryDirectory() as streams:
+        stdout, stderr = Path(streams, "stdout"), Path(streams, "stderr")
+        code = run(args, stderr, stdout=str(stdout), cwd=None if cwd is None else str(cwd))
+        return subprocess.CompletedProcess(args, code, stdout.read_text(), stderr.read_text())
 
 
 def snapshot(folder):

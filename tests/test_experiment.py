@@ -52,7 +52,7 @@ def test_a_bad_recipe_is_one_clear_error(tmp_path, text, message):
 
 
 def test_an_unknown_preset_lists_the_presets():
-    done = run_cli("experiment", "--preset", "huge")
+    done = run_cli("experiment", "--preset", "huge", fresh=True)  # as a shell starts it: nothing on import either
     assert (
         done.returncode == 2 and done.stderr.count("\n") == 1 and "presets: " in done.stderr and "small" in done.stderr
     )
