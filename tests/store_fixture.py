@@ -12,7 +12,7 @@ Verdicts by construction (dev accuracy decides; seeds 0, 1, 2):
 - mlm loss (lower is better; --metric mlm=loss): dense 2.0/1.9/1.8. Highest: paper 40%, strict 20%.
 
 write_earlybert adds EarlyBERT branches (structured tickets: 2 heads and 64 FFN neurons a layer) to those runs, with
-the numbers of EARLYBERT; see its docstring.
+the numbers of EARLYBERT; see its docstring. write_costs adds cost ledgers to the units (see its docstring).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ticketlab.config import PruneConfig, RunConfig, TrainConfig
 from ticketlab.masks import Mask, ones_like, save_mask, sparsity
 from ticketlab.pruning import magnitude_prune, random_prune
 from ticketlab.store import RunStore
+from ticketlab.train import FLOPS_ESTIMATE
 
 SEEDS = (0, 1, 2)
 LEVELS = (0.0, 0.2, 0.4, 0.6)
@@ -218,6 +219,44 @@ def write_earlybert(root: Path) -> Path:
             store.branch(f"earlybert-random-{digest}"), task, seed, "earlybert-random", random_ticket, 0.0
         )
     return root
+
+
+def write_costs(root: Path) -> Path:
+    """Give every unit of the runs under `root` a cost ledger, but the rewinding run's (stored as before the ledger
+    existed); returns `root`. A unit of a task trained with seed s spent (s + 1) x UNIT_FLOPS[task] FLOPs in
+    (s + 1) x UNIT_FLOPS[task] / 1e8 seconds, whatever its sparsity (FLOPs estimate dense computation); an EarlyBERT
+    search a quarter of that."""
+    for folder in sorted(root.glob("*/config.json")):
+        store = RunStore(folder.parent)
+        config = store.config()
+        if config.prune.rewind_step:
+            continue
+        for rounds in [store, *(store.branch(name) for name in store.branches())]:
+            for r in rounds.completed_rounds():
+                record = rounds.metrics(r)
+                record["cost"] = ledger(config.task, config.train.seed)
+                if "search" in record:
+                    record["search"]["cost"] = ledger(config.task, config.train.seed, SEARCH_SHARE)
+                rounds.complete(r, record)
+    return root
+
+
+UNIT_FLOPS = {"rotten-tomatoes": 1e9, "mlm": 2e9}
+SEARCH_SHARE = 0.25
+
+
+def ledger(task: str, seed: int, share: float = 1.0) -> dict:
+    """A cost ledger as ticketlab.train.TrainResult.cost writes it, with the numbers write_costs gives."""
+    flops = (seed + 1) * UNIT_FLOPS[task] * share
+    return {
+        "steps": 10,
+        "examples": 160,
+        "train_time_s": flops / 1e8,
+        "eval_time_s": 1.0,
+        "forward_flops": flops / 30,
+        "train_flops": flops,
+        "flops": FLOPS_ESTIMATE,
+    }
 
 
 def _write_structured(

@@ -1,6 +1,7 @@
 """Every workflow killed (SIGKILL) at several points and run again ends exactly where an uninterrupted run ends: the
 same files, tensors and metrics. A damaged checkpoint is discarded and a loss that turns nan stops the unit."""
 
+import json
 import logging
 import re
 import shutil
@@ -45,10 +46,20 @@ def assert_resumes_exactly(args, patterns, tmp_path):
     return resumed, whole
 
 
+def assert_ledger(record, examples):
+    """A unit's cost ledger (the same in a resumed run: assert_same_outputs compares all but its times): `examples`
+    seen, and 3 passes of the probe batch's FLOPs a step."""
+    cost = record["cost"]
+    assert cost["steps"] == record["steps"] and cost["examples"] == examples
+    assert cost["train_flops"] == 3 * cost["forward_flops"] * cost["steps"] > 0
+
+
 def test_find_resumes_exactly_when_killed_mid_round_after_a_round_and_mid_control(tiny_model_dir, reviews, tmp_path):
     args = ["find", "--model", tiny_model_dir, "--data", reviews, "--sparsity", "0.1", "--controls", "random", *FAST]
     kills = ["*/round_01/checkpoint.pt", "*/round_01/COMPLETE", "*/branches/random/round_01/checkpoint.pt"]
-    assert_resumes_exactly(args, kills, tmp_path)
+    resumed, _ = assert_resumes_exactly(args, kills, tmp_path)
+    for unit in ("round_01", "branches/random/round_01"):
+        assert_ledger(json.loads(next(resumed.glob(f"*/{unit}/metrics.json")).read_text()), examples=32)
 
 
 def test_find_on_mlm_resumes_exactly_with_the_same_dynamic_masks(tiny_model_dir, corpus, tmp_path):
@@ -109,6 +120,9 @@ def test_earlybert_resumes_exactly_and_draws_the_same_random_ticket_again(tiny_m
         "*/branches/earlybert-random-*/round_00/checkpoint.pt",
     ]
     resumed, whole = assert_resumes_exactly(args, kills, tmp_path)
+    (search,) = resumed.glob("*/branches/earlybert-*/search/search.json")
+    search = json.loads(search.read_text())
+    assert_ledger(search, examples=min(32, 4 * search["steps"]))
     # the random ticket drawn again, now from the stored early-bird ticket (its keys read back sorted)
     (random,) = resumed.glob("*/branches/earlybert-random-*")
     shutil.rmtree(random)
@@ -134,6 +148,7 @@ def test_pretraining_resumes_exactly_and_a_rerun_clears_its_leftovers(fashion_di
     ]
     resumed, whole = assert_resumes_exactly(args, [".*.checkpoint"], tmp_path)
     (model,) = resumed.glob("moco_*")
+    assert_ledger(json.loads((model / "pretrain.json").read_text()), examples=2 * 48)
     checkpoint = f".{model.name}.checkpoint"
     for leftover in (checkpoint, f".{checkpoint}.tmp123", f".{model.name}.tmp123"):  # what kills during saves leave
         (resumed / leftover).write_bytes(b"partial")

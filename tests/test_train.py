@@ -14,7 +14,7 @@ from ticketlab.errors import TicketlabError
 from ticketlab.masks import ones_like
 from ticketlab.models import prunable_weights
 from ticketlab.pruning import magnitude_prune
-from ticketlab.train import MaskEnforcer, train
+from ticketlab.train import MaskEnforcer, forward_flops, train
 
 
 def test_masked_weights_stay_exactly_zero_under_adamw_with_weight_decay():
@@ -42,6 +42,31 @@ def test_masked_weights_stay_exactly_zero_under_adamw_with_weight_decay():
         assert not torch.equal(w[mask[name]], before[name][mask[name]])  # the kept weights did train
 
 
+def test_the_ledger_counts_a_tiny_berts_matrix_products_on_the_first_batch_and_three_passes_a_step():
+    tokenizer = AutoTokenizer.from_pretrained(asset_path("splade-tiny"))
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_bert_config(vocab_size=tokenizer.vocab_size))
+    # the first batch is short; a shuffled batch of 8 from the rest would be longer
+    texts = [f"short {i}" for i in range(8)] + [f"a much longer sample, number {i} of this set" for i in range(32)]
+    features = [{**tokenizer(t), "labels": i % 2} for i, t in enumerate(texts)]
+    collate = DataCollatorWithPadding(tokenizer)
+    probe = collate(features[:8])
+    B, T = probe["input_ids"].shape
+    H, FFN, L, C = 32, 64, 2, 2  # hidden, intermediate, layers, labels
+    # per layer: Q, K, V and the attention output; FFN in and out; attention scores and context (every head at once)
+    layer = 4 * B * T * H * H * 2 + 2 * B * T * H * FFN * 2 + 2 * B * T * T * H * 2
+    closed = L * layer + B * H * H * 2 + B * H * C * 2  # + the pooler (on the first token) and the classifier
+    random_state = torch.get_rng_state()
+    assert forward_flops(model, probe) == closed
+    assert torch.equal(torch.get_rng_state(), random_state) and model.training  # nothing drawn, training mode back
+    result = train(model, features, collate, TrainConfig(epochs=2, batch_size=8, learning_rate=1e-3))
+    assert (result.steps, result.examples, result.forward_flops) == (10, 80, closed)
+    assert result.train_flops == 3 * closed * 10
+    ledger = result.cost(eval_time_s=0.5)
+    assert ledger["train_flops"] == result.train_flops and ledger["train_time_s"] == result.time_s
+    assert ledger["eval_time_s"] == 0.5 and "dense" in ledger["flops"]
+
+
 def fit_line(checkpoint, hooks=(), learning_rate=1e-2):
     """A linear model on 24 points, 3 epochs of 6 batches: the weights depend on every epoch's data order."""
     torch.manual_seed(0)
@@ -63,11 +88,13 @@ def fit_line(checkpoint, hooks=(), learning_rate=1e-2):
 
 @pytest.mark.parametrize("at", [3, 6, 8, 13])  # inside epoch 0, at its end, inside epoch 1, inside epoch 2
 def test_a_run_resumed_in_any_epoch_ends_with_the_uninterrupted_weights(tmp_path, at):
-    expected, _ = fit_line(tmp_path / "straight.pt")
+    expected, straight = fit_line(tmp_path / "straight.pt")
     with pytest.raises(KeyboardInterrupt):
         fit_line(tmp_path / "resumed.pt", hooks=[StopAfter(at)])
-    resumed, _ = fit_line(tmp_path / "resumed.pt")
+    resumed, again = fit_line(tmp_path / "resumed.pt")
     assert torch.equal(resumed.weight, expected.weight) and torch.equal(resumed.bias, expected.bias)
+    ledger = ("steps", "examples", "forward_flops", "train_flops")  # a Linear(2, 1) on batches of 4: 16 FLOPs a pass
+    assert [getattr(again, k) for k in ledger] == [getattr(straight, k) for k in ledger] == [18, 72, 16, 3 * 16 * 18]
 
 
 def test_a_resumed_run_reports_the_training_time_of_every_attempt(tmp_path):

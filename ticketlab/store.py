@@ -42,12 +42,12 @@ log = logging.getLogger(__name__)
 
 
 def split_metrics(record: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The evaluation splits' metrics of a round's record ({split: {metric: value}}): its dicts of numbers
-    (a transfer's `source` and EarlyBERT's `structure` and `search` are dicts of other things)."""
+    """The evaluation splits' metrics of a round's record ({split: {metric: value}}): its dicts of numbers but the
+    cost ledger, `cost` (a transfer's `source` and EarlyBERT's `structure` and `search` are dicts of other things)."""
     return {
         split: values
         for split, values in record.items()
-        if isinstance(values, dict) and values and all(_is_number(v) for v in values.values())
+        if split != "cost" and isinstance(values, dict) and values and all(_is_number(v) for v in values.values())
     }
 
 

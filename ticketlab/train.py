@@ -18,8 +18,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import send_to_device
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Sampler
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import get_linear_schedule_with_warmup
 
 from .atomic import atomic_path
@@ -30,6 +32,9 @@ Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
 Outputs = Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 # (model, batch, generator of the batch's data randomness: None in evaluation) -> output with `.loss`
 Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator | None], Any]
+FLOPS_ESTIMATE = (
+    "3 x forward_flops (backward: twice the forward) x steps x processes; dense: pruned weights are multiplied too"
+)
 CHECKPOINT_KEYS = frozenset(
     {"step", "loss_sum", "time_s", "model", "optimizer", "scheduler", "rng", "cuda_rng", "hooks"}
 )
@@ -114,6 +119,21 @@ class TrainResult:
     steps: int
     train_loss: float
     time_s: float  # training time over every attempt: a resumed run adds the time its checkpoint had counted
+    examples: int  # training examples seen, over every process (an epoch shows each example once)
+    forward_flops: int  # one forward pass of the probe batch (see `forward_flops`), on one process
+    train_flops: int  # the estimate of the training's FLOPs: FLOPS_ESTIMATE
+
+    def cost(self, eval_time_s: float) -> dict[str, Any]:
+        """The cost ledger of a unit's record: what its training spent, and `eval_time_s` seconds of evaluation."""
+        return {
+            "steps": self.steps,
+            "examples": self.examples,
+            "train_time_s": self.time_s,
+            "eval_time_s": eval_time_s,
+            "forward_flops": self.forward_flops,
+            "train_flops": self.train_flops,
+            "flops": FLOPS_ESTIMATE,
+        }
 
 
 @functools.cache
@@ -186,7 +206,8 @@ def train(
     With `checkpoint`, saves there every `checkpoint_every` steps and resumes from it bit for bit when it holds a
     usable one (model, optimizer, schedule, random state, position, hooks, time). A hook may end training early
     (`should_stop`). A loss or weight that turns nan or inf raises a TicketlabError before any checkpoint or result
-    holds it."""
+    holds it. The result's FLOPs are counted on a fixed probe batch, the first `batch_size` training features, so a
+    resumed run counts what an uninterrupted one does."""
     started = time.perf_counter()
     if not features:
         raise TicketlabError("the training split is empty")
@@ -205,6 +226,8 @@ def train(
     total = steps_per_epoch * config.epochs
 
     seed = config.seed if seed is None else seed
+    probe = send_to_device(collate(features[: config.batch_size]), acc.device)  # the first batch_size, as stored
+    probe_flops = forward_flops(acc.unwrap_model(prepared), probe, forward, seeded_generator(seed, "flops"))
     step, loss_sum, time_s = 0, torch.zeros((), device=acc.device), 0.0
     if checkpoint is not None and usable_checkpoint(checkpoint):
         step, loss_sum, time_s = _load_checkpoint(checkpoint, acc.unwrap_model(prepared), optimizer, scheduler, hooks)
@@ -242,7 +265,51 @@ def train(
     _check_finite(unchecked, step, prepared, description)
     acc.free_memory()
     train_loss = float(acc.reduce(loss_sum, "mean")) / max(step, 1)
-    return TrainResult(steps=step, train_loss=train_loss, time_s=time_s + time.perf_counter() - started)
+    epochs, steps_into_epoch = divmod(step, steps_per_epoch)
+    examples = epochs * len(features) + min(steps_into_epoch * config.batch_size * acc.num_processes, len(features))
+    return TrainResult(
+        steps=step,
+        train_loss=train_loss,
+        time_s=time_s + time.perf_counter() - started,
+        examples=examples,
+        forward_flops=probe_flops,
+        train_flops=3 * probe_flops * step * acc.num_processes,
+    )
+
+
+def forward_flops(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    forward: Forward = call_model,
+    generator: torch.Generator | None = None,
+) -> int:
+    """The FLOPs of one pass of `batch` through `forward` (with `generator` as its data randomness) that
+    torch.utils.flop_counter counts: matrix products, convolutions, attention; elementwise work is not counted.
+
+    In eval mode, without gradients and with the global random state forked: no dropout draws a number and no
+    BatchNorm statistics or MoCo queue move, so the run trains as it would without the count, and the count does not
+    depend on where it resumed. The products' shapes, all that is counted, are those of training mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with (
+            torch.random.fork_rng(devices=[]),
+            torch.no_grad(),
+            FlopCounterMode(display=False, custom_mapping={CPU_ATTENTION: _attention_flops}) as counter,
+        ):
+            forward(model, batch, generator)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops()
+
+
+# scaled_dot_product_attention's CPU kernel: torch's counter has no formula for it, so attention would count nothing
+CPU_ATTENTION = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def _attention_flops(query: torch.Size, key: torch.Size, value: torch.Size, *args, out_shape=None, **kwargs) -> int:
+    """The attention scores' and the context's products, as torch counts them for the GPU kernels."""
+    return sdpa_flop_count(query, key, value)
 
 
 def _check_finite(losses: list[torch.Tensor], step: int, model: torch.nn.Module, description: str) -> None:

@@ -143,6 +143,7 @@ def _search(context: RunContext, settings: EarlyBirdConfig, folder: Path) -> tup
         "draw_step": search.draws[-1].step,
         "early_bird": search.found,
         "draws": [dataclasses.asdict(d) for d in search.draws],
+        "cost": result.cost(eval_time_s=0.0),  # what finding the ticket spent: the report's cost to find it
     }
     if accelerator().is_main_process:
         metadata = {

@@ -104,16 +104,19 @@ class RunContext:
         self, model: torch.nn.Module, rounds: RunStore, round: int, hooks: list[TrainHook], description: str
     ) -> dict[str, Any]:
         """Train `model` (this run's, or one built from it), checkpointing in `rounds`' round folder, then evaluate
-        it. Returns steps, train loss, training time, wall time (with evaluation) and every split's metrics."""
+        it. Returns steps, train loss, training time, wall time (with evaluation), every split's metrics and the cost
+        ledger (ticketlab.train.TrainResult.cost)."""
         result = self.run_training(model, rounds.checkpoint_path(round), hooks, description, round)
         evaluated = time.perf_counter()
         metrics = {split: self.evaluate(split, model) for split in self.task.eval_splits}
+        eval_time_s = time.perf_counter() - evaluated
         return {
             "steps": result.steps,
             "train_loss": result.train_loss,
             "train_time_s": result.time_s,  # over every attempt, as the wall time
-            "wall_time_s": result.time_s + time.perf_counter() - evaluated,
+            "wall_time_s": result.time_s + eval_time_s,
             **metrics,
+            "cost": result.cost(eval_time_s),
         }
 
     def run_training(

@@ -9,6 +9,7 @@ resumes an interrupted one from its checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -72,16 +73,19 @@ def pretrain(
             description=f"pre-training · {method}",
             forward=task.forward,
         )
+        evaluated = time.perf_counter()
         dev = predict(
             model, features["dev"], task.collator(None, train=False), config.batch_size, task.outputs, task.forward
         )
+        score = task.score(examples["dev"], features["dev"], dev)
         record = {
             **settings,
             "task": task.name,
             "steps": result.steps,
             "train_loss": result.train_loss,
             "train_time_s": result.time_s,
-            "dev": task.score(examples["dev"], features["dev"], dev),
+            "dev": score,
+            "cost": result.cost(time.perf_counter() - evaluated),
         }
         with atomic_path(folder) as tmp:
             model.resnet.save_pretrained(tmp)

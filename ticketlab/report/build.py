@@ -14,6 +14,8 @@ from ..errors import TicketlabError
 from ..masks import LOW_DENSITY
 from ..tasks import TASKS
 from .claims import claims_table
+from .cost import TEXT as COST_TEXT
+from .cost import cost_table, cost_views
 from .earlybert import CELLS_TEXT as EARLYBERT_TEXT
 from .earlybert import earlybert_table, earlybert_views
 from .plots import draw_all
@@ -47,6 +49,8 @@ FILES = {
     "earlybert.csv": "per task and EarlyBERT settings: dense, EarlyBERT and the random structured ticket, "
     "every metric, "
     "what they keep, the draw step and the times (only with EarlyBERT results)",
+    "cost.csv": "per task, arm and level: the cost to find each ticket, to train it and in total, training FLOPs and "
+    "seconds, mean over seeds (NaN where a unit was stored without its ledger)",
 }
 
 
@@ -70,25 +74,35 @@ def build_report(
     """Write report.md, the CSV tables and the plots into `out` (default: report/ beside the runs); returns `out`."""
     results, deciders = load_results(paths, metrics)
     tables, earlybert = make_tables(results, deciders), earlybert_table(results, deciders)
+    cost = cost_table(results)
     runs = sorted({r.run.resolve() for r in results})
     out = Path(out) if out is not None else Path(os.path.commonpath([run.parent for run in runs])) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    for name, frame in csv_files(tables, earlybert).items():
+    for name, frame in csv_files(tables, earlybert, cost).items():
         with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False)
     plots = draw_all(results, deciders, out)
     with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(markdown(tables, earlybert, deciders, runs, plots, out))
+        tmp.write_text(markdown(tables, earlybert, cost, deciders, runs, plots, out))
     return out
 
 
-def csv_files(tables: Tables, earlybert: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def csv_files(tables: Tables, earlybert: pd.DataFrame, cost: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The CSV files of a report by name (FILES); gaps.csv, nearly_empty.csv and earlybert.csv only where they have
     rows."""
     frames = dict(
         zip(
             FILES,
-            (tables.long, tables.matching, tables.table2, tables.transfer, tables.gaps, tables.nearly_empty, earlybert),
+            (
+                tables.long,
+                tables.matching,
+                tables.table2,
+                tables.transfer,
+                tables.gaps,
+                tables.nearly_empty,
+                earlybert,
+                cost,
+            ),
         )
     )
     optional = {"gaps.csv", "nearly_empty.csv", "earlybert.csv"}
@@ -96,7 +110,13 @@ def csv_files(tables: Tables, earlybert: pd.DataFrame) -> dict[str, pd.DataFrame
 
 
 def markdown(
-    tables: Tables, earlybert: pd.DataFrame, deciders: Deciders, runs: list[Path], plots: list[Path], out: Path
+    tables: Tables,
+    earlybert: pd.DataFrame,
+    cost: pd.DataFrame,
+    deciders: Deciders,
+    runs: list[Path],
+    plots: list[Path],
+    out: Path,
 ) -> str:
     """report.md: definitions, tables, the plots (relative links), the files and runs it was built from."""
     lines = [
@@ -161,9 +181,13 @@ def markdown(
         lines += ["## EarlyBERT", "", EARLYBERT_TEXT, ""]
         for (task, model), view in earlybert_views(earlybert, deciders).items():
             lines += [f"### {task} · {model}", "", markdown_table(view), ""]
+    if cost.train_flops.notna().any():  # runs stored before the ledger have none
+        lines += ["## Cost", "", COST_TEXT, ""]
+        for task, view in cost_views(cost).items():
+            lines += [f"### {task}", "", markdown_table(view), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{plot.stem}]({_relative(plot, out)})\n" for plot in plots]
-    lines += ["## Files", ""] + [f"- [{name}]({name}): {FILES[name]}" for name in csv_files(tables, earlybert)]
+    lines += ["## Files", ""] + [f"- [{name}]({name}): {FILES[name]}" for name in csv_files(tables, earlybert, cost)]
     lines += ["", "## Runs", ""] + [f"- `{_relative(run, out)}`" for run in runs]
     return "\n".join(lines) + "\n"
 

@@ -57,14 +57,15 @@ def print_earlybert_tables(results: list[Result], deciders: Deciders, console: C
 
 
 def print_rounds(result: LotteryResult, metric: str | None = None) -> None:
-    """The table closing `ticketlab find`: one row per round, every metric of every evaluation split, and the
-    change of the deciding metric against the dense round 0."""
+    """The table closing `ticketlab find`: one row per round, every metric of every evaluation split, the change of
+    the deciding metric against the dense round 0, the wall time and the training FLOPs (the cost ledger's)."""
     task = TASKS.get(RunStore.open(result.path).config().task)
     split, decider = task.decider(metric)
     dense = result.rounds[0][split][decider]
     table = Table(title=f"IMP on {task.name} (matching decided by {split} {decider})", caption=str(result.path))
     columns = [(s, m) for s in task.eval_splits for m in task.metrics]
-    for column in ("round", "sparsity", *(f"{s} {m}" for s, m in columns), f"Δ {decider} vs dense", "wall time"):
+    headers = ("round", "sparsity", *(f"{s} {m}" for s, m in columns), f"Δ {decider} vs dense", "wall time")
+    for column in (*headers, "train FLOPs"):
         table.add_column(column, justify="right")
     for record in result.rounds:
         table.add_row(
@@ -73,6 +74,7 @@ def print_rounds(result: LotteryResult, metric: str | None = None) -> None:
             *(f"{record[s][m]:.4f}" for s, m in columns),
             f"{record[split][decider] - dense:+.4f}",
             f"{record['wall_time_s']:.0f} s",
+            f"{record['cost']['train_flops']:.3g}" if "cost" in record else "",  # rounds stored before the ledger
         )
     Console().print(table)
 

@@ -29,7 +29,7 @@ from .verdict import summarize
 EARLYBERT, RANDOM = "earlybert", "earlybert-random"
 ARMS = ("dense", EARLYBERT, RANDOM)  # display order
 SEARCH_OUTCOMES = frozenset(
-    {"steps", "time_s", "draw_step", "early_bird", "draws"}
+    {"steps", "time_s", "draw_step", "early_bird", "draws", "cost"}
 )  # the rest of `search`: its settings
 KEPT = [
     "heads_kept",
@@ -74,14 +74,14 @@ def earlybert_groups(results: Iterable[Result]) -> list[Group]:
     results = list(results)
     structured = sorted((r for r in results if r.arm in STRUCTURED_ARMS), key=lambda r: (r.seed, str(r.run)))
     settings = {
-        (r.run, _settings_hash(r)): settings_label(r.record["search"]) for r in structured if r.arm == EARLYBERT
+        (r.run, branch_settings(r)): settings_label(r.record["search"]) for r in structured if r.arm == EARLYBERT
     }
     dense = {r.run: r for r in results if r.branch is None and r.round == 0}
     found: dict[tuple[str, str, str], dict[str, list[Result]]] = defaultdict(lambda: defaultdict(list))
     for r in structured:
         if r.run not in dense:
             raise TicketlabError(f"{r.run} has EarlyBERT branches but no complete round 0 (its dense model)")
-        arms = found[r.task, r.model, settings.get((r.run, _settings_hash(r)), f"settings {_settings_hash(r)}")]
+        arms = found[r.task, r.model, settings.get((r.run, branch_settings(r)), f"settings {branch_settings(r)}")]
         _add(arms[r.arm], r)
         if not any(other.run == r.run for other in arms["dense"]):
             _add(arms["dense"], dense[r.run])
@@ -202,8 +202,8 @@ def ffn_kept_by_layer(found: Sequence[Result]) -> np.ndarray:
     return np.mean([[layer.mean() for layer in structure_of(r)[1]] for r in found], axis=0)
 
 
-def _settings_hash(result: Result) -> str:
-    """The settings' hash that ends the branch's name (earlybert-<hash>, earlybert-random-<hash>)."""
+def branch_settings(result: Result) -> str:
+    """The settings' hash that ends a structured ticket's branch name (earlybert-<hash>, earlybert-random-<hash>)."""
     return result.branch.rpartition("-")[2]
 
 

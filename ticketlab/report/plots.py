@@ -1,5 +1,5 @@
-"""The figures of `ticketlab report`: metric vs sparsity, the transfer matrix, what the tickets keep, and EarlyBERT's
-search and structured tickets.
+"""The figures of `ticketlab report`: metric vs sparsity, metric vs cost, the transfer matrix, what the tickets keep,
+and EarlyBERT's search and structured tickets.
 
 Each figure is drawn on a bare matplotlib Figure (no pyplot state, no GUI backend) and saved as PNG.
 """
@@ -25,6 +25,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from ..errors import TicketlabError
 from ..masks import load_mask
 from .anatomy import Grid, attention_heads, head_kept, layer_type_sparsity, overlap_grid, random_iou
+from .cost import over_seeds, unit_costs
 from .earlybert import EARLYBERT, RANDOM, Group, earlybert_groups, ffn_kept_by_layer, heads_kept_grid, split_settings
 from .results import Result, by_seed, is_dense, level_key, metric_value, split_arm, unstructured
 from .tables import arm_label, arm_order
@@ -54,7 +55,8 @@ SEQUENTIAL_R = colormaps["viridis_r"].with_extremes(bad="white")  # dark: much p
 def draw_all(results: list[Result], deciders: dict[str, Decider], out: Path) -> list[Path]:
     """Draw every figure the results allow into `out`; the PNG files written.
 
-    Per task: `curve_<task>` (deciding metric vs sparsity), `layers_<task>` and `heads_<task>` (what its IMP ticket
+    Per task: `curve_<task>` (deciding metric vs sparsity), `cost_<task>` (deciding metric vs the cost to find and
+    train each ticket, where the runs have cost ledgers), `layers_<task>` and `heads_<task>` (what its IMP ticket
     keeps at its highest sparsity); per transfer level: `transfer_<level>`; once: `overlap_<level>` (IoU of the
     tickets). Per task with EarlyBERT results: `earlybert_distance_<task>` (its search) and `earlybert_heads_<task>`
     (what its tickets keep). With several base models every name ends in `_<model>`.
@@ -66,7 +68,10 @@ def draw_all(results: list[Result], deciders: dict[str, Decider], out: Path) -> 
     for model in models:
         suffix = f"_{_slug(Path(model).name)}" if len(models) > 1 else ""
         found = [r for r in results if r.model == model]
-        for stem, figure in chain(_figures(unstructured(found), deciders), _earlybert_figures(found)):
+        figures = chain(
+            _figures(unstructured(found), deciders), _cost_figures(found, deciders), _earlybert_figures(found)
+        )
+        for stem, figure in figures:
             path = out / f"{_slug(stem)}{suffix}.png"
             figure.savefig(path, dpi=150, bbox_inches="tight")
             written.append(path)
@@ -95,6 +100,13 @@ def _figures(results: list[Result], deciders: dict[str, Decider]) -> Iterator[tu
     for task in tasks:
         if (figure := heads_figure(results, task, heads)) is not None:
             yield f"heads_{task}", figure
+
+
+def _cost_figures(results: list[Result], deciders: dict[str, Decider]) -> Iterator[tuple[str, Figure]]:
+    costs = unit_costs(results)
+    for task in sorted({r.task for r in results}):
+        if (figure := cost_figure(results, costs, task, deciders[task])) is not None:
+            yield f"cost_{task}", figure
 
 
 def _earlybert_figures(results: list[Result]) -> Iterator[tuple[str, Figure]]:
@@ -138,6 +150,42 @@ def curve_figure(results: list[Result], task: str, decider: Decider) -> Figure:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     figure.suptitle(f"{task}: {metric} vs sparsity  ·  {_model_name(results)}", fontweight="bold")
     ax.set_title("lines: mean over seeds; bands: min to max", fontsize=9, color="0.35")
+    return figure
+
+
+def cost_figure(results: list[Result], costs: pd.DataFrame, task: str, decider: Decider) -> Figure | None:
+    """The deciding metric against the cumulative cost of every arm at every sparsity: the training FLOPs to find the
+    ticket and to train it (log scale; `costs`: ticketlab.report.cost.unit_costs of `results`), means over seeds,
+    each point marked with its sparsity. None where no result of the task has both."""
+    split, metric = decider
+    values = [np.nan if (value := metric_value(r, decider)) is None else value for r in results]
+    frame = over_seeds(costs.assign(value=values)[costs.task == task])
+    frame = frame[frame.total_flops.notna() & frame.value.notna()]
+    if frame.empty:
+        return None
+    figure = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = figure.add_subplot()
+    series = sorted(
+        {(arm, source, settings) for arm, source, settings in zip(frame.arm, frame.source, frame.settings)},
+        key=lambda key: (arm_order(key[0], key[1] or None), key[2]),
+    )
+    for (arm, source, settings), style in zip(series, _styles([arm for arm, *_ in series])):
+        rows = frame[(frame.arm == arm) & (frame.source == source) & (frame.settings == settings)]
+        rows = rows.sort_values(["level", "sparsity"])
+        label = arm_label(arm, source or None)
+        ax.plot(rows.total_flops, rows.value, label=f"{label} {settings}" if settings else label, **style)
+        for x, y, level, measured in zip(rows.total_flops, rows.value, rows.level, rows.sparsity):
+            at = measured if np.isnan(level) else level
+            ax.annotate(
+                f"{100 * at:.0f}%", (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6.5, color="0.4"
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("cost to find the ticket and to train it (training FLOPs, dense estimate)")
+    ax.set_ylabel(f"{metric} on {split}" + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    figure.suptitle(f"{task}: {metric} vs cost  ·  {_model_name(results)}", fontweight="bold")
+    ax.set_title("means over seeds; each point: an arm at one sparsity (IMP's first: dense)", fontsize=9, color="0.35")
     return figure
 
 

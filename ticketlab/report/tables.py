@@ -51,7 +51,7 @@ def dense_rows(frame: pd.DataFrame) -> pd.Series:
 def arm_label(arm: str, source: str | None = None) -> str:
     """How tables and plots name an arm, e.g. "IMP, rewind to step 100", "transfer from mlm", "IMP · block:8x8"."""
     name, granularity = split_arm(arm)
-    label = ARM_LABELS.get(_family(name), name).format(step=name.rpartition("-")[2], source=source)
+    label = ARM_LABELS.get(arm_family(name), name).format(step=name.rpartition("-")[2], source=source)
     return f"{label}{GRANULARITY_MARK}{granularity}" if granularity else label
 
 
@@ -59,7 +59,7 @@ def arm_order(arm: str, source: str | None = None) -> tuple:
     """Sort key: the order of ARM_LABELS, rewind steps ascending, transfers by source, unknown arms last; an arm of
     another granularity right after its weight-granular one."""
     name, _ = split_arm(arm)
-    family = _family(name)
+    family = arm_family(name)
     rank = list(ARM_LABELS).index(family) if family in ARM_LABELS else len(ARM_LABELS)
     return rank, int(name.rpartition("-")[2]) if family == "imp-rewind" else 0, source or "", arm
 
@@ -353,7 +353,8 @@ def rich_table(frame: pd.DataFrame, title: str, caption: str | None = None, labe
     return table
 
 
-def _family(arm: str) -> str:
+def arm_family(arm: str) -> str:
+    """An arm's name without the step it rewinds to ("imp-rewind-100" -> "imp-rewind"): its key in ARM_LABELS."""
     return "imp-rewind" if arm.startswith("imp-rewind-") else arm
 
 

@@ -1,0 +1,220 @@
+"""The cost ledger in a report: for every trained subnetwork, the cost to find its ticket (the training of every unit
+its mask depended on) and the cost to train it, in training FLOPs and seconds, and their total.
+
+Every unit's record carries its ledger, `cost` (ticketlab.train.TrainResult.cost): training FLOPs, an estimate of the
+dense computation, and training seconds; an EarlyBERT ticket's record carries its search's ledger in `search`. What a
+ticket's mask depended on is data, FINDING: per arm, a rule naming those units and the share of each that the ticket
+bears. A new pruning method states its dependencies by adding its arm there. Where a ledger is missing (a unit stored
+before the ledger existed, a source run outside the reported ones, an arm without a rule) the cost is NaN, never a
+guess.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import pandas as pd
+
+from ..store import RunStore
+from .earlybert import branch_settings
+from .results import STRUCTURED_ARMS, Result, level_key, split_arm
+from .tables import arm_family, arm_label, arm_order
+
+Ledger = Mapping[str, Any]  # a unit's record["cost"]
+Spent = tuple[Ledger | None, float]  # a unit's ledger (None: unknown) and the share of it a ticket bears
+MEASURES = {"flops": "train_flops", "s": "train_time_s"}  # a column's unit -> what it reads of the ledgers
+KEYS = ["task", "model", "arm", "source", "settings", "level"]  # settings: EarlyBERT's; level: NaN for structured arms
+COSTS = [f"{part}_{unit}" for unit in MEASURES for part in ("find", "train", "total")]
+COLUMNS = [*KEYS, "sparsity", "n", *COSTS]
+TEXT = """\
+To find a ticket: the training of every unit its mask depended on; to train it: its own training; total: both, mean
+over seeds. FLOPs estimate the dense computation (3 × the forward FLOPs counted on one batch × steps: pruned weights
+are multiplied too); seconds are training time, evaluation excluded. — : a unit stored without its ledger.
+- IMP at round r, and random re-init, shuffled and noisy θ0 (IMP's mask of that round): rounds 0 … r−1 of the run
+  (the dense round, then each round whose trained weights the next is pruned from); IMP with rewinding likewise.
+- one-shot magnitude pruning: the dense round. Random pruning and the random structured ticket: nothing.
+- inverted mask: what IMP's mask at sparsity 1 − s took.
+- transfer: what the source's IMP ticket took, divided by the number of tasks it is transferred to in these runs.
+- EarlyBERT: its search (from θ0: it needs no dense round)."""
+
+
+class Units:
+    """The reported units' records, looked up the ways the rules need."""
+
+    def __init__(self, results: list[Result]):
+        self.records = {(r.run, r.branch, r.round): r.record for r in results}
+        self.runs = {r.run.name.rpartition("_")[2]: r.run for r in results}  # a run's folder ends in its config hash
+        self.imp_rounds = {(r.run, level_key(r)): r.round for r in results if r.branch is None}
+        targets: dict[tuple[Path | None, int | None], set[str]] = defaultdict(set)
+        for r in results:
+            if r.arm == "transfer":
+                targets[self.source(r)].add(r.task)
+        self.targets = {ticket: len(tasks) for ticket, tasks in targets.items()}
+
+    def source(self, result: Result) -> tuple[Path | None, int | None]:
+        """The run (None: not among the reported ones) and the round a transferred ticket was found at, as its record
+        names them (the run by its config hash)."""
+        source = result.record.get("source", {})
+        if "round" not in source:
+            return None, None
+        return self.runs.get(source.get("config_hash")), int(source["round"])
+
+    def rounds_before(self, run: Path | None, round: int | None, share: float = 1.0) -> list[Spent]:
+        """IMP rounds 0 … `round` − 1 of `run`, each with `share`: what its round `round` took to find."""
+        if run is None or round is None:
+            return [(None, share)]
+        return [(self.imp_ledger(run, k), share) for k in range(round)]
+
+    def imp_ledger(self, run: Path, round: int) -> Ledger | None:
+        """The ledger of IMP round `round` of `run`. A dense round that the report reads another run's in place of
+        (ticketlab.report.results.collect) is read from the store."""
+        record = self.records.get((run, None, round))
+        if record is None:
+            store = RunStore(run)
+            if not store.is_complete(round):
+                return None
+            store.verified(round)
+            record = store.metrics(round)
+        return record.get("cost")
+
+
+Rule = Callable[[Result, Units], list[Spent]]
+
+
+def _rounds_before(result: Result, units: Units) -> list[Spent]:
+    return units.rounds_before(result.run, result.round)
+
+
+def _dense_round(result: Result, units: Units) -> list[Spent]:
+    return units.rounds_before(result.run, 1)
+
+
+def _nothing(result: Result, units: Units) -> list[Spent]:
+    return []
+
+
+def _complement(result: Result, units: Units) -> list[Spent]:
+    return units.rounds_before(result.run, units.imp_rounds.get((result.run, round(1 - result.level, 6))))
+
+
+def _transferred(result: Result, units: Units) -> list[Spent]:
+    run, found_at = units.source(result)
+    return units.rounds_before(run, found_at, share=1 / units.targets[run, found_at])
+
+
+def _search(result: Result, units: Units) -> list[Spent]:
+    return [(result.record.get("search", {}).get("cost"), 1.0)]
+
+
+FINDING: dict[str, Rule] = {  # an arm (ticketlab.report.tables.arm_family) -> what its mask depended on
+    "imp": _rounds_before,  # round r: pruned from round r-1's trained weights, and so back to the dense round 0
+    "imp-rewind": _rounds_before,
+    "one-shot": _dense_round,  # the dense round's trained weights, pruned once
+    "random": _nothing,
+    "random-per-matrix": _nothing,
+    "reinit": _rounds_before,  # IMP's mask of the same round
+    "shuffle": _rounds_before,
+    "noise": _rounds_before,
+    "inverted": _complement,  # IMP's mask at sparsity 1 - s
+    "transfer": _transferred,  # the source run's IMP ticket, shared among the tasks it is transferred to
+    "earlybert": _search,  # its search, from θ0
+    "earlybert-random": _nothing,  # random heads and neurons, in the ticket's counts: a baseline, as random pruning
+}
+
+
+def unit_costs(results: Iterable[Result]) -> pd.DataFrame:
+    """One row per result, in their order: its KEYS, seed and measured sparsity, and its costs (COSTS) to find, to
+    train and in total, in FLOPs and seconds."""
+    results = list(results)
+    units = Units(results)
+    rows = []
+    for r in results:
+        rule = FINDING.get(arm_family(split_arm(r.arm)[0]))
+        spent = rule(r, units) if rule else [(None, 1.0)]
+        structured = r.arm in STRUCTURED_ARMS
+        row = {
+            "task": r.task,
+            "model": r.model,
+            "arm": r.arm,
+            "source": r.source or "",
+            "settings": branch_settings(r) if structured else "",
+            "level": math.nan if structured else level_key(r),
+            "seed": r.seed,
+            "sparsity": r.sparsity,
+        }
+        for unit, key in MEASURES.items():
+            row[f"find_{unit}"] = sum(share * _measure(ledger, key) for ledger, share in spent)
+            row[f"train_{unit}"] = _measure(r.record.get("cost"), key)
+            row[f"total_{unit}"] = row[f"find_{unit}"] + row[f"train_{unit}"]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*KEYS, "seed", "sparsity", *COSTS])
+
+
+def over_seeds(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per KEYS, the mean over seeds of every other column but `seed` (NaN where a seed lacks it: a mean over fewer
+    seeds would not compare with the others), and n, the number of seeds."""
+    groups = frame.groupby(KEYS, dropna=False, sort=False)
+    values = [column for column in frame.columns if column not in {*KEYS, "seed"}]
+    means = groups[values].agg(lambda column: column.mean(skipna=False))
+    return means.assign(n=groups.size()).reset_index()
+
+
+def cost_table(results: Iterable[Result]) -> pd.DataFrame:
+    """Per task, model, arm, source, settings and level (structured arms: NaN, their mean measured sparsity in
+    `sparsity`): the mean over seeds of the costs to find, to train and in total (COSTS); n: the seeds."""
+    table = over_seeds(unit_costs(results))
+    order = sorted(
+        range(len(table)),
+        key=lambda i: (
+            table.task[i],
+            table.model[i],
+            arm_order(table.arm[i], table.source[i]),
+            table.settings[i],
+            table.sparsity[i],
+        ),
+    )
+    return table.iloc[order][COLUMNS].reset_index(drop=True)
+
+
+def cost_views(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The cost table for display, one frame of strings per task: a row per subnetwork, FLOPs and seconds."""
+    views = {}
+    for task, rows in table.groupby("task", sort=False):
+        view = pd.DataFrame(
+            {
+                "subnetwork": [_label(row) for row in rows.itertuples()],
+                "sparsity": [f"{s if pd.isna(level) else level:.1%}" for level, s in zip(rows.level, rows.sparsity)],
+                "seeds": rows.n.astype(str),
+                **{
+                    f"{part} ({'FLOPs' if unit == 'flops' else 's'})": [
+                        _cell(value, unit) for value in rows[f"{part}_{unit}"]
+                    ]
+                    for unit in MEASURES
+                    for part in ("find", "train", "total")
+                },
+            }
+        )
+        if rows.model.nunique() > 1:
+            view.insert(0, "model", [Path(model).name for model in rows.model])
+        views[task] = view
+    return views
+
+
+def _measure(ledger: Ledger | None, key: str) -> float:
+    return float(ledger[key]) if ledger is not None and key in ledger else math.nan
+
+
+def _label(row) -> str:
+    if row.arm == "imp" and row.level == 0:
+        return "dense"
+    label = arm_label(row.arm, row.source or None)
+    return f"{label} {row.settings}" if row.settings else label
+
+
+def _cell(value: float, unit: str) -> str:
+    if pd.isna(value):
+        return "—"
+    return f"{value:.3g}" if unit == "flops" else f"{value:.1f}"
