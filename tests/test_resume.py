@@ -62,6 +62,22 @@ def test_find_resumes_exactly_when_killed_mid_round_after_a_round_and_mid_contro
         assert_ledger(json.loads(next(resumed.glob(f"*/{unit}/metrics.json")).read_text()), examples=32)
 
 
+def test_a_gmp_run_resumes_exactly_with_the_same_masks(tiny_model_dir, reviews, tmp_path):
+    args = ["find", "--model", tiny_model_dir, "--data", reviews, "--sparsity", "0.2", "--method", "gmp", *FAST]
+    args += ["--gmp-end", "1", "--gmp-prunings", "4"]  # prunes at steps 2, 4, 6, 8 of 8
+    kills = ["*/search/round_00/checkpoint.pt", "*/search/round_00/COMPLETE", "*/round_02/checkpoint.pt"]
+    resumed, _ = assert_resumes_exactly(args, kills, tmp_path)
+    assert len(list(resumed.glob("*/search/round_00/mask_0*.safetensors"))) == 2
+
+
+def test_early_bird_resumes_exactly_where_its_draws_settle(tiny_model_dir, reviews, tmp_path):
+    args = ["find", "--model", tiny_model_dir, "--data", reviews, "--sparsity", "0.2", "--method", "early-bird", *FAST]
+    args += ["--draw-every", "2", "--settle-window", "2", "--settle-threshold", "0.5", "--final-only"]
+    resumed, _ = assert_resumes_exactly(args, ["*/round_00/checkpoint.pt", "*/round_01/checkpoint.pt"], tmp_path)
+    searched = json.loads(next(resumed.glob("*/round_01/metrics.json")).read_text())
+    assert searched["search_only"] and searched["steps"] == searched["draw"]["step"] < 8
+
+
 def test_find_on_mlm_resumes_exactly_with_the_same_dynamic_masks(tiny_model_dir, corpus, tmp_path):
     args = [
         "find",

@@ -20,6 +20,7 @@ from .errors import TicketlabError
 from .experiment import load_recipe, presets, run_experiment
 from .export import FORMATS, export_pruned, export_ticket
 from .lottery import find, grid, transfer
+from .lottery.finders import FINDERS
 from .models import EMBEDDED_MODELS, import_resnet
 from .models.vision import LAYOUTS as ARCHITECTURES
 from .pretraining.records import METHODS as PRETRAINING_METHODS
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ticketlab", description="Lottery tickets in pre-trained networks.")
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
-    find_cmd = verbs.add_parser("find", help="find a ticket by iterative magnitude pruning (IMP)")
+    find_cmd = verbs.add_parser("find", help="find a ticket by iterative magnitude pruning (IMP) or --method")
     find_cmd.add_argument(
         "--model",
         type=_path,
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep every round's trained weights (default: the dense and the last)",
     )
     _add_run_options(find_cmd)
+    _add_finder_options(find_cmd)
 
     transfer_cmd = verbs.add_parser("transfer", help="train a ticket found on one task on another task, from θ0")
     transfer_cmd.add_argument(
@@ -313,6 +315,33 @@ def _add_run_options(
         action="store_true",
         default=None,
         help="reset the task head too (text tasks' default: it keeps its trained values)",
+    )
+
+
+def _add_finder_options(command: argparse.ArgumentParser) -> None:
+    finder = command.add_argument_group("how each round's mask is drawn (ticketlab.lottery.finders)")
+    finder.add_argument(
+        "--method",
+        dest="finder",
+        choices=FINDERS,
+        help="; ".join(f"{name}: {FINDERS.get(name).description}" for name in FINDERS) + " (default imp)",
+    )
+    finder.add_argument("--draw-every", type=int, metavar="STEPS", help="early-bird: steps between draws (default 10)")
+    finder.add_argument("--settle-window", type=int, metavar="DRAWS", help="early-bird: draws compared (default 5)")
+    finder.add_argument(
+        "--settle-threshold", type=float, help="early-bird: the normalized Hamming distance of a settled draw (0.1)"
+    )
+    finder.add_argument(
+        "--final-only",
+        action="store_true",
+        default=None,
+        help="early-bird: only the target's ticket trains in full; earlier rounds stop once their draw settles",
+    )
+    finder.add_argument("--gmp-start", type=float, help="gmp: fraction of the steps where pruning starts (default 0)")
+    finder.add_argument("--gmp-end", type=float, help="gmp: ... where it reaches the target (default 0.75)")
+    finder.add_argument("--gmp-prunings", type=int, help="gmp: how many times it prunes (default 10)")
+    finder.add_argument(
+        "--calibration-examples", type=int, help="wanda: training examples weighing the weights (default 256)"
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
 from .errors import TicketlabError
-from .pruning import METHODS, WEIGHT, check_levels, check_scope, parse_granularity
+from .pruning import METHODS, check_levels, check_scope, parse_granularity
 from .pruning.schedules import sparsity_schedule
 
 T = TypeVar("T")
@@ -105,16 +105,26 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """How IMP prunes and rewinds between rounds (defaults: the BERT-tickets code)."""
+    """How a run finds its tickets: what it prunes and how between rounds, how it rewinds (defaults: the BERT-tickets
+    code's IMP), and the settings of the other finders (ticketlab.lottery.finders)."""
 
     sparsity: float = 0.9  # the target
-    method: str = "magnitude"
+    method: str = "magnitude"  # the ranking IMP prunes by (ticketlab.pruning.METHODS)
     schedule: str = "linear"  # linear: `rate` of the original weights per round; geometric: of the remaining
     rate: float = 0.1
     scope: str = "layers"  # or "global" (the paper's), "per-matrix": see ticketlab.pruning.SCOPES
     rewind_step: int = 0  # 0: rewind to the pre-trained weights θ0; i: to the weights after step i of round 0
     rewind_head: bool = False  # the paper's code keeps the task head's trained values across rounds
     granularity: str = "weight"  # or "block:RxC", "N:M": see ticketlab.pruning.granularity
+    finder: str = "imp"  # how each round's mask is drawn: ticketlab.lottery.finders.FINDERS
+    draw_every: int = 10  # early-bird: steps between two draws of the next round's mask
+    settle_window: int = 5  # early-bird: the draws the newest must lie close to
+    settle_threshold: float = 0.1  # early-bird: the normalized Hamming distance counted as close
+    final_only: bool = False  # early-bird: only the target's ticket is trained in full; earlier rounds stop settled
+    gmp_start: float = 0.0  # gmp: the fraction of the run's steps where pruning starts
+    gmp_end: float = 0.75  # gmp: ... and where it reaches the target
+    gmp_prunings: int = 10  # gmp: how many times it prunes between them
+    calibration_examples: int = 256  # wanda: the training examples whose activations weigh the weights
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -124,10 +134,32 @@ class PruneConfig:
         check_levels(parse_granularity(self.granularity), levels)
         if self.rewind_step < 0:
             raise TicketlabError(f"rewind_step must be >= 0, got {self.rewind_step}")
+        for name in ("draw_every", "settle_window", "gmp_prunings", "calibration_examples"):
+            if getattr(self, name) < 1:
+                raise TicketlabError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_range("settle_threshold", self.settle_threshold, 0.0, 1.0, above_low=True)
+        check_range("gmp_start", self.gmp_start, 0.0, 1.0)
+        check_range("gmp_end", self.gmp_end, self.gmp_start, 1.0, above_low=True)
 
     def levels(self) -> list[float]:
         """Sparsity of every round, the dense round 0 first (raises on a bad target, rate or schedule)."""
         return sparsity_schedule(self.schedule, self.rate, self.sparsity)
+
+
+# Settings added after runs were stored: left out of a run's settings at their defaults, so that those runs keep their
+# names (hashes) and configs. Their defaults never change.
+ADDED_SETTINGS = (
+    "granularity",
+    "finder",
+    "draw_every",
+    "settle_window",
+    "settle_threshold",
+    "final_only",
+    "gmp_start",
+    "gmp_end",
+    "gmp_prunings",
+    "calibration_examples",
+)
 
 
 @dataclass(frozen=True)
@@ -143,8 +175,9 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         settings = dataclasses.asdict(self)
-        if self.prune.granularity == str(WEIGHT):  # as before granularity existed: runs keep their names and configs
-            del settings["prune"]["granularity"]
+        for name in ADDED_SETTINGS:
+            if getattr(self.prune, name) == getattr(PruneConfig, name):
+                del settings["prune"][name]
         return settings
 
     @classmethod
@@ -155,6 +188,8 @@ class RunConfig:
         return settings_hash(self.to_dict(), separators=(",", ":"))
 
     def name(self) -> str:
-        """Readable prefix plus hash, e.g. rotten-tomatoes_splade-tiny_linear-0.9_3f2a9c01de."""
+        """Readable prefix plus hash, e.g. rotten-tomatoes_splade-tiny_linear-0.9_3f2a9c01de (gmp-linear-0.9: another
+        finder than IMP)."""
         model = self.model.rstrip("/").split("/")[-1]
-        return f"{self.task}_{model}_{self.prune.schedule}-{self.prune.sparsity:g}_{self.hash()}"
+        finder = "" if self.prune.finder == PruneConfig.finder else f"{self.prune.finder}-"
+        return f"{self.task}_{model}_{finder}{self.prune.schedule}-{self.prune.sparsity:g}_{self.hash()}"

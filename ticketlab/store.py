@@ -320,6 +320,10 @@ class RunStore:
         """The rounds of a branch of this run (a control experiment or a transfer), kept in its own folder."""
         return RunStore(self.path / "branches" / checked_name(name, "branch"))
 
+    def searches(self) -> "RunStore":
+        """The units a finder trains only to draw the run's masks (GMP's pruning run), beside the rounds."""
+        return RunStore(self.path / "search")
+
     def branches(self) -> list[str]:
         return sorted(d.name for d in (self.path / "branches").glob("*") if d.is_dir())
 

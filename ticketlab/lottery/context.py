@@ -75,11 +75,18 @@ class RunContext:
     # -- training and evaluating one unit --
 
     def train_masked(
-        self, rounds: RunStore, round: int, level: float, mask: Mask, hooks: list[TrainHook], description: str
+        self,
+        rounds: RunStore,
+        round: int,
+        level: float,
+        mask: Mask,
+        hooks: list[TrainHook],
+        description: str,
+        evaluate: bool = True,
     ) -> dict[str, Any]:
-        """Train the run's model from its current weights with `mask` enforced, evaluate, and return the unit's
-        record (with the run's granularity, unless it is single weights); a matrix the mask nearly empties is named
-        in one line and recorded."""
+        """Train the run's model from its current weights with `mask` enforced, evaluate (unless not `evaluate`), and
+        return the unit's record (with the run's granularity, unless it is single weights); a matrix the mask nearly
+        empties is named in one line and recorded."""
         emptied = nearly_empty(mask)
         if emptied:
             log.warning(
@@ -89,7 +96,7 @@ class RunContext:
                 ", ".join(f"{name} keeps {density:.2%}" for name, density in emptied.items()),
             )
         enforcer = MaskEnforcer(list(self.weights.values()), [mask[n] for n in self.weights])
-        record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description)
+        record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description, evaluate)
         low = [{"matrix": name, "kept": density} for name, density in emptied.items()]
         return {
             "round": round,
@@ -101,14 +108,20 @@ class RunContext:
         }
 
     def train_model(
-        self, model: torch.nn.Module, rounds: RunStore, round: int, hooks: list[TrainHook], description: str
+        self,
+        model: torch.nn.Module,
+        rounds: RunStore,
+        round: int,
+        hooks: list[TrainHook],
+        description: str,
+        evaluate: bool = True,
     ) -> dict[str, Any]:
         """Train `model` (this run's, or one built from it), checkpointing in `rounds`' round folder, then evaluate
-        it. Returns steps, train loss, training time, wall time (with evaluation), every split's metrics and the cost
-        ledger (ticketlab.train.TrainResult.cost)."""
+        it (unless not `evaluate`). Returns steps, train loss, training time, wall time (with evaluation), every
+        split's metrics and the cost ledger (ticketlab.train.TrainResult.cost)."""
         result = self.run_training(model, rounds.checkpoint_path(round), hooks, description, round)
         evaluated = time.perf_counter()
-        metrics = {split: self.evaluate(split, model) for split in self.task.eval_splits}
+        metrics = {split: self.evaluate(split, model) for split in self.task.eval_splits} if evaluate else {}
         eval_time_s = time.perf_counter() - evaluated
         return {
             "steps": result.steps,

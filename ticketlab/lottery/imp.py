@@ -1,4 +1,5 @@
-"""Iterative magnitude pruning: train -> prune -> rewind the kept weights -> train again, round by round.
+"""The rounds of a lottery run: train -> draw the next mask -> rewind the kept weights -> train again. IMP draws it by
+magnitude from the last round's trained weights; the other finders (ticketlab.lottery.finders) draw it their way.
 
 Every round is idempotent: a complete round is skipped, an interrupted one resumes from its checkpoint.
 """
@@ -20,11 +21,12 @@ from ..controls import CONTROLS
 from ..errors import TicketlabError
 from ..masks import Mask, apply_mask, load_mask, ones_like, save_mask
 from ..models import backbone, head_parameters
-from ..pruning import METHODS
 from ..store import RunStore
 from ..train import TrainHook, accelerator, usable_checkpoint
 from .branches import run_controls
 from .context import RunContext, writing
+from .early_bird import draw_path
+from .finders import FINDERS, Finder
 from .settings import resolve_config
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,8 @@ def find(
     hooks: Sequence[TrainHook] = (),
     **options: Any,
 ) -> LotteryResult:
-    """Find a lottery ticket by IMP. `options` are TrainConfig and PruneConfig fields (e.g. epochs=1,
-    scope="per-matrix").
+    """Find a lottery ticket by IMP (or the finder `options["finder"]` names: ticketlab.lottery.finders). `options`
+    are TrainConfig and PruneConfig fields (e.g. epochs=1, scope="per-matrix", finder="gmp").
 
     `controls` (names in ticketlab.controls.CONTROLS) then run as branches at every pruned round.
     Re-running the same call skips complete rounds and resumes an interrupted one. Only the dense and the last
@@ -88,10 +90,13 @@ def run_lottery(
         store.initialize(config)
         for round in rounds:
             store.intact(round)  # a damaged round is reported and reopened; leftovers of a kill go
-        _reopen_sources(store, rounds)
+        finder = FINDERS.get(config.prune.finder)
+        _reopen_sources(store, rounds, finder)
         trained = [round for round in rounds if not store.is_complete(round)]
         for round in trained:
             context = context or RunContext(config, store, checkpoint_every, hooks)
+            if round > 0 and finder.search is not None:
+                finder.search(context)  # at once when it is complete
             run_round(context, round, levels[round], save_weights)
         if not save_weights and accelerator().is_main_process:
             for round in set(trained) - {0, rounds[-1]}:  # a redone middle round's; the dense round 0 and the last stay
@@ -100,34 +105,49 @@ def run_lottery(
 
 
 def run_round(context: RunContext, round: int, level: float, save_weights: bool = False) -> None:
-    """IMP round `round`: prune the previous round's trained weights to `level`, rewind, train, record."""
+    """Round `round`: draw its mask at `level` (IMP: prune the previous round's trained weights), rewind, train,
+    record."""
     store, prune = context.store, context.config.prune
+    finder = FINDERS.get(prune.finder)
     if not _inputs_ready(store, round):
-        _prepare(context, round, level)
+        _prepare(context, finder, round, level)
     mask = load_mask(store.mask_path(round))[0]
     if not usable_checkpoint(store.checkpoint_path(round)):
         _rewind(context, round, mask)
     rewinding = round == 0 and prune.rewind_step > 0
-    hooks = [_SaveRewindPoint(prune.rewind_step, store.rewind_path())] if rewinding else []
-    record = context.train_masked(store, round, level, mask, hooks, f"round {round} · sparsity {level:.1%}")
+    hooks: list[TrainHook] = [_SaveRewindPoint(prune.rewind_step, store.rewind_path())] if rewinding else []
+    watch = finder.watch(context, round) if round + 1 < len(context.levels) else None
+    if watch is not None:
+        hooks.append(watch)
+    description = f"round {round} · sparsity {level:.1%}"
+    searching = watch is not None and watch.stop  # a round that only draws the next mask is not evaluated
+    record = context.train_masked(store, round, level, mask, hooks, description, evaluate=not searching)
+    draw = None
+    if watch is not None:
+        draw, search = watch.result(record["steps"])
+        record.update(search)
 
     def keep(folder: Path) -> None:
         with atomic_path(store.weights_path(round)) as tmp:
             save_model(context.model, str(tmp))
+        if draw is not None:
+            save_mask(draw_path(store, round), draw, context.provenance(round + 1, draw))
 
     store.finish(round, record, keep, extra=[store.rewind_path()] if rewinding else [])
     if round > 1 and not save_weights and accelerator().is_main_process:
         store.discard(round - 1, "weights.safetensors")  # the dense round 0 stays: the one-shot control prunes it
 
 
-def _reopen_sources(store: RunStore, rounds: range) -> None:
-    """A reopened round whose mask or starting head is gone is prepared again from the previous round's trained
-    weights: where those were not kept, the previous round is trained again too (and so on back)."""
+def _reopen_sources(store: RunStore, rounds: range, finder: Finder) -> None:
+    """A reopened round whose mask or starting head is gone is prepared again from its source round's trained
+    weights (IMP's: the previous round): where those were not kept, that round is trained again too (and so on
+    back)."""
     for round in reversed(rounds):
         if round > 0 and not store.is_complete(round) and not _inputs_ready(store, round):
-            if store.is_complete(round - 1) and not store.weights_path(round - 1).exists():
-                log.info("round %d is trained again: round %d is made from its weights", round - 1, round)
-                store.reopen(round - 1, {})
+            source = finder.source(round)
+            if store.is_complete(source) and not store.weights_path(source).exists():
+                log.info("round %d is trained again: round %d is made from its weights", source, round)
+                store.reopen(source, {})
 
 
 def _inputs_ready(store: RunStore, round: int) -> bool:
@@ -135,17 +155,17 @@ def _inputs_ready(store: RunStore, round: int) -> bool:
     return store.mask_path(round).exists() and store.head_path(round).exists()
 
 
-def _prepare(context: RunContext, round: int, level: float) -> None:
-    """Write a round's inputs before it trains (a resumed or redone round finds them): its mask, pruned to `level`
-    from the previous round's trained weights (round 0: dense), and the head it starts from (round 0: the fresh
-    one; later: the head trained in the previous round, the paper's choice, or the fresh one with `rewind_head`)."""
+def _prepare(context: RunContext, finder: Finder, round: int, level: float) -> None:
+    """Write a round's inputs before it trains (a resumed or redone round finds them): its mask, drawn at `level` by
+    the finder from its source round's trained weights (IMP: the previous round's; round 0: dense), and the head it
+    starts from (round 0: the fresh one; later: the head the source round trained, the paper's choice, or the fresh
+    one with `rewind_head`)."""
     store, prune = context.store, context.config.prune
     if round == 0:
         mask = ones_like(context.weights)
     else:
-        load_weights(context.model, str(store.weights_path(round - 1)))
-        previous = load_mask(store.mask_path(round - 1))[0]
-        mask = METHODS.get(prune.method)(context.weights, previous, level, context.rankings, context.granularity)
+        load_weights(context.model, str(store.weights_path(finder.source(round))))
+        mask = finder.draw(context, round, level, load_mask(store.mask_path(round - 1))[0])
     fresh_head = round == 0 or prune.rewind_head
     head = context.head0 if fresh_head else {k: p.detach() for k, p in head_parameters(context.model).items()}
     if accelerator().is_main_process:

@@ -11,6 +11,7 @@ from ..errors import TicketlabError
 from ..models import EMBEDDED_MODELS, hidden_size, max_positions, model_fingerprint, resolve_model
 from ..tasks import TASKS, Task
 from ..train import total_steps
+from .finders import FINDERS
 
 DEFAULT_RATES = {"linear": 0.1, "geometric": 0.2}
 
@@ -40,6 +41,7 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
     if rewind_epoch is not None:
         given["rewind_step"] = _epoch_steps(spec, data, train_config, rewind_epoch, given.get("rewind_step"))
     prune_config = PruneConfig(sparsity=sparsity, **{k: v for k, v in given.items() if k in prune_names})
+    FINDERS.get(prune_config.finder)
     positions = max_positions(model_path)
     if positions is not None and train_config.max_length > positions:
         raise TicketlabError(

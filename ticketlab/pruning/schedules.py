@@ -1,4 +1,4 @@
-"""Sparsity per IMP round."""
+"""Sparsity per IMP round, and per step of gradual magnitude pruning."""
 
 from __future__ import annotations
 
@@ -33,3 +33,16 @@ LEVEL_TOLERANCE = 5e-4  # a level written to three decimals (0.59 for the geomet
 def round_at(levels: list[float], level: float) -> int | None:
     """The round of a schedule at this sparsity level (to within LEVEL_TOLERANCE), if it has one."""
     return next((round for round, candidate in enumerate(levels) if abs(candidate - level) <= LEVEL_TOLERANCE), None)
+
+
+def cubic_schedule(steps: int, start: float, end: float, prunings: int, target: float) -> dict[int, float]:
+    """Gradual magnitude pruning's sparsity (Zhu & Gupta 2017) at each step that prunes, in a run of `steps` optimizer
+    steps: s_k = target * (1 - (1 - k/n)^3) at step round(t0 + k * (t1 - t0) / n), k = 1 ... n = `prunings`, from
+    t0 = `start` to t1 = `end` (fractions of `steps`; step 0 would prune nothing). Steps that coincide keep the
+    highest; the last step that prunes reaches `target` exactly."""
+    first, last = start * steps, end * steps
+    schedule: dict[int, float] = {}
+    for k in range(1, prunings + 1):
+        step = max(1, round(first + k * (last - first) / prunings))
+        schedule[step] = target if k == prunings else target * (1.0 - (1.0 - k / prunings) ** 3)
+    return schedule

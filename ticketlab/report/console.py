@@ -22,7 +22,7 @@ from .anatomy import ALL, type_counts
 from .build import CELLS, load_results
 from .earlybert import earlybert_table, earlybert_views
 from .results import Result
-from .tables import Deciders, gaps_view, make_tables, matching_view, rich_table, task_views, transfer_views
+from .tables import Deciders, arm_label, gaps_view, make_tables, matching_view, rich_table, task_views, transfer_views
 
 
 def print_tables(
@@ -58,11 +58,14 @@ def print_earlybert_tables(results: list[Result], deciders: Deciders, console: C
 
 def print_rounds(result: LotteryResult, metric: str | None = None) -> None:
     """The table closing `ticketlab find`: one row per round, every metric of every evaluation split, the change of
-    the deciding metric against the dense round 0, the wall time and the training FLOPs (the cost ledger's)."""
-    task = TASKS.get(RunStore.open(result.path).config().task)
+    the deciding metric against the dense round 0, the wall time and the training FLOPs (the cost ledger's); an
+    early-bird round that only drew the next mask shows no metrics."""
+    config = RunStore.open(result.path).config()
+    task, finder = TASKS.get(config.task), arm_label(config.prune.finder)
     split, decider = task.decider(metric)
     dense = result.rounds[0][split][decider]
-    table = Table(title=f"IMP on {task.name} (matching decided by {split} {decider})", caption=str(result.path))
+    title = f"{finder} on {task.name} (matching decided by {split} {decider})"
+    table = Table(title=title, caption=str(result.path))
     columns = [(s, m) for s in task.eval_splits for m in task.metrics]
     headers = ("round", "sparsity", *(f"{s} {m}" for s, m in columns), f"Δ {decider} vs dense", "wall time")
     for column in (*headers, "train FLOPs"):
@@ -71,8 +74,8 @@ def print_rounds(result: LotteryResult, metric: str | None = None) -> None:
         table.add_row(
             str(record["round"]),
             f"{record['sparsity']:.1%}",
-            *(f"{record[s][m]:.4f}" for s, m in columns),
-            f"{record[split][decider] - dense:+.4f}",
+            *(f"{record[s][m]:.4f}" if s in record else "—" for s, m in columns),
+            f"{record[split][decider] - dense:+.4f}" if split in record else "—",
             f"{record['wall_time_s']:.0f} s",
             f"{record['cost']['train_flops']:.3g}" if "cost" in record else "",  # rounds stored before the ledger
         )

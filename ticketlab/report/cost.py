@@ -3,10 +3,10 @@ its mask depended on) and the cost to train it, in training FLOPs and seconds, a
 
 Every unit's record carries its ledger, `cost` (ticketlab.train.TrainResult.cost): training FLOPs, an estimate of the
 dense computation, and training seconds; an EarlyBERT ticket's record carries its search's ledger in `search`. What a
-ticket's mask depended on is data, FINDING: per arm, a rule naming those units and the share of each that the ticket
-bears. A new pruning method states its dependencies by adding its arm there. Where a ledger is missing (a unit stored
-before the ledger existed, a source run outside the reported ones, an arm without a rule) the cost is NaN, never a
-guess.
+ticket's mask depended on is data: FINDING, per arm, a rule naming those units and the share of each that the ticket
+bears; MASK_COST, per finder, what the masks of a run's rounds took. A new method states its dependencies there.
+Where a ledger is missing (a unit stored before the ledger existed, a source run outside the reported ones, an arm
+without a rule) the cost is NaN, never a guess.
 """
 
 from __future__ import annotations
@@ -33,11 +33,13 @@ TEXT = """\
 To find a ticket: the training of every unit its mask depended on; to train it: its own training; total: both, mean
 over seeds. FLOPs estimate the dense computation (3 × the forward FLOPs counted on one batch × steps: pruned weights
 are multiplied too); seconds are training time, evaluation excluded. — : a unit stored without its ledger.
-- IMP at round r, and random re-init, shuffled and noisy θ0 (IMP's mask of that round): rounds 0 … r−1 of the run
-  (the dense round, then each round whose trained weights the next is pruned from); IMP with rewinding likewise.
-- one-shot magnitude pruning: the dense round. Random pruning and the random structured ticket: nothing.
-- inverted mask: what IMP's mask at sparsity 1 − s took.
-- transfer: what the source's IMP ticket took, divided by the number of tasks it is transferred to in these runs.
+- IMP at round r: rounds 0 … r−1 of the run (the dense round, then each round whose trained weights the next is
+  pruned from); IMP with rewinding likewise. Early-bird IMP: the same rounds, each up to the step its draw of the
+  next mask settled. Gradual magnitude pruning: its one pruning run. Wanda and one-shot magnitude pruning: the dense
+  round (Wanda's calibration passes are not counted). Random pruning and the random structured ticket: nothing.
+- random re-init, shuffled and noisy θ0: what the run's mask of that round took; inverted mask: what its mask at
+  sparsity 1 − s took.
+- transfer: what the source's ticket took, divided by the number of tasks it is transferred to in these runs.
 - EarlyBERT: its search (from θ0: it needs no dense round)."""
 
 
@@ -53,6 +55,7 @@ class Units:
             if r.arm == "transfer":
                 targets[self.source(r)].add(r.task)
         self.targets = {ticket: len(tasks) for ticket, tasks in targets.items()}
+        self.finders: dict[Path, str | None] = {}
 
     def source(self, result: Result) -> tuple[Path | None, int | None]:
         """The run (None: not among the reported ones) and the round a transferred ticket was found at, as its record
@@ -62,34 +65,78 @@ class Units:
             return None, None
         return self.runs.get(source.get("config_hash")), int(source["round"])
 
-    def rounds_before(self, run: Path | None, round: int | None, share: float = 1.0) -> list[Spent]:
-        """IMP rounds 0 … `round` − 1 of `run`, each with `share`: what its round `round` took to find."""
-        if run is None or round is None:
+    def finder(self, run: Path) -> str | None:
+        """How `run` drew its masks (ticketlab.lottery.finders); None where its settings are gone."""
+        if run not in self.finders:
+            settings = run / "config.json"
+            self.finders[run] = RunStore(run).config().prune.finder if settings.is_file() else None
+        return self.finders[run]
+
+    def mask_cost(self, run: Path | None, round: int | None, share: float = 1.0) -> list[Spent]:
+        """What the mask of `run` at `round` took to find (MASK_COST of its finder), each unit with `share`."""
+        finder = None if run is None else self.finder(run)
+        if finder is None or round is None:
             return [(None, share)]
-        return [(self.imp_ledger(run, k), share) for k in range(round)]
+        return [(ledger, share * part) for ledger, part in MASK_COST[finder](self, run, round)]
 
     def imp_ledger(self, run: Path, round: int) -> Ledger | None:
-        """The ledger of IMP round `round` of `run`. A dense round that the report reads another run's in place of
-        (ticketlab.report.results.collect) is read from the store."""
-        record = self.records.get((run, None, round))
+        """The ledger of round `round` of `run` (a dense round the report reads another run's in place of, or an
+        early-bird round that only drew a mask, is read from the store)."""
+        return self.record(RunStore(run), run, round).get("cost")
+
+    def record(self, store: RunStore, run: Path, round: int) -> Mapping[str, Any]:
+        """A unit's record: the reported one, else the store's ({} where it is not complete)."""
+        record = self.records.get((run, None, round)) if store.path == run else None
         if record is None:
-            store = RunStore(run)
             if not store.is_complete(round):
-                return None
+                return {}
             store.verified(round)
             record = store.metrics(round)
-        return record.get("cost")
+        return record
 
+
+def _rounds_before(units: Units, run: Path, round: int) -> list[Spent]:
+    """IMP: rounds 0 … `round` − 1, each pruned from the one before's trained weights."""
+    return [(units.imp_ledger(run, k), 1.0) for k in range(round)]
+
+
+def _drawn(units: Units, run: Path, round: int) -> list[Spent]:
+    """Early-bird IMP: rounds 0 … `round` − 1 up to the step where each one's draw of the next mask settled."""
+    spent = []
+    for k in range(round):
+        record = units.record(RunStore(run), run, k)
+        draw, steps = record.get("draw", {}), record.get("steps")
+        spent.append((record.get("cost"), draw["step"] / steps if "step" in draw and steps else math.nan))
+    return spent
+
+
+def _dense_round(units: Units, run: Path, round: int) -> list[Spent]:
+    """One-shot pruning (magnitude, Wanda) of the dense round's trained model."""
+    return _rounds_before(units, run, min(round, 1))
+
+
+def _pruning_run(units: Units, run: Path, round: int) -> list[Spent]:
+    """Gradual magnitude pruning: its one pruning run."""
+    return [(units.record(RunStore(run).searches(), run, 0).get("cost"), 1.0)] if round > 0 else []
+
+
+MASK_COST: dict[str, Callable[[Units, Path, int], list[Spent]]] = {  # a finder -> what its mask at a round took
+    "imp": _rounds_before,
+    "early-bird": _drawn,
+    "one-shot": _dense_round,
+    "wanda": _dense_round,
+    "gmp": _pruning_run,
+}
 
 Rule = Callable[[Result, Units], list[Spent]]
 
 
-def _rounds_before(result: Result, units: Units) -> list[Spent]:
-    return units.rounds_before(result.run, result.round)
+def _run_mask(result: Result, units: Units) -> list[Spent]:
+    return units.mask_cost(result.run, result.round)
 
 
-def _dense_round(result: Result, units: Units) -> list[Spent]:
-    return units.rounds_before(result.run, 1)
+def _dense(result: Result, units: Units) -> list[Spent]:
+    return _dense_round(units, result.run, 1)
 
 
 def _nothing(result: Result, units: Units) -> list[Spent]:
@@ -97,12 +144,12 @@ def _nothing(result: Result, units: Units) -> list[Spent]:
 
 
 def _complement(result: Result, units: Units) -> list[Spent]:
-    return units.rounds_before(result.run, units.imp_rounds.get((result.run, round(1 - result.level, 6))))
+    return units.mask_cost(result.run, units.imp_rounds.get((result.run, round(1 - result.level, 6))))
 
 
 def _transferred(result: Result, units: Units) -> list[Spent]:
     run, found_at = units.source(result)
-    return units.rounds_before(run, found_at, share=1 / units.targets[run, found_at])
+    return units.mask_cost(run, found_at, share=1 / units.targets[run, found_at])
 
 
 def _search(result: Result, units: Units) -> list[Spent]:
@@ -110,16 +157,19 @@ def _search(result: Result, units: Units) -> list[Spent]:
 
 
 FINDING: dict[str, Rule] = {  # an arm (ticketlab.report.tables.arm_family) -> what its mask depended on
-    "imp": _rounds_before,  # round r: pruned from round r-1's trained weights, and so back to the dense round 0
-    "imp-rewind": _rounds_before,
-    "one-shot": _dense_round,  # the dense round's trained weights, pruned once
+    "imp": _run_mask,  # round r: pruned from round r-1's trained weights, and so back to the dense round 0
+    "imp-rewind": _run_mask,
+    "early-bird": _run_mask,  # rounds 0 … r-1, each up to the step its draw settled
+    "gmp": _run_mask,  # the pruning run
+    "wanda": _run_mask,  # the dense round
+    "one-shot": _dense,  # the dense round's trained weights, pruned once (the finder and the control alike)
     "random": _nothing,
     "random-per-matrix": _nothing,
-    "reinit": _rounds_before,  # IMP's mask of the same round
-    "shuffle": _rounds_before,
-    "noise": _rounds_before,
-    "inverted": _complement,  # IMP's mask at sparsity 1 - s
-    "transfer": _transferred,  # the source run's IMP ticket, shared among the tasks it is transferred to
+    "reinit": _run_mask,  # the run's mask of the same round
+    "shuffle": _run_mask,
+    "noise": _run_mask,
+    "inverted": _complement,  # the run's mask at sparsity 1 - s
+    "transfer": _transferred,  # the source run's ticket, shared among the tasks it is transferred to
     "earlybert": _search,  # its search, from θ0
     "earlybert-random": _nothing,  # random heads and neurons, in the ticket's counts: a baseline, as random pruning
 }

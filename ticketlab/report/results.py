@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from ..config import RunConfig
 from ..errors import TicketlabError
 from ..pruning import WEIGHT
 from ..store import RunStore, run_folders, split_metrics
@@ -49,30 +50,37 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
 
     Where the runs differ in granularity, the arms of a run that prunes other than single weights carry its granularity
     ("imp · block:8x8", "random · 2:4"; not the structured ones); its dense round 0, the same model whatever the
-    granularity, stands as IMP's dense round unless a weight-granular run (or one read before) holds that model."""
+    granularity, stands as IMP's dense round unless a weight-granular run (or one read before) holds that model. A run
+    of another finder than IMP (ticketlab.lottery.finders) is read as its arm ("gmp", "wanda", ...), its dense round
+    likewise only where no IMP run holds that model; early-bird's rounds that only drew the next mask are no tickets
+    and are left out."""
     runs = [(store, store.config()) for store in map(RunStore.open, run_folders(paths))]
     mixed = len({config.prune.granularity for _, config in runs}) > 1
     results: list[Result] = []
     dense: set[tuple] = set()  # the dense rounds read: (task, model, seed, arm)
-    for store, config in sorted(runs, key=lambda run: run[1].prune.granularity != str(WEIGHT)):  # weight runs first
+    for store, config in sorted(runs, key=_imp_weight_runs_first):
         granularity = config.prune.granularity if mixed and config.prune.granularity != str(WEIGHT) else None
-        arm = "imp" if config.prune.rewind_step == 0 else f"imp-rewind-{config.prune.rewind_step}"
-        dense_key = (config.task, config.model, config.train.seed, arm)
+        dense_arm = "imp" if config.prune.rewind_step == 0 else f"imp-rewind-{config.prune.rewind_step}"
+        arm = dense_arm if config.prune.finder == "imp" else config.prune.finder
+        dense_key = (config.task, config.model, config.train.seed, dense_arm)
         rounds = [(store, arm)] + [(store.branch(name), None) for name in store.branches()]
         for rounds_store, fixed_arm in rounds:
             for round in rounds_store.completed_rounds():
                 is_dense_round = rounds_store is store and round == 0
                 if is_dense_round:
-                    if granularity and dense_key in dense:
+                    if (granularity or config.prune.finder != "imp") and dense_key in dense:
                         continue
                     dense.add(dense_key)
                 rounds_store.verified(round)
                 record = rounds_store.metrics(round)
+                if record.get("search_only"):  # early-bird's round that only drew the next mask: no ticket
+                    continue
                 if not fixed_arm and "arm" not in record:
                     raise TicketlabError(f"{rounds_store.round_dir(round)}/metrics.json names no arm")
                 source = record.get("source")
                 name = fixed_arm or record["arm"]
                 marked = granularity and not is_dense_round and name not in STRUCTURED_ARMS
+                name = dense_arm if is_dense_round else name
                 results.append(
                     Result(
                         task=config.task,
@@ -91,6 +99,12 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
                     )
                 )
     return results
+
+
+def _imp_weight_runs_first(run: tuple[RunStore, RunConfig]) -> tuple[bool, bool]:
+    """Sort key of runs: IMP's weight-granular runs first, their dense rounds standing for the others'."""
+    prune = run[1].prune
+    return prune.finder != "imp", prune.granularity != str(WEIGHT)
 
 
 def split_arm(arm: str) -> tuple[str, str | None]:

@@ -1,0 +1,182 @@
+"""The finders `find --method` names (ticketlab.lottery.finders): gradual magnitude pruning's cubic schedule and its
+one pruning run, early-bird IMP's settle test, one-shot magnitude and Wanda as methods; each a run whose rounds are
+tickets that the report reads as their own arm, with what each ticket cost to find."""
+
+import pytest
+import torch
+
+import ticketlab
+from ticketlab.config import PruneConfig
+from ticketlab.errors import TicketlabError
+from ticketlab.lottery.early_bird import SettleWatch, draw_path
+from ticketlab.lottery.gmp import GradualPruning, gmp_mask_path
+from ticketlab.masks import load_mask, sparsity
+from ticketlab.pruning import cubic_schedule, magnitude_prune, sparsity_schedule
+from ticketlab.report.cost import unit_costs
+from ticketlab.report.results import collect
+from ticketlab.store import RunStore
+
+FAST = dict(train_examples=96, batch_size=16, epochs=1, learning_rate=1e-3, seed=3)  # 6 steps a round
+
+
+def nested(masks):
+    return all(not (later[n] & ~earlier[n]).any() for earlier, later in zip(masks, masks[1:]) for n in later)
+
+
+def test_the_cubic_schedule_prunes_zhu_and_guptas_sparsity_at_its_steps():
+    # s_k = 0.9 (1 - (1 - k/5)^3) at steps 15, 30, ... 75 of 100 (pruning from step 0 to 75% of the run)
+    assert cubic_schedule(100, 0.0, 0.75, 5, 0.9) == pytest.approx(
+        {15: 0.4392, 30: 0.7056, 45: 0.8424, 60: 0.8928, 75: 0.9}
+    )
+    assert list(cubic_schedule(100, 0.2, 0.75, 5, 0.9)) == [31, 42, 53, 64, 75]
+    # 5 prunings in 3 steps: coinciding steps keep the highest, the last reaches the target exactly
+    assert cubic_schedule(3, 0.0, 1.0, 5, 0.5) == pytest.approx({1: 0.392, 2: 0.496, 3: 0.5})
+
+
+def test_gradual_pruning_prunes_exact_counts_at_every_step_and_takes_every_level_it_crosses():
+    torch.manual_seed(0)
+    weights = {"a": torch.nn.Parameter(torch.randn(8, 10)), "b": torch.nn.Parameter(torch.randn(5, 6))}
+    total = 110
+    schedule = cubic_schedule(6, 0.0, 1.0, 3, 0.3)  # steps 2, 4, 6: 0.2111, 0.2889, 0.3
+    levels = dict(enumerate(sparsity_schedule("linear", 0.1, 0.3)))  # 0.1, 0.2, 0.3
+    del levels[0]
+    hook = GradualPruning(weights, schedule, levels, lambda mask, level: magnitude_prune(weights, mask, level))
+    seen = []
+    for step in range(1, 7):
+        with torch.no_grad():
+            for w in weights.values():
+                w.add_(torch.randn(w.shape))  # training moves the weights; pruned ones come back to zero
+        hook.after_step(step, None)
+        pruned = sum(int((~m).sum()) for m in hook.mask.values())
+        assert pruned == round(schedule.get(step, seen[-1] / total if seen else 0.0) * total)
+        assert all(bool((w[~hook.mask[n]] == 0).all()) for n, w in weights.items())
+        seen.append(pruned)
+    assert seen == [0, 23, 23, 32, 32, 33]
+    assert sorted(hook.found) == [1, 2, 3]
+    assert [sum(int((~m).sum()) for m in hook.found[r].values()) for r in (1, 2, 3)] == [11, 22, 33]
+    assert nested([hook.found[1], hook.found[2], hook.mask]) and hook.found[3] is hook.mask
+
+
+def scripted_watch(draws, stop, window=2, threshold=0.2):
+    """A SettleWatch whose draws are `draws` in turn (masks of 10 weights given as the pruned positions)."""
+    masks = iter([{"w": torch.tensor([i not in pruned for i in range(10)])} for pruned in draws])
+    settings = PruneConfig(draw_every=2, settle_window=window, settle_threshold=threshold)
+    return SettleWatch(lambda: next(masks), settings, stop)
+
+
+def test_early_bird_stops_a_round_once_its_draws_settle():
+    # the largest distance to the previous 2 draws: -, - (the window fills), 0.4, 0.4, 0.2, 0.0: settled (< 0.2) at
+    # the 6th draw, step 12
+    watch = scripted_watch([{0, 1}, {2, 3}, {4, 5}, {4, 6}, {4, 6}, {4, 6}, {8, 9}], stop=True)
+    steps = 0
+    while not watch.should_stop():
+        steps += 1
+        watch.after_step(steps, None)
+    assert steps == 12
+    mask, record = watch.result(steps)
+    assert (~mask["w"]).nonzero().flatten().tolist() == [4, 6]
+    assert record == {
+        "draw": {"step": 12, "settled": True, "distances": [None, None, 0.4, 0.4, 0.2, 0.0]},
+        "search_only": True,
+    }
+
+
+def test_early_bird_never_stops_on_draws_that_keep_changing_and_then_takes_the_final_draw():
+    watch = scripted_watch([{i, i + 1} for i in range(0, 8)] + [{8, 9}], stop=True)
+    for step in range(1, 17):
+        watch.after_step(step, None)
+        assert not watch.should_stop()
+    mask, record = watch.result(16)
+    assert (~mask["w"]).nonzero().flatten().tolist() == [8, 9]  # the draw of the weights the round ended with
+    assert record["draw"]["settled"] is False and record["draw"]["step"] == 16
+
+
+def test_a_watch_that_does_not_stop_keeps_the_settled_draw_while_the_round_trains_on():
+    watch = scripted_watch([{0, 1}, {0, 1}, {0, 1}, {5, 6}], stop=False)
+    for step in range(1, 11):
+        watch.after_step(step, None)
+        assert not watch.should_stop()
+    mask, record = watch.result(10)
+    assert (~mask["w"]).nonzero().flatten().tolist() == [0, 1] and record == {
+        "draw": {"step": 6, "settled": True, "distances": [None, None, 0.0]}
+    }
+
+
+def test_a_gmp_run_trains_each_crossed_mask_from_theta0_as_a_round(tiny_model_dir, tmp_path):
+    result = ticketlab.find(
+        str(tiny_model_dir), sparsity=0.3, out=tmp_path, finder="gmp", gmp_end=1.0, gmp_prunings=3, **FAST
+    )
+    store = RunStore(result.path)
+    assert result.path.name.startswith("rotten-tomatoes_tiny-bert") and "_gmp-linear-0.3_" in result.path.name
+    search = store.searches().metrics(0)
+    assert search["steps"] == 6 and search["schedule"] == pytest.approx({"2": 0.2111111, "4": 0.2888889, "6": 0.3})
+    assert search["sparsity"] == pytest.approx(0.3, abs=1e-3) and search["cost"]["train_flops"] > 0
+    masks = [load_mask(store.mask_path(r))[0] for r in range(4)]
+    assert [round(sparsity(m), 3) for m in masks] == [0.0, 0.1, 0.2, 0.3] and nested(masks)
+    for r in (1, 2, 3):
+        assert all(torch.equal(masks[r][n], m) for n, m in load_mask(gmp_mask_path(store, r))[0].items())
+    results = collect([tmp_path])
+    assert [(x.arm, x.round) for x in results] == [("imp", 0), ("gmp", 1), ("gmp", 2), ("gmp", 3)]
+    costs = unit_costs(results)
+    assert list(costs.find_flops) == [0.0, *[search["cost"]["train_flops"]] * 3]
+
+
+def test_one_shot_as_a_method_draws_the_one_shot_controls_masks(tiny_model_dir, tmp_path):
+    imp = ticketlab.find(str(tiny_model_dir), sparsity=0.2, out=tmp_path, controls=["one-shot"], **FAST)
+    method = ticketlab.find(str(tiny_model_dir), sparsity=0.2, out=tmp_path, finder="one-shot", **FAST)
+    for r in (1, 2):
+        control = load_mask(RunStore(imp.path).branch("one-shot").mask_path(r))[0]
+        drawn = load_mask(RunStore(method.path).mask_path(r))[0]
+        assert all(torch.equal(control[n], drawn[n]) for n in control)
+    assert method.rounds[0]["dev"] == imp.rounds[0]["dev"]  # the same dense model: the report reads it once
+    arms = [(x.arm, x.round) for x in collect([tmp_path])]
+    assert arms.count(("imp", 0)) == 1 and ("one-shot", 2) in arms
+
+
+def test_a_wanda_run_prunes_every_output_row_to_the_level(tiny_model_dir, tmp_path):
+    result = ticketlab.find(
+        str(tiny_model_dir), sparsity=0.5, out=tmp_path, finder="wanda", schedule="geometric", rate=0.5, **FAST
+    )
+    mask = load_mask(RunStore(result.path).mask_path(1))[0]
+    for name, kept in mask.items():
+        rows = kept.reshape(kept.shape[0], -1)
+        assert (rows.sum(dim=1) == rows.shape[1] - round(0.5 * rows.shape[1])).all(), name
+    assert [x.arm for x in collect([tmp_path])] == ["imp", "wanda"]
+
+
+def test_early_bird_final_only_trains_only_the_target_in_full(tiny_model_dir, tmp_path):
+    result = ticketlab.find(
+        str(tiny_model_dir),
+        sparsity=0.3,
+        out=tmp_path,
+        finder="early-bird",
+        draw_every=1,
+        settle_window=1,
+        settle_threshold=0.5,
+        final_only=True,
+        **FAST,
+    )
+    store = RunStore(result.path)
+    dense, searching, _, target = result.rounds
+    assert dense["draw"]["settled"] and "dev" in dense and dense["steps"] == 6  # the baseline trains in full
+    assert searching["search_only"] and searching["steps"] == searching["draw"]["step"] == 2 and "dev" not in searching
+    assert "draw" not in target and target["steps"] == 6 and "dev" in target
+    for r in (1, 2, 3):
+        drawn, mask = load_mask(draw_path(store, r - 1))[0], load_mask(store.mask_path(r))[0]
+        assert all(torch.equal(drawn[n], mask[n]) for n in mask)
+    results = collect([tmp_path])
+    assert [(x.arm, x.round) for x in results] == [("imp", 0), ("early-bird", 3)]
+    costs = unit_costs(results)
+    spent = [
+        store.metrics(r)["cost"]["train_flops"] * store.metrics(r)["draw"]["step"] / store.metrics(r)["steps"]
+        for r in range(3)
+    ]
+    assert costs.find_flops[1] == pytest.approx(sum(spent)) and spent[0] < dense["cost"]["train_flops"]
+
+
+def test_an_unknown_method_or_bad_finder_setting_is_one_line(tiny_model_dir, tmp_path):
+    with pytest.raises(TicketlabError, match="unknown ticket finder 'lth'"):
+        ticketlab.find(str(tiny_model_dir), out=tmp_path, finder="lth", **FAST)
+    with pytest.raises(TicketlabError, match=r"gmp_end must be a finite number in \(0.5, 1\]"):
+        ticketlab.find(str(tiny_model_dir), out=tmp_path, finder="gmp", gmp_start=0.5, gmp_end=0.5, **FAST)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,103 @@
+"""How a lottery run draws the mask of each pruned round: the finders `find --method` names.
+
+Every finder's run has the same rounds: round 0 trains the dense model (every comparison's baseline), and round r
+trains the ticket at the schedule's r-th level from θ0 (so verdicts, controls, transfer and the report apply
+unchanged). What differs is where round r's mask comes from:
+
+- imp: magnitude pruning of round r-1's trained weights (the paper's IMP).
+- early-bird: IMP whose draw of the next mask is watched while a round trains; the mask is taken as soon as it has
+  settled (ticketlab.lottery.early_bird), and with `final_only` the round stops there.
+- one-shot: magnitude pruning of the dense round's trained weights.
+- wanda: |w| x the norm of its input feature over calibration examples, per output row (Sun et al. 2023), on the
+  dense round's trained model.
+- gmp: the masks one gradual magnitude pruning run crosses (ticketlab.lottery.gmp), trained once before the rounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from accelerate.utils import send_to_device
+
+from ..masks import Mask, load_mask
+from ..pruning import METHODS, magnitude_prune
+from ..pruning.wanda import input_norms, row_prune, wanda_scores
+from ..registry import Registry
+from ..train import accelerator
+from .context import RunContext
+from .early_bird import SettleWatch, draw_path
+from .gmp import gmp_mask_path, run_gmp_search
+
+Draw = Callable[[RunContext, int, float, Mask], Mask]  # (run, round, level, previous round's mask) -> round's mask
+
+
+@dataclass(frozen=True)
+class Finder:
+    """A way to draw round r's mask; the run's model holds the trained weights of round `source(r)` when `draw` is
+    called, and round r starts from that round's trained head (unless the run rewinds the head)."""
+
+    description: str
+    draw: Draw
+    source: Callable[[int], int]
+    search: Callable[[RunContext], None] | None = None  # trains what every pruned round's mask needs, first
+    watch: Callable[[RunContext, int], SettleWatch | None] = lambda context, round: None  # watches round r train
+
+
+FINDERS: Registry[Finder] = Registry("ticket finder")
+
+
+def _previous(round: int) -> int:
+    return round - 1
+
+
+def _dense(round: int) -> int:
+    return 0
+
+
+def _imp(context: RunContext, round: int, level: float, previous: Mask) -> Mask:
+    prune = METHODS.get(context.config.prune.method)
+    return prune(context.weights, previous, level, context.rankings, context.granularity)
+
+
+def _one_shot(context: RunContext, round: int, level: float, previous: Mask) -> Mask:
+    return magnitude_prune(context.weights, previous, level, context.rankings, context.granularity)
+
+
+def _wanda(context: RunContext, round: int, level: float, previous: Mask) -> Mask:
+    norms = input_norms(context.model, context.weights, _calibration(context), context.task.forward)
+    return row_prune(wanda_scores(context.weights, norms), previous, level, context.granularity)
+
+
+def _calibration(context: RunContext) -> Iterator[dict[str, torch.Tensor]]:
+    """The first `calibration_examples` training examples, in batches as evaluation sees them."""
+    features = context.features["train"][: context.config.prune.calibration_examples]
+    size = context.config.train.batch_size
+    for start in range(0, len(features), size):
+        yield send_to_device(context.eval_collate(features[start : start + size]), accelerator().device)
+
+
+def _gmp(context: RunContext, round: int, level: float, previous: Mask) -> Mask:
+    return load_mask(gmp_mask_path(context.store, round))[0]
+
+
+def _early_bird(context: RunContext, round: int, level: float, previous: Mask) -> Mask:
+    return load_mask(draw_path(context.store, round - 1))[0]
+
+
+def _settle_watch(context: RunContext, round: int) -> SettleWatch:
+    settings = context.config.prune
+    current = load_mask(context.store.mask_path(round))[0]
+    level = context.levels[round + 1]
+    stop = settings.final_only and round > 0  # the dense round is every comparison's baseline: always trained in full
+    return SettleWatch(lambda: _imp(context, round + 1, level, current), settings, stop)
+
+
+FINDERS.register("imp")(Finder("iterative magnitude pruning, each round from the last one's weights", _imp, _previous))
+FINDERS.register("early-bird")(
+    Finder("IMP whose rounds take the next mask once its draw has settled", _early_bird, _previous, watch=_settle_watch)
+)
+FINDERS.register("one-shot")(Finder("magnitude pruning of the fine-tuned dense weights", _one_shot, _dense))
+FINDERS.register("wanda")(Finder("|w| x input norm per output row, on the fine-tuned dense model", _wanda, _dense))
+FINDERS.register("gmp")(Finder("the masks one gradual magnitude pruning run crosses", _gmp, _dense, run_gmp_search))

@@ -1,0 +1,119 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017) in one training run: from θ0 the run's recipe trains once while the
+smallest weights are pruned on the cubic schedule (ticketlab.pruning.cubic_schedule), the mask enforced in between.
+Every level of the run's schedule that it crosses yields a mask, the magnitude pruning of the weights at that step
+to exactly that level (so the masks are nested); each is a round of the run, trained from θ0 as its ticket.
+
+The run is a unit of the run's store beside the rounds (search/round_00), resumable from its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from ..masks import Mask, ones_like, save_mask, sparsity
+from ..pruning import cubic_schedule, magnitude_prune
+from ..pruning.granularity import NOfM
+from ..store import RunStore
+from ..train import MaskEnforcer, TrainHook, total_steps, usable_checkpoint
+from .context import RunContext
+
+LEVEL_SLACK = 1e-9  # a schedule's sparsity equal to a level, up to float noise, crosses it
+
+
+def gmp_mask_path(store: RunStore, round: int) -> Path:
+    """Where the pruning run keeps the mask of round `round`'s level."""
+    return store.searches().round_dir(0) / f"mask_{round:02d}.safetensors"
+
+
+class GradualPruning(TrainHook):
+    """Prunes `weights` to `schedule[step]` after each step it names (`prune`: (mask, sparsity) -> the weights'
+    magnitude mask), taking the mask of every level of `levels` (round -> sparsity) crossed on the way; enforces the
+    mask in between (as ticketlab.train.MaskEnforcer)."""
+
+    def __init__(
+        self,
+        weights: Mapping[str, torch.nn.Parameter],
+        schedule: Mapping[int, float],
+        levels: Mapping[int, float],
+        prune: Callable[[Mask, float], Mask],
+    ):
+        self.weights, self.schedule, self.levels, self.prune = weights, schedule, levels, prune
+        self.mask: Mask = ones_like(weights)
+        self.found: dict[int, Mask] = {}  # round -> its mask
+        self._enforce()
+
+    def _enforce(self) -> None:
+        self.enforcer = MaskEnforcer(list(self.weights.values()), [self.mask[n] for n in self.weights])
+        self.enforcer.after_step(0, None)
+
+    def after_backward(self, model: torch.nn.Module) -> None:
+        self.enforcer.after_backward(model)
+
+    def after_step(self, step: int, model: torch.nn.Module) -> None:
+        self.enforcer.after_step(step, model)
+        if step not in self.schedule:
+            return
+        target = self.schedule[step]
+        for round, level in sorted(self.levels.items()):
+            if round not in self.found and level <= target + LEVEL_SLACK:
+                self.mask = self.found[round] = self.prune(self.mask, level)
+        if target > sparsity(self.mask) + LEVEL_SLACK:
+            self.mask = self.prune(self.mask, target)
+        self._enforce()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mask": self.mask, "found": self.found}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mask, self.found = dict(state["mask"]), dict(state["found"])
+        self._enforce()
+
+
+def run_gmp_search(context: RunContext) -> None:
+    """The pruning run of a gmp run's store, unless it is complete and intact: it writes the mask of every pruned
+    round's level (see `gmp_mask_path`)."""
+    searches, settings = context.store.searches(), context.config.prune
+    if searches.intact(0):
+        return
+    steps = total_steps(len(context.features["train"]), context.config.train)
+    least = context.granularity.least_sparsity if isinstance(context.granularity, NOfM) else 0.0
+    schedule = {
+        step: max(level, least)  # N:M: no mask sparser than its constraint, from the first pruning
+        for step, level in cubic_schedule(
+            steps, settings.gmp_start, settings.gmp_end, settings.gmp_prunings, settings.sparsity
+        ).items()
+    }
+    hook = GradualPruning(context.weights, schedule, _levels(context.levels), _pruner(context))
+    checkpoint = searches.checkpoint_path(0)
+    if not usable_checkpoint(checkpoint):
+        context.start_from_theta0()
+    result = context.run_training(context.model, checkpoint, [hook], "gmp · pruning run", 0)
+    record = {
+        "round": 0,
+        "arm": "gmp-search",
+        "steps": result.steps,
+        "train_loss": result.train_loss,
+        "train_time_s": result.time_s,
+        "sparsity": sparsity(hook.mask),
+        "schedule": {str(step): level for step, level in schedule.items()},
+        "cost": result.cost(0.0),
+    }
+
+    def keep(folder: Path) -> None:
+        for round, mask in hook.found.items():
+            save_mask(gmp_mask_path(context.store, round), mask, {**context.provenance(round, mask), "search": "gmp"})
+
+    searches.finish(0, record, keep)
+
+
+def _pruner(context: RunContext) -> Callable[[Mask, float], Mask]:
+    def prune(mask: Mask, level: float) -> Mask:
+        return magnitude_prune(context.weights, mask, level, context.rankings, context.granularity)
+
+    return prune
+
+
+def _levels(levels: Sequence[float]) -> dict[int, float]:
+    return {round: level for round, level in enumerate(levels) if round > 0}
