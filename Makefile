@@ -34,6 +34,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_earlybert_time.py
 	$(PY) benchmarks/bench_mask_packing.py
 	$(PY) benchmarks/bench_sparse_latency.py
+	$(PY) benchmarks/bench_time_to_ticket.py
 
 clean:
 	rm -rf $(VENV) runs
