@@ -414,7 +414,10 @@ def _assignment(text: str) -> tuple[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    logging.basicConfig(format="ticketlab: %(message)s", level=logging.INFO)
+    secondary = int(os.environ.get("RANK", 0)) > 0  # a launch's other processes (torchrun, accelerate launch)
+    logging.basicConfig(format="ticketlab: %(message)s", level=logging.ERROR if secondary else logging.INFO)
+    if secondary:  # the main process prints the tables
+        sys.stdout = open(os.devnull, "w")
     verb = args.pop("verb")
     try:
         return VERBS[verb](args) or 0

@@ -12,6 +12,7 @@ is a dtype none of them has, so coded bytes whose entry a damaged header lost ar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import zlib
@@ -50,6 +51,16 @@ def nearly_empty(mask: Mapping[str, torch.Tensor], below: float = LOW_DENSITY) -
     """The matrices that keep less than `below` of their weights, with the fraction each keeps."""
     kept = {name: float(m.float().mean()) for name, m in mask.items() if m.numel()}
     return {name: density for name, density in kept.items() if density < below}
+
+
+def mask_digest(mask: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a mask's names, shapes and bits: equal masks, equal digests."""
+    digest = hashlib.sha256()
+    for name in sorted(mask):
+        bits = mask[name].detach().to("cpu", torch.bool).numpy()
+        digest.update(f"{name}{bits.shape}".encode())
+        digest.update(np.packbits(bits).tobytes())
+    return digest.hexdigest()
 
 
 def iou(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:

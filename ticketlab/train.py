@@ -13,12 +13,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import send_to_device
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import gather_object, send_to_device
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
@@ -27,14 +27,13 @@ from transformers import get_linear_schedule_with_warmup
 from .atomic import atomic_path
 from .config import TrainConfig
 from .errors import TicketlabError
+from .masks import mask_digest
 
 Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
 Outputs = Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 # (model, batch, generator of the batch's data randomness: None in evaluation) -> output with `.loss`
 Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator | None], Any]
-FLOPS_ESTIMATE = (
-    "3 x forward_flops (backward: twice the forward) x steps x processes; dense: pruned weights are multiplied too"
-)
+FLOPS_ESTIMATE = "3 x forward_flops (backward: twice the forward) x steps; dense: pruned weights are multiplied too"
 CHECKPOINT_KEYS = frozenset(
     {"step", "loss_sum", "time_s", "model", "optimizer", "scheduler", "rng", "cuda_rng", "hooks"}
 )
@@ -120,14 +119,19 @@ class TrainResult:
     train_loss: float
     time_s: float  # training time over every attempt: a resumed run adds the time its checkpoint had counted
     examples: int  # training examples seen, over every process (an epoch shows each example once)
-    forward_flops: int  # one forward pass of the probe batch (see `forward_flops`), on one process
+    forward_flops: int  # one forward pass of the probe batch, the global batch (see `forward_flops`), on one process
     train_flops: int  # the estimate of the training's FLOPs: FLOPS_ESTIMATE
+    batch_size: int  # the global batch of a step
+    processes: int  # the processes it was split among (torchrun, accelerate launch)
 
     def cost(self, eval_time_s: float) -> dict[str, Any]:
         """The cost ledger of a unit's record: what its training spent, and `eval_time_s` seconds of evaluation."""
         return {
             "steps": self.steps,
             "examples": self.examples,
+            "processes": self.processes,
+            "batch_per_process": self.batch_size // self.processes,
+            "global_batch": self.batch_size,
             "train_time_s": self.time_s,
             "eval_time_s": eval_time_s,
             "forward_flops": self.forward_flops,
@@ -138,8 +142,33 @@ class TrainResult:
 
 @functools.cache
 def accelerator() -> Accelerator:
-    """The process's accelerator: bf16 autocast on GPU, plain fp32 on CPU."""
-    return Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    """The process's accelerator: bf16 autocast on GPU, plain fp32 on CPU. Launched on N processes (torchrun,
+    accelerate launch), a batch of `batch_size` is split among them: the recipe's batch is the global one, and the
+    steps, the schedule and the examples seen do not depend on N."""
+    gpu = torch.cuda.is_available()
+    return Accelerator(
+        cpu=not gpu,  # without a GPU, accelerate sees a torchrun launch (gloo) only when told the run is on the CPU
+        mixed_precision="bf16" if gpu else "no",
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
+
+
+def check_processes(config: TrainConfig) -> None:
+    """A one-line error where the launch's processes cannot split the recipe's batch evenly."""
+    processes = accelerator().num_processes
+    if config.batch_size % processes:
+        raise TicketlabError(
+            f"batch_size {config.batch_size} is the batch of all {processes} processes together: it must be a "
+            "multiple of their number"
+        )
+
+
+def check_same_mask(mask: Mapping[str, torch.Tensor], unit: str) -> None:
+    """On every process of a launch: raise, in one line, unless every process drew `mask` (their digests compared)."""
+    digests = gather_object([mask_digest(mask)])
+    if len(set(digests)) > 1:
+        differing = [i for i, digest in enumerate(digests) if digest != digests[0]]
+        raise TicketlabError(f"{unit}: process {differing[0]} drew another mask than process 0")
 
 
 def total_steps(examples: int, config: TrainConfig) -> int:
@@ -266,14 +295,16 @@ def train(
     acc.free_memory()
     train_loss = float(acc.reduce(loss_sum, "mean")) / max(step, 1)
     epochs, steps_into_epoch = divmod(step, steps_per_epoch)
-    examples = epochs * len(features) + min(steps_into_epoch * config.batch_size * acc.num_processes, len(features))
+    examples = epochs * len(features) + min(steps_into_epoch * config.batch_size, len(features))
     return TrainResult(
         steps=step,
         train_loss=train_loss,
         time_s=time_s + time.perf_counter() - started,
         examples=examples,
         forward_flops=probe_flops,
-        train_flops=3 * probe_flops * step * acc.num_processes,
+        train_flops=3 * probe_flops * step,
+        batch_size=config.batch_size,
+        processes=acc.num_processes,
     )
 
 
@@ -339,6 +370,9 @@ def usable_checkpoint(path: Path) -> bool:
         missing = CHECKPOINT_KEYS - state.keys()
         if missing:
             raise KeyError(sorted(missing)[0])
+        processes = accelerator().num_processes
+        if not all(isinstance(state[k], list) and len(state[k]) == processes for k in ("rng", "loss_sum")):
+            raise ValueError(f"not written by {processes} processes")  # a launch of another size, or an old one
         return True
     except Exception as error:  # whatever keeps a cache from loading (truncated, garbage, empty, old), it goes
         log.warning("%s is damaged (%s); discarding it: that training starts afresh", path, type(error).__name__)
@@ -401,16 +435,20 @@ def _save_checkpoint(
     hooks: Sequence[TrainHook],
 ) -> None:
     acc = accelerator()
+    # every process's own: each sums the losses of its share of the batches and draws its own dropout
+    losses = gather_object([loss_sum.cpu()])
+    rng = gather_object([torch.get_rng_state()])
+    cuda_rng = gather_object([torch.cuda.get_rng_state() if torch.cuda.is_available() else torch.empty(0)])
     if acc.is_main_process:
         state = {
             "step": step,
-            "loss_sum": loss_sum.cpu(),
+            "loss_sum": losses,
             "time_s": time_s,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng": rng,
+            "cuda_rng": cuda_rng,
             "hooks": [hook.state_dict() for hook in hooks],
         }
         with atomic_path(path) as tmp:
@@ -425,12 +463,13 @@ def _load_checkpoint(
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    if state["cuda_rng"]:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    process = accelerator().process_index
+    torch.set_rng_state(state["rng"][process])
+    if state["cuda_rng"][process].numel():
+        torch.cuda.set_rng_state(state["cuda_rng"][process])
     for hook, hook_state in zip(hooks, state["hooks"]):
         hook.load_state_dict(hook_state)
-    return state["step"], state["loss_sum"], state["time_s"]
+    return state["step"], state["loss_sum"][process], state["time_s"]
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from ..errors import TicketlabError
 from ..masks import Mask, apply_mask, save_mask, sparsity
 from ..models import backbone
 from ..store import RunStore
-from ..train import TrainHook, accelerator, seeded_generator, usable_checkpoint
+from ..train import TrainHook, accelerator, check_same_mask, seeded_generator, usable_checkpoint
 from .context import RunContext, writing
 
 
@@ -44,6 +44,7 @@ class Branch:
 def train_branch(context: RunContext, branch: Branch) -> None:
     """Train `branch` on the run of `context` (resuming its checkpoint), record it and seal it."""
     rounds, round, mask = context.store.branch(branch.name), branch.round, branch.mask
+    check_same_mask(mask, f"{branch.name} at round {round}")
     if not usable_checkpoint(rounds.checkpoint_path(round)):
         branch.start()
         apply_mask(context.weights, mask)

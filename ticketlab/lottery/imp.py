@@ -22,7 +22,7 @@ from ..errors import TicketlabError
 from ..masks import Mask, apply_mask, load_mask, ones_like, save_mask
 from ..models import backbone, head_parameters
 from ..store import RunStore
-from ..train import TrainHook, accelerator, usable_checkpoint
+from ..train import TrainHook, accelerator, check_same_mask, usable_checkpoint
 from .branches import run_controls
 from .context import RunContext, writing
 from .early_bird import draw_path
@@ -166,6 +166,7 @@ def _prepare(context: RunContext, finder: Finder, round: int, level: float) -> N
     else:
         load_weights(context.model, str(store.weights_path(finder.source(round))))
         mask = finder.draw(context, round, level, load_mask(store.mask_path(round - 1))[0])
+    check_same_mask(mask, f"round {round}")
     fresh_head = round == 0 or prune.rewind_head
     head = context.head0 if fresh_head else {k: p.detach() for k, p in head_parameters(context.model).items()}
     if accelerator().is_main_process:

@@ -10,7 +10,7 @@ from ..config import PruneConfig, RunConfig, TrainConfig
 from ..errors import TicketlabError
 from ..models import EMBEDDED_MODELS, hidden_size, max_positions, model_fingerprint, resolve_model
 from ..tasks import TASKS, Task
-from ..train import total_steps
+from ..train import check_processes, total_steps
 from .finders import FINDERS
 
 DEFAULT_RATES = {"linear": 0.1, "geometric": 0.2}
@@ -36,6 +36,7 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
     given.setdefault("rate", DEFAULT_RATES.get(schedule, PruneConfig.rate))
     train_config = dataclasses.replace(recipe, **{k: v for k, v in given.items() if k in train_names})
     spec.check_batch(train_config)
+    check_processes(train_config)
     if data is not None and not Path(data).exists():
         raise TicketlabError(f"data not found: {data}")
     if rewind_epoch is not None:

@@ -21,7 +21,7 @@ from ..errors import TicketlabError
 from ..models.vision import LAYOUTS, ResNetConfig
 from ..store import finished, hold, seal
 from ..tasks import TASKS
-from ..train import predict, train
+from ..train import check_processes, predict, train
 from .records import METHODS, RECORD
 
 
@@ -117,4 +117,5 @@ def pretraining_config(method: str, architecture: str, options: Mapping[str, Any
     task = TASKS.get(METHODS[method][0])
     config = dataclasses.replace(task.small_recipe, **{k: v for k, v in options.items() if v is not None})
     task.check_batch(config)
+    check_processes(config)
     return config

@@ -1,0 +1,74 @@
+"""Data-parallel runs: `ticketlab` launched on 2 CPU processes by torchrun (gloo) trains one run: one batch split
+between them, the same mask on every process, every evaluation example counted once, the store and the tables
+written by the main process only, and a launch killed (SIGKILL to the whole job) and launched again ends exactly as
+an uninterrupted launch."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+from helpers import assert_same_outputs
+
+TIMEOUT_S = 240
+RUN = ["find", "--train-examples", "64", "--batch-size", "8", "--epochs", "1", "--sparsity", "0.2"]
+RUN += ["--controls", "random", "--checkpoint-every", "1"]
+
+
+def launch(args, log: Path) -> subprocess.Popen:
+    """torchrun --standalone --nproc_per_node 2 ARGS, its output (every process's) into `log`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *map(str, args)]
+    with open(log, "ab") as output:
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+
+
+def kill_job(job: subprocess.Popen) -> None:
+    """SIGKILL to torchrun and every process it started (each of its workers leads a session of its own)."""
+    processes = [*psutil.Process(job.pid).children(recursive=True), psutil.Process(job.pid)]
+    for process in processes:
+        process.kill()
+    psutil.wait_procs(processes, timeout=TIMEOUT_S)
+    job.wait()
+
+
+def finish(job: subprocess.Popen, log: Path) -> None:
+    assert job.wait(TIMEOUT_S) == 0, log.read_text()[-3000:]
+
+
+def test_a_launch_splits_each_batch_counts_every_example_once_and_refuses_diverging_masks(tmp_path):
+    out, log = tmp_path / "seen.json", tmp_path / "log"
+    finish(launch([Path(__file__).with_name("distributed_probe.py"), out], log), log)
+    seen = json.loads(out.read_text())
+    assert seen["processes"] == 2
+    assert seen["y"] == [2.0 * i for i in range(13)]
+    assert seen["refused"] == "another mask on process 1: process 1 drew another mask than process 0"
+
+
+def test_a_killed_launch_resumes_exactly_and_only_the_main_process_writes_and_prints(tiny_model_dir, tmp_path):
+    args = ["-m", "ticketlab", *RUN, "--model", tiny_model_dir]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    finish(launch([*args, "--out", whole], tmp_path / "whole.log"), tmp_path / "whole.log")
+    printed = (tmp_path / "whole.log").read_text()
+    assert printed.count("IMP on rotten-tomatoes") == 1 and printed.count("Highest matching sparsity") == 1
+    record = json.loads(next(whole.glob("*/round_02/metrics.json")).read_text())
+    assert (record["cost"]["processes"], record["cost"]["global_batch"], record["cost"]["batch_per_process"]) == (
+        2,
+        8,
+        4,
+    )
+    assert record["steps"] == 8 and record["cost"]["examples"] == 64
+
+    log = tmp_path / "resumed.log"
+    for pattern in ("*/round_01/checkpoint.pt", "*/branches/random/round_02/checkpoint.pt"):
+        job = launch([*args, "--out", resumed], log)
+        deadline = time.monotonic() + TIMEOUT_S
+        while not list(resumed.glob(pattern)) and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        kill_job(job)
+        assert list(resumed.glob(pattern)), log.read_text()[-3000:]
+    finish(launch([*args, "--out", resumed], log), log)
+    assert_same_outputs(resumed, whole)
