@@ -17,6 +17,7 @@ from .config import PruneConfig
 from .controls import CONTROLS
 from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
+from .executors import RayExecutor, Unit, run_units
 from .experiment import load_recipe, presets, run_experiment
 from .export import FORMATS, export_pruned, export_ticket
 from .lottery import find, grid, transfer
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(find_cmd)
     _add_finder_options(find_cmd)
+    _add_executor_options(find_cmd)
 
     transfer_cmd = verbs.add_parser("transfer", help="train a ticket found on one task on another task, from θ0")
     transfer_cmd.add_argument(
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grid_cmd.add_argument("--target", type=_fraction, help="sparsity IMP prunes to (default: --sparsity)")
     _add_run_options(grid_cmd, sparsity_help="sparsity of the tickets transferred")
+    _add_executor_options(grid_cmd)
 
     early_cmd = verbs.add_parser(
         "earlybert", help="EarlyBERT: an early-bird structured ticket (heads, FFN neurons), trained as a smaller model"
@@ -193,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--recipe", type=_path, help="a recipe YAML file")
     experiment_cmd.add_argument("--out", type=_folder, help="run store folder (default: runs/<recipe name>)")
     experiment_cmd.add_argument("--seeds", type=int, help="override the recipe's number of seeds")
+    _add_executor_options(experiment_cmd)
     experiment_cmd.add_argument(
         "--model", type=_path, help="override the recipe's model (e.g. your local bert-base-uncased folder)"
     )
@@ -438,7 +442,7 @@ def _report(args: dict) -> None:
 
 def _experiment(args: dict) -> None:
     recipe = load_recipe(args["preset"] or args["recipe"])
-    out = run_experiment(recipe, args["out"], args["seeds"], args["model"])
+    out = run_experiment(recipe, args["out"], args["seeds"], args["model"], executor=_executor(args))
     if out.name == SUMMARY:  # a recipe with pre-training: one report per method, and this summary of them
         Console().print(Markdown(out.read_text()))
     else:
@@ -452,6 +456,30 @@ def _pretrain(args: dict) -> None:
     print(folder)
 
 
+def _executor(args: dict) -> RayExecutor | None:
+    """The executor the --executor options name (None: this process), taken out of `args`."""
+    kind, address = args.pop("executor"), args.pop("address")
+    cpus, gpus = args.pop("cpus_per_run"), args.pop("gpus_per_run")
+    if kind == "local":
+        if address is not None:
+            raise TicketlabError("--address is for --executor ray")
+        return None
+    return RayExecutor(address, cpus, gpus)
+
+
+def _add_executor_options(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("where the units run (see Scaling out in the README)")
+    group.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one after another in this process (default); ray: as Ray tasks (pip install 'ticketlab[ray]')",
+    )
+    group.add_argument("--address", help="ray: the cluster's address (auto, HOST:PORT; default: a local Ray)")
+    group.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each unit takes (default 1)")
+    group.add_argument("--gpus-per-run", type=float, default=0.0, help="ray: GPUs each unit takes (default 0)")
+
+
 def _seeds(args: dict) -> list[int | None]:
     """The seeds of --seed S --seeds N: S, ..., S+N-1; [None] for neither (the recipe's seed, a ticket's own)."""
     count, first = args.pop("seeds"), args.pop("seed")
@@ -461,15 +489,14 @@ def _seeds(args: dict) -> list[int | None]:
 
 
 def _find(args: dict) -> None:
-    seeds, metric = _seeds(args), args.pop("metric")
+    seeds, metric, executor = _seeds(args), args.pop("metric"), _executor(args)
     TASKS.get(args["task"]).decider(metric)  # a bad --metric fails before any training
-    runs = []
-    for seed in seeds:
-        result = find(**args, seed=seed)
+    units = [Unit(f"find seed {seed}", find, {**args, "seed": seed}, None) for seed in seeds]
+    results = run_units(units, executor).values()
+    for result in results:
         print_rounds(result, metric)
-        runs.append(result.path)
     if len(seeds) > 1 or args["controls"]:
-        print_tables(runs, {args["task"]: metric} if metric else None)
+        print_tables([result.path for result in results], {args["task"]: metric} if metric else None)
 
 
 def _transfer(args: dict) -> None:
@@ -480,7 +507,10 @@ def _transfer(args: dict) -> None:
 def _grid(args: dict) -> None:
     seeds = [seed or 0 for seed in _seeds(args)]
     tasks, level, target = args.pop("tasks"), args.pop("sparsity"), args.pop("target")
-    print_tables(grid(tasks, level, seeds=seeds, sparsity=target, data=dict(args.pop("data")), **args))
+    executor = _executor(args)
+    print_tables(
+        grid(tasks, level, seeds=seeds, sparsity=target, data=dict(args.pop("data")), executor=executor, **args)
+    )
 
 
 def _earlybert(args: dict) -> None:

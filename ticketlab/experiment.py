@@ -22,7 +22,8 @@ from .config import PruneConfig, TrainConfig, check_types, from_options
 from .controls import CONTROLS
 from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
-from .lottery import find, grid, resolve_config, transfer
+from .executors import RayExecutor, Unit, run_units
+from .lottery import find, grid_units, resolve_config, transfer
 from .pretraining.records import METHODS
 from .pretraining.workflow import pretrain, pretraining_config
 from .report.build import build_report
@@ -163,32 +164,66 @@ def run_experiment(
     seeds: int | None = None,
     model: str | None = None,
     checkpoint_every: int = 100,
+    executor: RayExecutor | None = None,
 ) -> Path:
     """Run every lottery run, control, rewinding run, EarlyBERT search and transfer of `recipe` (`model`, `seeds`:
-    instead of the recipe's), then write the report; returns report.md (with pre-training: summary.md over the
-    methods' reports)."""
+    instead of the recipe's), here or with `executor`, then write the report; returns report.md (with pre-training:
+    summary.md over the methods' reports)."""
     if seeds is not None and seeds < 1:
         raise TicketlabError(f"seeds must be at least 1, got {seeds}")
-    out = Path(out or Path("runs") / recipe.name)
+    out = Path(out or Path("runs") / recipe.name).resolve()  # absolute: workers on other nodes write there too
     seeds = range(seeds or recipe.seeds)
     pretraining = _pretrain_settings(recipe)
     if pretraining is None or model is not None:
-        return _run_recipe(
-            dataclasses.replace(recipe, model=model or recipe.model, pretrain=None), out, seeds, checkpoint_every
-        )
+        recipe = dataclasses.replace(recipe, model=model or recipe.model, pretrain=None)
+        run_units(recipe_units(recipe, out, seeds, checkpoint_every), executor)
+        return build_report([out]) / "report.md"
     architecture, methods, ticket_options = pretraining
-    runs = {}
-    for method, options in methods.items():
-        folder = pretrain(
-            method, architecture=architecture, out=out / "pretrained", checkpoint_every=checkpoint_every, **options
+    units = [
+        Unit(
+            f"{method}: pre-training and its tickets",
+            run_pretrained,
+            dict(
+                recipe=recipe,
+                method=method,
+                architecture=architecture,
+                options=options,
+                ticket_options=ticket_options,
+                out=out,
+                seeds=seeds,
+                checkpoint_every=checkpoint_every,
+            ),
+            out / method,
         )
-        source = METHODS[method][0]
-        tasks = {source: ticket_options, **recipe.tasks}
-        method_recipe = dataclasses.replace(recipe, model=str(folder.resolve()), tasks=tasks, pretrain=None)
-        _transfer_universal_tickets(method_recipe, source, out / method, seeds, checkpoint_every)
-        _run_recipe(method_recipe, out / method, seeds, checkpoint_every)
-        runs[method] = (folder, out / method)
-    return write_pretraining_summary(runs, out)
+        for method, options in methods.items()
+    ]
+    made = run_units(units, executor)
+    return write_pretraining_summary({method: made[unit.name] for method, unit in zip(methods, units)}, out)
+
+
+def run_pretrained(
+    recipe: Recipe,
+    method: str,
+    architecture: str,
+    options: dict[str, Any],
+    ticket_options: dict[str, Any],
+    out: Path,
+    seeds: range,
+    checkpoint_every: int,
+) -> tuple[Path, Path]:
+    """One pre-training method of a recipe, in this process: the model, its universal tickets transferred to every
+    downstream task, and the recipe on it; returns the model folder and the folder of its runs (with its report)."""
+    folder = pretrain(
+        method, architecture=architecture, out=out / "pretrained", checkpoint_every=checkpoint_every, **options
+    )
+    source = METHODS[method][0]
+    method_recipe = dataclasses.replace(
+        recipe, model=str(folder.resolve()), tasks={source: ticket_options, **recipe.tasks}, pretrain=None
+    )
+    run_units(universal_units(method_recipe, source, out / method, seeds, checkpoint_every))
+    run_units(recipe_units(method_recipe, out / method, seeds, checkpoint_every))
+    build_report([out / method])
+    return folder, out / method
 
 
 def _task_settings(recipe: Recipe) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
@@ -198,63 +233,128 @@ def _task_settings(recipe: Recipe) -> tuple[dict[str, str], dict[str, dict[str, 
     return data, training
 
 
-def _transfer_universal_tickets(recipe: Recipe, source: str, out: Path, seeds: range, checkpoint_every: int) -> None:
+def universal_units(recipe: Recipe, source: str, out: Path, seeds: range, checkpoint_every: int) -> list[Unit]:
     """IMP on the pre-training task `source`, and its ticket of every sparsity transferred to every other task."""
     data, training = _task_settings(recipe)
+    sparsity = recipe.prune.get("sparsity", PruneConfig.sparsity)
+    prune = {k: v for k, v in recipe.prune.items() if k != "sparsity"}
+    units = []
     for seed in seeds:
-        found = find(
-            model=recipe.model,
-            task=source,
-            data=data.get(source),
-            out=out,
-            checkpoint_every=checkpoint_every,
-            **{**recipe.prune, **training[source], "seed": seed},
+        options = {**recipe.prune, **training[source], "seed": seed}
+        config = resolve_config(
+            recipe.model, source, data.get(source), sparsity, **prune, **training[source], seed=seed
         )
-        for round in range(1, len(found.rounds)):
+        found = Unit(
+            f"find {source} seed {seed}",
+            find,
+            dict(
+                model=recipe.model,
+                task=source,
+                data=data.get(source),
+                out=out,
+                checkpoint_every=checkpoint_every,
+                **options,
+            ),
+            out / config.name(),
+        )
+        units.append(found)
+        for round in range(1, len(config.prune.levels())):
             for task in recipe.tasks:
                 if task != source:
-                    transfer(
-                        f"{found.path}:{round}",
-                        task,
-                        model=recipe.model,
-                        data=data.get(task),
-                        out=out,
-                        checkpoint_every=checkpoint_every,
-                        **{**recipe.prune, **training[task], "seed": seed},
+                    target = resolve_config(
+                        recipe.model, task, data.get(task), sparsity, **prune, **training[task], seed=seed
                     )
+                    units.append(
+                        Unit(
+                            f"transfer {source} round {round} to {task} seed {seed}",
+                            transfer,
+                            dict(
+                                ticket=f"{found.folder}:{round}",
+                                task=task,
+                                model=recipe.model,
+                                data=data.get(task),
+                                out=out,
+                                checkpoint_every=checkpoint_every,
+                                **{**recipe.prune, **training[task], "seed": seed},
+                            ),
+                            out / target.name(),
+                            after=(found.name,),
+                        )
+                    )
+    return units
 
 
-def _run_recipe(recipe: Recipe, out: Path, seeds: range, checkpoint_every: int) -> Path:
-    """Every lottery run, control, rewinding run, EarlyBERT search and transfer grid of `recipe`, then its report."""
+def recipe_units(recipe: Recipe, out: Path, seeds: range, checkpoint_every: int) -> list[Unit]:
+    """Every lottery run, control, rewinding run, EarlyBERT search and transfer grid of `recipe`, as units in the
+    order one process runs them; every task's model, data and options are checked first."""
     settings = _earlybert_settings(recipe)
     data, training = _task_settings(recipe)
     prune = dict(recipe.prune)
     sparsity = prune.pop("sparsity", PruneConfig.sparsity)
     for task in recipe.tasks:  # the model, data and options of every task are checked before anything trains
         resolve_config(recipe.model, task, data.get(task), sparsity, **prune, **training[task])
+    units: list[Unit] = []
     for seed in seeds:
         for task in recipe.tasks:
             options = {**recipe.prune, **training[task], "seed": seed}
             common = dict(
                 model=recipe.model, task=task, data=data.get(task), out=out, checkpoint_every=checkpoint_every
             )
-            find(**common, controls=recipe.controls, **options)
+            folder = (
+                out
+                / resolve_config(
+                    recipe.model, task, data.get(task), sparsity, **prune, **training[task], seed=seed
+                ).name()
+            )
+            imp = Unit(f"find {task} seed {seed}", find, {**common, **options}, folder)
+            units.append(imp)
+            for control in recipe.controls:
+                units.append(
+                    Unit(
+                        f"{control} {task} seed {seed}",
+                        find,
+                        {**common, **options, "controls": [control]},
+                        folder,
+                        after=(imp.name,),
+                    )
+                )
             for step in recipe.rewind_steps:
-                find(**common, **{**options, "rewind_step": step})
+                rewound = {**options, "rewind_step": step}
+                config = resolve_config(
+                    recipe.model,
+                    task,
+                    data.get(task),
+                    sparsity,
+                    **{**prune, **training[task], "seed": seed, "rewind_step": step},
+                )
+                units.append(
+                    Unit(
+                        f"find {task} rewinding to step {step} seed {seed}",
+                        find,
+                        {**common, **rewound},
+                        out / config.name(),
+                    )
+                )
             if settings is not None:  # beside IMP, in the same run: they share the dense round 0
-                earlybert(**common, settings=settings, **options)
+                units.append(
+                    Unit(
+                        f"earlybert {task} seed {seed}",
+                        earlybert,
+                        {**common, "settings": settings, **options},
+                        folder,
+                        after=(imp.name,),
+                    )
+                )
     for level in recipe.transfer_levels() if len(recipe.tasks) > 1 else []:
-        prune = dict(recipe.prune)
-        grid(
+        units += grid_units(
             list(recipe.tasks),
             level,
             model=recipe.model,
             seeds=seeds,
-            sparsity=prune.pop("sparsity", None),
             out=out,
             data=data,
             task_options=training,
             checkpoint_every=checkpoint_every,
-            **prune,
+            **{**prune, "sparsity": recipe.prune.get("sparsity")},  # None: IMP to the grid's level
         )
-    return build_report([out]) / "report.md"
+    return units

@@ -5,7 +5,7 @@ from .branches import Branch, run_controls, train_branch
 from .context import RunContext, writing
 from .imp import LotteryResult, find, run_lottery
 from .settings import resolve_config
-from .transfer import grid, transfer
+from .transfer import grid, grid_units, transfer
 
 __all__ = [
     "Branch",
@@ -13,6 +13,7 @@ __all__ = [
     "RunContext",
     "find",
     "grid",
+    "grid_units",
     "resolve_config",
     "run_controls",
     "run_lottery",

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 from ..api import read_ticket
 from ..config import PruneConfig, RunConfig
 from ..errors import TicketlabError
+from ..executors import RayExecutor, Unit, run_units
 from ..pruning import round_at
 from ..store import RunStore
 from ..tasks import TASKS
@@ -94,7 +95,17 @@ def _source(provenance: dict[str, str], ticket: str | Path) -> tuple[str, int, i
     return f"transfer_{task}_{config_hash}", int(round), int(seed)
 
 
-def grid(
+def grid(tasks: Sequence[str], level: float, *, executor: RayExecutor | None = None, **options: Any) -> list[Path]:
+    """Every source x target transfer of the IMP tickets at sparsity `level`, for each seed (here or with `executor`;
+    `options` as `grid_units` takes them). Each task's lottery run (IMP to `sparsity`, default `level`) is found
+    first; each target also gets the random pruning control at `level`, which the transfer matrix compares against.
+    Returns the lottery run folders."""
+    units = grid_units(tasks, level, **options)
+    run_units(units, executor)
+    return [unit.folder for unit in units if unit.call is grid_run]
+
+
+def grid_units(
     tasks: Sequence[str],
     level: float,
     *,
@@ -106,20 +117,17 @@ def grid(
     task_options: Mapping[str, Mapping[str, Any]] | None = None,
     checkpoint_every: int = 100,
     **options: Any,
-) -> list[Path]:
-    """Every source x target transfer of the IMP tickets at sparsity `level`, for each seed.
-
-    Each task's lottery run (IMP to `sparsity`, default `level`) is found first; each target also gets the random
-    pruning control at `level`, which the transfer matrix compares against. Returns the lottery run folders.
-    """
+) -> list[Unit]:
+    """The units of a transfer grid (see `grid`): per seed, each task's lottery run with its random control, then
+    each transfer, which waits for its source's run."""
     if len(set(tasks)) < 2:
         raise TicketlabError("a transfer grid needs at least two different tasks")
     data, task_options = data or {}, task_options or {}
     unknown = sorted((set(data) | set(task_options)) - set(tasks))
     if unknown:
         raise TicketlabError(f"data or options given for {unknown[0]!r}, which is not among the grid's tasks")
-    out, target = Path(out), level if sparsity is None else sparsity
-    runs: list[Path] = []
+    out, target = Path(out).resolve(), level if sparsity is None else sparsity
+    units: list[Unit] = []
     for seed in seeds:
         configs = {
             task: resolve_config(
@@ -128,24 +136,44 @@ def grid(
             for task in tasks
         }
         rounds = {task: _round_at(config, level) for task, config in configs.items()}
-        for task, config in configs.items():
-            runs.append(run_lottery(config, out, checkpoint_every=checkpoint_every).path)
-            run_controls(config, out, ["random"], rounds=[rounds[task]], checkpoint_every=checkpoint_every)
+        found = {
+            task: Unit(
+                f"grid {task} at {level:g} seed {seed}",
+                grid_run,
+                dict(config=config, out=out, round=rounds[task], checkpoint_every=checkpoint_every),
+                out / config.name(),
+            )
+            for task, config in configs.items()
+        }
+        units += found.values()
         for source, source_config in configs.items():
-            ticket = f"{out / source_config.name()}:{rounds[source]}"
             for task in tasks:
                 if task != source:
-                    transfer(
-                        ticket,
-                        task,
-                        model=model,
-                        data=data.get(task),
-                        sparsity=target,
-                        out=out,
-                        checkpoint_every=checkpoint_every,
-                        **{**options, **task_options.get(task, {}), "seed": seed},
+                    units.append(
+                        Unit(
+                            f"transfer {source} to {task} at {level:g} seed {seed}",
+                            transfer,
+                            dict(
+                                ticket=f"{out / source_config.name()}:{rounds[source]}",
+                                task=task,
+                                model=model,
+                                data=data.get(task),
+                                sparsity=target,
+                                out=out,
+                                checkpoint_every=checkpoint_every,
+                                **{**options, **task_options.get(task, {}), "seed": seed},
+                            ),
+                            found[task].folder,
+                            after=(found[source].name,),
+                        )
                     )
-    return runs
+    return units
+
+
+def grid_run(config: RunConfig, out: Path, round: int, checkpoint_every: int) -> None:
+    """A grid task's lottery run, and its random control at the grid's round."""
+    run_lottery(config, out, checkpoint_every=checkpoint_every)
+    run_controls(config, out, ["random"], rounds=[round], checkpoint_every=checkpoint_every)
 
 
 def _round_at(config: RunConfig, level: float) -> int:

@@ -1,0 +1,83 @@
+"""Experiments as units: one after another in this process, or as Ray tasks on a local Ray of 2 CPUs, which write the
+same store; a worker killed mid-unit is retried and the result is unchanged."""
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from helpers import assert_same_outputs
+
+from ticketlab.errors import TicketlabError
+from ticketlab.executors import RayExecutor, Unit, run_units
+from ticketlab.experiment import Recipe, recipe_units, run_experiment
+
+WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
+
+
+def test_units_must_come_after_what_they_read():
+    first, second = Unit("a", print, {}, None), Unit("b", print, {}, None, after=("a",))
+    assert run_units([first, second]) == {"a": None, "b": None}
+    with pytest.raises(TicketlabError, match="b: listed twice, or before a"):
+        run_units([second, first])
+    with pytest.raises(TicketlabError, match="--cpus-per-run must be positive"):
+        RayExecutor(cpus_per_run=0)
+
+
+@pytest.fixture
+def recipe(tiny_model_dir, tmp_path):
+    """Two tasks, a control, a rewinding run and the transfer grid between the tasks: 10 units."""
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(WORDS, 40)) for _ in range(20)), encoding="utf-8")
+    return Recipe(
+        name="tiny",
+        model=str(tiny_model_dir),
+        tasks={
+            "rotten-tomatoes": {"train_examples": 48, "batch_size": 16, "epochs": 1},
+            "mlm": {"data": str(corpus), "batch_size": 4, "epochs": 1, "max_length": 32},
+        },
+        prune={"sparsity": 0.4, "rate": 0.2, "rewind_head": True},
+        controls=["random"],
+        rewind_steps=[1],
+        transfer=0.2,
+    )
+
+
+def kill_worker_when(pattern: str, out: Path, unit: str, killed: list) -> threading.Thread:
+    """A thread that SIGKILLs the Ray worker running `unit` once a file matching `pattern` appears under `out`."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not list(out.glob(pattern)):
+            time.sleep(0.01)
+        for process in psutil.process_iter(["cmdline"]):
+            if f"ray::{unit}" in " ".join(process.info["cmdline"] or []):
+                process.kill()
+                killed.append(process.pid)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_ray_writes_the_store_one_process_writes_even_when_a_worker_is_killed(recipe, tmp_path, one_thread):
+    assert len(recipe_units(recipe, tmp_path / "plan", range(1), 1)) == 10
+    here, on_ray = tmp_path / "here", tmp_path / "ray"
+    run_experiment(recipe, here, checkpoint_every=1)
+    killed: list[int] = []
+    watcher = kill_worker_when("rotten-tomatoes_*/round_01/checkpoint.pt", on_ray, "find rotten-tomatoes", killed)
+    ray = pytest.importorskip("ray")
+    try:
+        report = run_experiment(recipe, on_ray, checkpoint_every=1, executor=RayExecutor(init={"num_cpus": 2}))
+    finally:
+        ray.shutdown()
+    watcher.join()
+    assert killed, "no worker ran the unit the test kills"
+    assert report.is_file()
+    runs = sorted(path.parent.name for path in here.glob("*/config.json"))
+    assert len(runs) == 4 and sorted(path.parent.name for path in on_ray.glob("*/config.json")) == runs
+    for run in runs:  # the report beside them holds times
+        assert_same_outputs(on_ray / run, here / run)
