@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
@@ -49,3 +50,19 @@ def fashion_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("fashion") / "fashion"
     fake_fashion(root, train=64, test=32)
     return root
+
+
+REVIEW_WORDS = (
+    "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
+)
+
+
+@pytest.fixture(scope="session")
+def reviews(tmp_path_factory):
+    """200 snippets labelled fresh or rotten, Rotten Tomatoes' --data (160 train, 20 dev, 20 test): quick to
+    evaluate."""
+    rng = np.random.default_rng(1)
+    path = tmp_path_factory.mktemp("reviews") / "reviews.csv"
+    rows = [f"{('fresh', 'rotten')[i % 2]},{' '.join(rng.choice(REVIEW_WORDS, 8))} {i}" for i in range(200)]
+    path.write_text("\n".join(["category,text", *rows]), encoding="utf-8")
+    return path

@@ -35,11 +35,12 @@ class RecordStart(TrainHook):
 
 
 @pytest.fixture(scope="module")
-def controlled(tiny_model_dir, tmp_path_factory):
+def controlled(tiny_model_dir, reviews, tmp_path_factory):
     """IMP to 60% (20%, 40%, 60%) with every control at every level, and the start weights of each training."""
     recorder = RecordStart()
     result = ticketlab.find(
         str(tiny_model_dir),
+        data=str(reviews),
         sparsity=0.6,
         out=tmp_path_factory.mktemp("runs"),
         controls=tuple(CONTROLS),
@@ -142,12 +143,18 @@ def test_shuffle_permutes_each_matrix_and_noise_has_the_stated_scale():
     assert float((noisy["a"] - theta0["a"]).std()) == pytest.approx(NOISE_SCALE * float(theta0["a"].std()), rel=0.1)
 
 
-def test_controls_rerun_is_a_no_op(controlled, tiny_model_dir):
+def test_controls_rerun_is_a_no_op(controlled, tiny_model_dir, reviews):
     store, _, _ = controlled
     before = {p: p.stat().st_mtime_ns for p in store.path.rglob("metrics.json")}
     recorder = RecordStart()
     ticketlab.find(
-        str(tiny_model_dir), sparsity=0.6, out=store.path.parent, controls=tuple(CONTROLS), hooks=[recorder], **FAST
+        str(tiny_model_dir),
+        data=str(reviews),
+        sparsity=0.6,
+        out=store.path.parent,
+        controls=tuple(CONTROLS),
+        hooks=[recorder],
+        **FAST,
     )
     assert recorder.starts == [] and before == {p: p.stat().st_mtime_ns for p in store.path.rglob("metrics.json")}
 
@@ -197,7 +204,7 @@ def test_transfer_refuses_a_ticket_of_another_base_model(controlled, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_grid_transfers_every_pair_for_every_seed_and_reports(tiny_model_dir, tmp_path):
+def test_grid_transfers_every_pair_for_every_seed_and_reports(tiny_model_dir, reviews, tmp_path):
     data = write_glue(tmp_path / "glue_data", "sst2")
     out = tmp_path / "runs"
     done = run_cli(
@@ -206,6 +213,8 @@ def test_grid_transfers_every_pair_for_every_seed_and_reports(tiny_model_dir, tm
         "rotten-tomatoes,sst2",
         "--data",
         f"sst2={data}",
+        "--data",
+        f"rotten-tomatoes={reviews}",
         "--model",
         str(tiny_model_dir),
         "--sparsity",

@@ -48,8 +48,8 @@ def test_a_launch_splits_each_batch_counts_every_example_once_and_refuses_diverg
     assert seen["refused"] == "another mask on process 1: process 1 drew another mask than process 0"
 
 
-def test_a_killed_launch_resumes_exactly_and_only_the_main_process_writes_and_prints(tiny_model_dir, tmp_path):
-    args = ["-m", "ticketlab", *RUN, "--model", tiny_model_dir]
+def test_a_killed_launch_resumes_exactly_and_only_the_main_process_writes_and_prints(tiny_model_dir, reviews, tmp_path):
+    args = ["-m", "ticketlab", *RUN, "--model", tiny_model_dir, "--data", reviews]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     finish(launch([*args, "--out", whole], tmp_path / "whole.log"), tmp_path / "whole.log")
     printed = (tmp_path / "whole.log").read_text()

@@ -27,7 +27,7 @@ def test_units_must_come_after_what_they_read():
 
 
 @pytest.fixture
-def recipe(tiny_model_dir, tmp_path):
+def recipe(tiny_model_dir, reviews, tmp_path):
     """Two tasks, a control, a rewinding run and the transfer grid between the tasks: 10 units."""
     rng = np.random.default_rng(0)
     corpus = tmp_path / "corpus.txt"
@@ -36,7 +36,7 @@ def recipe(tiny_model_dir, tmp_path):
         name="tiny",
         model=str(tiny_model_dir),
         tasks={
-            "rotten-tomatoes": {"train_examples": 48, "batch_size": 16, "epochs": 1},
+            "rotten-tomatoes": {"data": str(reviews), "train_examples": 48, "batch_size": 16, "epochs": 1},
             "mlm": {"data": str(corpus), "batch_size": 4, "epochs": 1, "max_length": 32},
         },
         prune={"sparsity": 0.4, "rate": 0.2, "rewind_head": True},

@@ -102,9 +102,16 @@ def test_a_watch_that_does_not_stop_keeps_the_settled_draw_while_the_round_train
     }
 
 
-def test_a_gmp_run_trains_each_crossed_mask_from_theta0_as_a_round(tiny_model_dir, tmp_path):
+def test_a_gmp_run_trains_each_crossed_mask_from_theta0_as_a_round(tiny_model_dir, reviews, tmp_path):
     result = ticketlab.find(
-        str(tiny_model_dir), sparsity=0.3, out=tmp_path, finder="gmp", gmp_end=1.0, gmp_prunings=3, **FAST
+        str(tiny_model_dir),
+        data=str(reviews),
+        sparsity=0.3,
+        out=tmp_path,
+        finder="gmp",
+        gmp_end=1.0,
+        gmp_prunings=3,
+        **FAST,
     )
     store = RunStore(result.path)
     assert result.path.name.startswith("rotten-tomatoes_tiny-bert") and "_gmp-linear-0.3_" in result.path.name
@@ -121,9 +128,13 @@ def test_a_gmp_run_trains_each_crossed_mask_from_theta0_as_a_round(tiny_model_di
     assert list(costs.find_flops) == [0.0, *[search["cost"]["train_flops"]] * 3]
 
 
-def test_one_shot_as_a_method_draws_the_one_shot_controls_masks(tiny_model_dir, tmp_path):
-    imp = ticketlab.find(str(tiny_model_dir), sparsity=0.2, out=tmp_path, controls=["one-shot"], **FAST)
-    method = ticketlab.find(str(tiny_model_dir), sparsity=0.2, out=tmp_path, finder="one-shot", **FAST)
+def test_one_shot_as_a_method_draws_the_one_shot_controls_masks(tiny_model_dir, reviews, tmp_path):
+    imp = ticketlab.find(
+        str(tiny_model_dir), data=str(reviews), sparsity=0.2, out=tmp_path, controls=["one-shot"], **FAST
+    )
+    method = ticketlab.find(
+        str(tiny_model_dir), data=str(reviews), sparsity=0.2, out=tmp_path, finder="one-shot", **FAST
+    )
     for r in (1, 2):
         control = load_mask(RunStore(imp.path).branch("one-shot").mask_path(r))[0]
         drawn = load_mask(RunStore(method.path).mask_path(r))[0]
@@ -133,9 +144,16 @@ def test_one_shot_as_a_method_draws_the_one_shot_controls_masks(tiny_model_dir, 
     assert arms.count(("imp", 0)) == 1 and ("one-shot", 2) in arms
 
 
-def test_a_wanda_run_prunes_every_output_row_to_the_level(tiny_model_dir, tmp_path):
+def test_a_wanda_run_prunes_every_output_row_to_the_level(tiny_model_dir, reviews, tmp_path):
     result = ticketlab.find(
-        str(tiny_model_dir), sparsity=0.5, out=tmp_path, finder="wanda", schedule="geometric", rate=0.5, **FAST
+        str(tiny_model_dir),
+        data=str(reviews),
+        sparsity=0.5,
+        out=tmp_path,
+        finder="wanda",
+        schedule="geometric",
+        rate=0.5,
+        **FAST,
     )
     mask = load_mask(RunStore(result.path).mask_path(1))[0]
     for name, kept in mask.items():
@@ -144,9 +162,10 @@ def test_a_wanda_run_prunes_every_output_row_to_the_level(tiny_model_dir, tmp_pa
     assert [x.arm for x in collect([tmp_path])] == ["imp", "wanda"]
 
 
-def test_early_bird_final_only_trains_only_the_target_in_full(tiny_model_dir, tmp_path):
+def test_early_bird_final_only_trains_only_the_target_in_full(tiny_model_dir, reviews, tmp_path):
     result = ticketlab.find(
         str(tiny_model_dir),
+        data=str(reviews),
         sparsity=0.3,
         out=tmp_path,
         finder="early-bird",
@@ -174,9 +193,11 @@ def test_early_bird_final_only_trains_only_the_target_in_full(tiny_model_dir, tm
     assert costs.find_flops[1] == pytest.approx(sum(spent)) and spent[0] < dense["cost"]["train_flops"]
 
 
-def test_an_unknown_method_or_bad_finder_setting_is_one_line(tiny_model_dir, tmp_path):
+def test_an_unknown_method_or_bad_finder_setting_is_one_line(tiny_model_dir, reviews, tmp_path):
     with pytest.raises(TicketlabError, match="unknown ticket finder 'lth'"):
-        ticketlab.find(str(tiny_model_dir), out=tmp_path, finder="lth", **FAST)
+        ticketlab.find(str(tiny_model_dir), data=str(reviews), out=tmp_path, finder="lth", **FAST)
     with pytest.raises(TicketlabError, match=r"gmp_end must be a finite number in \(0.5, 1\]"):
-        ticketlab.find(str(tiny_model_dir), out=tmp_path, finder="gmp", gmp_start=0.5, gmp_end=0.5, **FAST)
+        ticketlab.find(
+            str(tiny_model_dir), data=str(reviews), out=tmp_path, finder="gmp", gmp_start=0.5, gmp_end=0.5, **FAST
+        )
     assert not list(tmp_path.iterdir())

@@ -238,8 +238,9 @@ def test_a_recipe_reads_n_of_m_as_text_not_a_base_60_number(tmp_path):
 # --- end to end: a block run, its controls, and the report beside a weight run ----------------------------------------
 
 
-def test_a_block_run_and_its_controls_are_block_masks_reported_as_their_own_arms(tiny_model_dir, tmp_path):
+def test_a_block_run_and_its_controls_are_block_masks_reported_as_their_own_arms(tiny_model_dir, reviews, tmp_path):
     options = dict(sparsity=0.5, schedule="geometric", rate=0.5, out=tmp_path, controls=("random", "one-shot"), **FAST)
+    options["data"] = str(reviews)
     blocks = ticketlab.find(str(tiny_model_dir), granularity="block:4x4", **options)
     store = RunStore(blocks.path)
     assert store.config().prune.granularity == "block:4x4"

@@ -95,15 +95,17 @@ def test_rewind_head_and_rewind_step(tiny_model_dir, tmp_path):
     )
 
 
-def test_rerunning_a_complete_run_trains_nothing(tiny_model_dir, tmp_path):
-    first = ticketlab.find(str(tiny_model_dir), sparsity=0.1, out=tmp_path, **FAST)
+def test_rerunning_a_complete_run_trains_nothing(tiny_model_dir, reviews, tmp_path):
+    first = ticketlab.find(str(tiny_model_dir), data=str(reviews), sparsity=0.1, out=tmp_path, **FAST)
     recorder = RecordStart()
-    again = ticketlab.find(str(tiny_model_dir), sparsity=0.1, out=tmp_path, hooks=[recorder], **FAST)
+    again = ticketlab.find(str(tiny_model_dir), data=str(reviews), sparsity=0.1, out=tmp_path, hooks=[recorder], **FAST)
     assert recorder.starts == [] and again.rounds == first.rounds and again.path == first.path
 
 
-def test_per_matrix_scope(tiny_model_dir, tmp_path):
-    result = ticketlab.find(str(tiny_model_dir), sparsity=0.1, out=tmp_path, scope="per-matrix", **FAST)
+def test_per_matrix_scope(tiny_model_dir, reviews, tmp_path):
+    result = ticketlab.find(
+        str(tiny_model_dir), data=str(reviews), sparsity=0.1, out=tmp_path, scope="per-matrix", **FAST
+    )
     mask = ticketlab.load_ticket(result.path)
     assert all(int((~m).sum()) == round(0.1 * m.numel()) for m in mask.values())
 
@@ -133,9 +135,10 @@ def pooler_model_dir(request, tmp_path_factory, tiny_model_dir):
     return path
 
 
-def test_the_default_scope_never_empties_the_pooler(pooler_model_dir, tmp_path, caplog):
+def test_the_default_scope_never_empties_the_pooler(pooler_model_dir, reviews, tmp_path, caplog):
     caplog.set_level(logging.WARNING)
-    result = ticketlab.find(str(pooler_model_dir), sparsity=0.75, out=tmp_path, schedule="geometric", rate=0.5, **FAST)
+    options = dict(data=str(reviews), sparsity=0.75, out=tmp_path, schedule="geometric", rate=0.5, **FAST)
+    result = ticketlab.find(str(pooler_model_dir), **options)
     layers = layer_stack_weights(theta0(pooler_model_dir, 3))
     for r, level in enumerate((0.0, 0.5, 0.75)):
         mask = ticketlab.load_ticket(result.path, round=r)
@@ -148,11 +151,10 @@ def test_the_default_scope_never_empties_the_pooler(pooler_model_dir, tmp_path, 
 
 
 @pytest.mark.parametrize("pooler_model_dir", ["tiny"], indirect=True)
-def test_the_paper_scope_empties_a_tiny_pooler_and_says_so(pooler_model_dir, tmp_path, caplog):
+def test_the_paper_scope_empties_a_tiny_pooler_and_says_so(pooler_model_dir, reviews, tmp_path, caplog):
     caplog.set_level(logging.WARNING)
-    result = ticketlab.find(
-        str(pooler_model_dir), sparsity=0.5, out=tmp_path, schedule="geometric", rate=0.5, scope="global", **FAST
-    )
+    options = dict(data=str(reviews), sparsity=0.5, out=tmp_path, schedule="geometric", rate=0.5, scope="global")
+    result = ticketlab.find(str(pooler_model_dir), **options, **FAST)
     assert not ticketlab.load_ticket(result.path)["pooler.dense.weight"].any()
     assert result.rounds[1]["nearly_empty"] == [{"matrix": "pooler.dense.weight", "kept": 0.0}]
     (warning,) = [r.getMessage() for r in caplog.records if "density" in r.getMessage()]

@@ -26,17 +26,6 @@ def corpus(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def reviews(tmp_path_factory):
-    """200 snippets labelled fresh or rotten, Rotten Tomatoes' --data (160 train, 20 dev, 20 test): quick to
-    evaluate."""
-    rng = np.random.default_rng(1)
-    path = tmp_path_factory.mktemp("reviews") / "reviews.csv"
-    rows = [f"{('fresh', 'rotten')[i % 2]},{' '.join(rng.choice(WORDS, 8))} {i}" for i in range(200)]
-    path.write_text("\n".join(["category,text", *rows]), encoding="utf-8")
-    return path
-
-
 def assert_resumes_exactly(args, patterns, tmp_path):
     """`ticketlab ARGS`, killed once each of `patterns` appears and run again, ends as an uninterrupted run."""
     resumed, whole = tmp_path / "resumed", tmp_path / "whole"

@@ -6,27 +6,17 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import AutoModelForSequenceClassification
 
 from ..config import TrainConfig
 from ..errors import TicketlabError
 from .base import Task
+from .metrics import METRICS
 from .tables import Row, find_splits, read_table
-
-# Hugging Face evaluate's glue metric; a name "A_and_B" is the mean of A and B (GLUE's one number for MRPC, QQP, STS-B).
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
-    "accuracy": accuracy_score,
-    "f1": f1_score,
-    "matthews_correlation": matthews_corrcoef,
-    "pearson": lambda labels, predictions: pearsonr(labels, predictions)[0],
-    "spearmanr": lambda labels, predictions: spearmanr(labels, predictions)[0],
-}
 
 
 def glue_metrics(names: tuple[str, ...], labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:

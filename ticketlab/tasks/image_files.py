@@ -14,7 +14,6 @@ from typing import TypeVar
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from ..assets import asset_path
 from ..errors import TicketlabError
@@ -149,6 +148,8 @@ def _mnist_5k(path: Path) -> ImageSet:
 
 def sklearn_digits() -> ImageSet:
     """scikit-learn's 1,797 8x8 digits (load_digits), scaled from 0-16 to [0, 1], 1 channel."""
+    from sklearn.datasets import load_digits  # imported here, as ticketlab.tasks.metrics explains
+
     digits = load_digits()
     return ImageSet((digits.images[:, None] / 16).astype(np.float32), digits.target.astype(np.int64), DIGITS)
 

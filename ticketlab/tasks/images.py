@@ -16,9 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import stats
-from sklearn.metrics import accuracy_score
-from sklearn.neighbors import NearestNeighbors
 from torch.utils.data import default_collate
 from transformers import AutoModelForImageClassification
 
@@ -30,6 +27,7 @@ from ..pretraining.augment import LUMA, MOCO_V2, SIMCLR, ViewRecipe, augment_vie
 from ..train import Collate
 from .base import Task
 from .image_files import ImageSet, fashion_mnist, mnist_5k, read_images, sklearn_digits
+from .metrics import METRICS
 
 Example = tuple[torch.Tensor, int]
 SPLIT_SEED = 1234  # a held-out split never moves with the training seed
@@ -86,7 +84,7 @@ class ImageClassification(ImageTask):
         return {"num_labels": len(self.images(data)["train"].classes)}
 
     def score(self, examples: list, features: list[dict], outputs: dict[str, np.ndarray]) -> dict[str, float]:
-        return {"accuracy": float(accuracy_score(outputs["labels"], outputs["logits"].argmax(-1)))}
+        return {"accuracy": float(METRICS["accuracy"](outputs["labels"], outputs["logits"].argmax(-1)))}
 
 
 class FashionMnist(ImageClassification):
@@ -194,10 +192,13 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, neighbours: int) -> f
         raise TicketlabError(
             f"a {neighbours}-nearest-neighbour score needs more than {neighbours} images, got {len(features)}"
         )
+    from scipy import stats  # imported here, as ticketlab.tasks.metrics explains
+    from sklearn.neighbors import NearestNeighbors
+
     _, nearest = NearestNeighbors(n_neighbors=neighbours + 1, metric="cosine").fit(features).kneighbors(features)
     others = np.array([row[row != i][:neighbours] for i, row in enumerate(nearest)])  # drop the image itself
     votes = stats.mode(labels[others], axis=1, keepdims=False).mode
-    return float(accuracy_score(labels, votes))
+    return float(METRICS["accuracy"](labels, votes))
 
 
 def with_channels(image: torch.Tensor, channels: int | None) -> torch.Tensor:

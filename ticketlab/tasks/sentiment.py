@@ -8,13 +8,13 @@ import functools
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score
 from transformers import AutoModelForSequenceClassification
 
 from ..assets import asset_path
 from ..config import TrainConfig
 from ..errors import TicketlabError
 from .base import Task
+from .metrics import METRICS
 
 LABELS = ("rotten", "fresh")
 SPLIT_SEED = 1234  # the split never moves with the training seed
@@ -43,7 +43,7 @@ class RottenTomatoes(Task):
         return [{**{k: v[i] for k, v in encoded.items()}, "labels": label} for i, (_, label) in enumerate(examples)]
 
     def score(self, examples: list, features: list[dict], outputs: dict[str, np.ndarray]) -> dict[str, float]:
-        return {"accuracy": float(accuracy_score(outputs["labels"], outputs["logits"].argmax(-1)))}
+        return {"accuracy": float(METRICS["accuracy"](outputs["labels"], outputs["logits"].argmax(-1)))}
 
 
 @functools.cache
