@@ -35,6 +35,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_mask_packing.py
 	$(PY) benchmarks/bench_sparse_latency.py
 	$(PY) benchmarks/bench_time_to_ticket.py
+	$(PY) benchmarks/bench_executor.py
 
 clean:
 	rm -rf $(VENV) runs
