@@ -106,9 +106,10 @@ def _follow(ray: Any, refs: Mapping[str, Any], needs: Mapping[str, list[Any]]) -
         for ref in finished:
             try:
                 results[names[ref]] = ray.get(ref)
-            except ray.exceptions.RayTaskError as error:
-                cause = error.cause if isinstance(error.cause, TicketlabError) else error
-                raise TicketlabError(f"{names[ref]}: {str(cause).splitlines()[0]}") from None
+            except ray.exceptions.RayError as error:  # the unit raised, or its worker died more than RETRIES times
+                cause = getattr(error, "cause", None)
+                message = str(cause if isinstance(cause, TicketlabError) else error).splitlines()[0]
+                raise TicketlabError(f"{names[ref]}: {message}") from None
             done.add(ref)
         if finished or time.monotonic() - reported >= REPORT_EVERY_S:
             waiting = sum(1 for ref in pending if not all(need in done for need in needs[names[ref]]))
