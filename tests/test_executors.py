@@ -13,6 +13,7 @@ from helpers import assert_same_outputs
 from ticketlab.errors import TicketlabError
 from ticketlab.executors import RayExecutor, Unit, run_units
 from ticketlab.experiment import Recipe, recipe_units, run_experiment
+from ticketlab.lottery import find
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
 
@@ -70,8 +71,11 @@ def test_ray_writes_the_store_one_process_writes_even_when_a_worker_is_killed(re
     killed: list[int] = []
     watcher = kill_worker_when("rotten-tomatoes_*/round_01/checkpoint.pt", on_ray, "find rotten-tomatoes", killed)
     ray = pytest.importorskip("ray")
+    executor = RayExecutor(init={"num_cpus": 2})
     try:
-        report = run_experiment(recipe, on_ray, checkpoint_every=1, executor=RayExecutor(init={"num_cpus": 2}))
+        report = run_experiment(recipe, on_ray, checkpoint_every=1, executor=executor)
+        with pytest.raises(TicketlabError, match="^a bad unit: unknown task 'nope'"):  # one line, not a traceback
+            run_units([Unit("a bad unit", find, {"task": "nope", "out": tmp_path / "bad"}, None)], executor)
     finally:
         ray.shutdown()
     watcher.join()
