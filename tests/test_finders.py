@@ -140,6 +140,9 @@ def test_one_shot_as_a_method_draws_the_one_shot_controls_masks(tiny_model_dir, 
         drawn = load_mask(RunStore(method.path).mask_path(r))[0]
         assert all(torch.equal(control[n], drawn[n]) for n in control)
     assert method.rounds[0]["dev"] == imp.rounds[0]["dev"]  # the same dense model: the report reads it once
+    assert method.rounds[0]["dense_from"] == imp.path.name  # ... and the second run copied it rather than train it
+    dense = [RunStore(run.path).weights_path(0).read_bytes() for run in (imp, method)]
+    assert dense[0] == dense[1] and load_mask(RunStore(method.path).mask_path(0))[1]["config_hash"] in method.path.name
     arms = [(x.arm, x.round) for x in collect([tmp_path])]
     assert arms.count(("imp", 0)) == 1 and ("one-shot", 2) in arms
 
@@ -163,6 +166,7 @@ def test_a_wanda_run_prunes_every_output_row_to_the_level(tiny_model_dir, review
 
 
 def test_early_bird_final_only_trains_only_the_target_in_full(tiny_model_dir, reviews, tmp_path):
+    ticketlab.find(str(tiny_model_dir), data=str(reviews), sparsity=0.1, out=tmp_path, **FAST)  # the same dense model
     result = ticketlab.find(
         str(tiny_model_dir),
         data=str(reviews),
@@ -177,13 +181,14 @@ def test_early_bird_final_only_trains_only_the_target_in_full(tiny_model_dir, re
     )
     store = RunStore(result.path)
     dense, searching, _, target = result.rounds
+    assert "dense_from" not in dense  # its round 0 draws the next mask too: it trains, whatever runs lie beside it
     assert dense["draw"]["settled"] and "dev" in dense and dense["steps"] == 6  # the baseline trains in full
     assert searching["search_only"] and searching["steps"] == searching["draw"]["step"] == 2 and "dev" not in searching
     assert "draw" not in target and target["steps"] == 6 and "dev" in target
     for r in (1, 2, 3):
         drawn, mask = load_mask(draw_path(store, r - 1))[0], load_mask(store.mask_path(r))[0]
         assert all(torch.equal(drawn[n], mask[n]) for n in mask)
-    results = collect([tmp_path])
+    results = collect([result.path])
     assert [(x.arm, x.round) for x in results] == [("imp", 0), ("early-bird", 3)]
     costs = unit_costs(results)
     spent = [

@@ -7,6 +7,7 @@ Every round is idempotent: a complete round is skipped, an interrupted one resum
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +22,7 @@ from ..controls import CONTROLS
 from ..errors import TicketlabError
 from ..masks import Mask, apply_mask, load_mask, ones_like, save_mask
 from ..models import backbone, head_parameters
+from ..pruning import WEIGHT
 from ..store import RunStore
 from ..train import TrainHook, accelerator, check_same_mask, usable_checkpoint
 from .branches import run_controls
@@ -95,6 +97,8 @@ def run_lottery(
         trained = [round for round in rounds if not store.is_complete(round)]
         for round in trained:
             context = context or RunContext(config, store, checkpoint_every, hooks)
+            if round == 0 and _reuse_dense_round(context):
+                continue
             if round > 0 and finder.search is not None:
                 finder.search(context)  # at once when it is complete
             run_round(context, round, levels[round], save_weights)
@@ -136,6 +140,50 @@ def run_round(context: RunContext, round: int, level: float, save_weights: bool 
     store.finish(round, record, keep, extra=[store.rewind_path()] if rewinding else [])
     if round > 1 and not save_weights and accelerator().is_main_process:
         store.discard(round - 1, "weights.safetensors")  # the dense round 0 stays: the one-shot control prunes it
+
+
+def _reuse_dense_round(context: RunContext) -> bool:
+    """Round 0 of `context`'s run made from a run beside it (under the same folder) whose complete round 0 is the same
+    dense model: the same model, data, recipe and seed, from θ0, without early-bird's watch (its round 0 also draws
+    the next mask). Its trained weights and head are copied, the mask written with this run's provenance, and the
+    record taken over, naming the run it came from (`dense_from`). Returns whether it found one."""
+    config, store = context.config, context.store
+    if not _dense_round_alone(config):
+        return False
+    for settings in sorted(store.path.parent.glob("*/config.json")):
+        source = RunStore(settings.parent)
+        if source.path == store.path or not source.is_complete(0) or not source.weights_path(0).exists():
+            continue
+        try:
+            other = source.config()
+        except TicketlabError:
+            continue
+        same = (other.model, other.model_hash, other.task, other.data, other.train)
+        if same != (config.model, config.model_hash, config.task, config.data, config.train) or not _dense_round_alone(
+            other
+        ):
+            continue
+        if source.damage(0):
+            continue
+        log.info("round 0: the dense model %s trained, copied", source.path.name)
+        if accelerator().is_main_process:
+            mask = ones_like(context.weights)
+            save_mask(store.mask_path(0), mask, context.provenance(0, mask))
+            for path in (source.head_path(0), source.weights_path(0)):
+                with atomic_path(store.round_dir(0) / path.name) as tmp:
+                    shutil.copyfile(path, tmp)
+            record = {key: value for key, value in source.metrics(0).items() if key != "granularity"}
+            if context.granularity != WEIGHT:
+                record["granularity"] = str(context.granularity)
+            store.complete(0, {**record, "dense_from": source.path.name})
+        accelerator().wait_for_everyone()
+        return True
+    return False
+
+
+def _dense_round_alone(config: RunConfig) -> bool:
+    """Whether a run's round 0 is only the dense model (no rewinding point saved in it, no early-bird draw)."""
+    return config.prune.rewind_step == 0 and config.prune.finder != "early-bird"
 
 
 def _reopen_sources(store: RunStore, rounds: range, finder: Finder) -> None:
