@@ -2,6 +2,8 @@
 one pruning run, early-bird IMP's settle test, one-shot magnitude and Wanda as methods; each a run whose rounds are
 tickets that the report reads as their own arm, with what each ticket cost to find."""
 
+import logging
+
 import pytest
 import torch
 
@@ -128,7 +130,8 @@ def test_a_gmp_run_trains_each_crossed_mask_from_theta0_as_a_round(tiny_model_di
     assert list(costs.find_flops) == [0.0, *[search["cost"]["train_flops"]] * 3]
 
 
-def test_one_shot_as_a_method_draws_the_one_shot_controls_masks(tiny_model_dir, reviews, tmp_path):
+def test_one_shot_as_a_method_draws_the_one_shot_controls_masks(tiny_model_dir, reviews, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     imp = ticketlab.find(
         str(tiny_model_dir), data=str(reviews), sparsity=0.2, out=tmp_path, controls=["one-shot"], **FAST
     )
@@ -140,7 +143,7 @@ def test_one_shot_as_a_method_draws_the_one_shot_controls_masks(tiny_model_dir, 
         drawn = load_mask(RunStore(method.path).mask_path(r))[0]
         assert all(torch.equal(control[n], drawn[n]) for n in control)
     assert method.rounds[0]["dev"] == imp.rounds[0]["dev"]  # the same dense model: the report reads it once
-    assert method.rounds[0]["dense_from"] == imp.path.name  # ... and the second run copied it rather than train it
+    assert f"round 0: the dense model {imp.path.name} trained, copied" in caplog.text  # rather than trained again
     dense = [RunStore(run.path).weights_path(0).read_bytes() for run in (imp, method)]
     assert dense[0] == dense[1] and load_mask(RunStore(method.path).mask_path(0))[1]["config_hash"] in method.path.name
     arms = [(x.arm, x.round) for x in collect([tmp_path])]
@@ -165,7 +168,8 @@ def test_a_wanda_run_prunes_every_output_row_to_the_level(tiny_model_dir, review
     assert [x.arm for x in collect([tmp_path])] == ["imp", "wanda"]
 
 
-def test_early_bird_final_only_trains_only_the_target_in_full(tiny_model_dir, reviews, tmp_path):
+def test_early_bird_final_only_trains_only_the_target_in_full(tiny_model_dir, reviews, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     ticketlab.find(str(tiny_model_dir), data=str(reviews), sparsity=0.1, out=tmp_path, **FAST)  # the same dense model
     result = ticketlab.find(
         str(tiny_model_dir),
@@ -181,7 +185,7 @@ def test_early_bird_final_only_trains_only_the_target_in_full(tiny_model_dir, re
     )
     store = RunStore(result.path)
     dense, searching, _, target = result.rounds
-    assert "dense_from" not in dense  # its round 0 draws the next mask too: it trains, whatever runs lie beside it
+    assert "copied" not in caplog.text  # its round 0 draws the next mask too: it trains, whatever runs lie beside it
     assert dense["draw"]["settled"] and "dev" in dense and dense["steps"] == 6  # the baseline trains in full
     assert searching["search_only"] and searching["steps"] == searching["draw"]["step"] == 2 and "dev" not in searching
     assert "draw" not in target and target["steps"] == 6 and "dev" in target

@@ -146,7 +146,8 @@ def _reuse_dense_round(context: RunContext) -> bool:
     """Round 0 of `context`'s run made from a run beside it (under the same folder) whose complete round 0 is the same
     dense model: the same model, data, recipe and seed, from θ0, without early-bird's watch (its round 0 also draws
     the next mask). Its trained weights and head are copied, the mask written with this run's provenance, and the
-    record taken over, naming the run it came from (`dense_from`). Returns whether it found one."""
+    record taken over: the store holds what training it would (so a store is the same whichever runs finished first,
+    as on Ray), and the log names the run. Returns whether it found one."""
     config, store = context.config, context.store
     if not _dense_round_alone(config):
         return False
@@ -175,7 +176,7 @@ def _reuse_dense_round(context: RunContext) -> bool:
             record = {key: value for key, value in source.metrics(0).items() if key != "granularity"}
             if context.granularity != WEIGHT:
                 record["granularity"] = str(context.granularity)
-            store.complete(0, {**record, "dense_from": source.path.name})
+            store.complete(0, record)
         accelerator().wait_for_everyone()
         return True
     return False
