@@ -14,7 +14,7 @@ from ticketlab.errors import TicketlabError
 from ticketlab.masks import ones_like
 from ticketlab.models import prunable_weights
 from ticketlab.pruning import magnitude_prune
-from ticketlab.train import MaskEnforcer, forward_flops, train
+from ticketlab.train import CHECKPOINT_KEYS, MaskEnforcer, forward_flops, train, usable_checkpoint
 
 
 def test_masked_weights_stay_exactly_zero_under_adamw_with_weight_decay():
@@ -116,3 +116,12 @@ def test_a_loss_that_turns_nan_or_inf_stops_training_before_a_checkpoint_holds_i
     step = int(re.search(r"step (\d+)", str(error.value)).group(1))
     kept = torch.load(checkpoint, weights_only=True)
     assert kept["step"] == step - 1 and all(torch.isfinite(w).all() for w in kept["model"].values())
+
+
+def test_a_checkpoint_of_another_launch_size_is_discarded_in_one_line(tmp_path, caplog):
+    path = tmp_path / "checkpoint.pt"
+    state = {key: [] for key in CHECKPOINT_KEYS}
+    state.update(rng=[torch.get_rng_state()] * 2, loss_sum=[torch.zeros(())] * 2)  # what 2 processes write
+    torch.save(state, path)
+    assert not usable_checkpoint(path) and not path.exists()
+    assert "was written by 2 processes, and this launch has 1; discarding it" in caplog.text

@@ -370,14 +370,19 @@ def usable_checkpoint(path: Path) -> bool:
         missing = CHECKPOINT_KEYS - state.keys()
         if missing:
             raise KeyError(sorted(missing)[0])
-        processes = accelerator().num_processes
-        if not all(isinstance(state[k], list) and len(state[k]) == processes for k in ("rng", "loss_sum")):
-            raise ValueError(f"not written by {processes} processes")  # a launch of another size, or an old one
-        return True
     except Exception as error:  # whatever keeps a cache from loading (truncated, garbage, empty, old), it goes
-        log.warning("%s is damaged (%s); discarding it: that training starts afresh", path, type(error).__name__)
-        path.unlink(missing_ok=True)
-        return False
+        return _discard(path, f"is damaged ({type(error).__name__})")
+    processes = accelerator().num_processes
+    written = [len(state[key]) if isinstance(state[key], list) else 1 for key in ("rng", "loss_sum")]
+    if written != [processes, processes]:  # a launch of another size (or a checkpoint from before launches)
+        return _discard(path, f"was written by {written[0]} processes, and this launch has {processes}")
+    return True
+
+
+def _discard(path: Path, why: str) -> bool:
+    log.warning("%s %s; discarding it: that training starts afresh", path, why)
+    path.unlink(missing_ok=True)
+    return False
 
 
 def _stopped(hooks: Sequence[TrainHook]) -> bool:
