@@ -23,8 +23,12 @@ def test_units_must_come_after_what_they_read():
     assert run_units([first, second]) == {"a": None, "b": None}
     with pytest.raises(TicketlabError, match="b: listed twice, or before a"):
         run_units([second, first])
-    with pytest.raises(TicketlabError, match="--cpus-per-run must be positive"):
+    with pytest.raises(TicketlabError, match=r"--cpus-per-run must be a finite number in \(0, inf\)"):
         RayExecutor(cpus_per_run=0)
+    with pytest.raises(TicketlabError, match="--cpus-per-run must be a finite number"):
+        RayExecutor(cpus_per_run=float("nan"))
+    with pytest.raises(TicketlabError, match="--gpus-per-run must be a finite number"):
+        RayExecutor(gpus_per_run=-1)
 
 
 @pytest.fixture

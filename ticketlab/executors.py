@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from .config import check_range
 from .errors import TicketlabError
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,8 @@ class RayExecutor:
     init: Mapping[str, Any] = field(default_factory=dict)  # more ray.init arguments (a local Ray's num_cpus)
 
     def __post_init__(self) -> None:
-        if self.cpus_per_run <= 0 or self.gpus_per_run < 0:
-            raise TicketlabError(
-                f"--cpus-per-run must be positive and --gpus-per-run at least 0, got {self.cpus_per_run:g} and "
-                f"{self.gpus_per_run:g}"
-            )
+        check_range("--cpus-per-run", self.cpus_per_run, 0.0, above_low=True)  # NaN too
+        check_range("--gpus-per-run", self.gpus_per_run, 0.0)
 
 
 def run_units(units: Sequence[Unit], executor: RayExecutor | None = None) -> dict[str, Any]:
