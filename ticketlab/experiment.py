@@ -29,6 +29,7 @@ from .pretraining.workflow import pretrain, pretraining_config
 from .report.build import build_report
 from .report.pretraining import write_pretraining_summary
 from .tasks import TASKS
+from .train import on_main_process
 
 RECIPES = Path(__file__).parent / "recipes"
 
@@ -177,7 +178,7 @@ def run_experiment(
     if pretraining is None or model is not None:
         recipe = dataclasses.replace(recipe, model=model or recipe.model, pretrain=None)
         run_units(recipe_units(recipe, out, seeds, checkpoint_every), executor)
-        return build_report([out]) / "report.md"
+        return on_main_process(lambda: build_report([out])) / "report.md"
     architecture, methods, ticket_options = pretraining
     units = [
         Unit(
@@ -198,7 +199,9 @@ def run_experiment(
         for method, options in methods.items()
     ]
     made = run_units(units, executor)
-    return write_pretraining_summary({method: made[unit.name] for method, unit in zip(methods, units)}, out)
+    return on_main_process(
+        lambda: write_pretraining_summary({method: made[unit.name] for method, unit in zip(methods, units)}, out)
+    )
 
 
 def run_pretrained(
@@ -222,7 +225,7 @@ def run_pretrained(
     )
     run_units(universal_units(method_recipe, source, out / method, seeds, checkpoint_every))
     run_units(recipe_units(method_recipe, out / method, seeds, checkpoint_every))
-    build_report([out / method])
+    on_main_process(lambda: build_report([out / method]))
     return folder, out / method
 
 

@@ -139,7 +139,11 @@ def checked_name(name: str, what: str) -> str:
 @contextmanager
 def hold(lock_file: Path, what: Path) -> Iterator[None]:
     """Hold `what` for writing: a second process stops at once with one line naming the holder (written beside the
-    lock). Re-entrant within a process (a find that runs controls, an EarlyBERT search beside its lottery run)."""
+    lock). Re-entrant within a process (a find that runs controls, an EarlyBERT search beside its lottery run). Of a
+    launch's processes the main one holds it, and the others follow it: only the main process writes the store."""
+    if not accelerator().is_main_process:
+        yield
+        return
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     holder = lock_file.with_name(lock_file.name + ".holder")
     lock = FileLock(lock_file, timeout=0, is_singleton=True)

@@ -13,12 +13,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import gather_object, send_to_device
+from accelerate.utils import broadcast_object_list, gather_object, send_to_device
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
@@ -33,6 +33,7 @@ Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
 Outputs = Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 # (model, batch, generator of the batch's data randomness: None in evaluation) -> output with `.loss`
 Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator | None], Any]
+T = TypeVar("T")
 FLOPS_ESTIMATE = "3 x forward_flops (backward: twice the forward) x steps; dense: pruned weights are multiplied too"
 CHECKPOINT_KEYS = frozenset(
     {"step", "loss_sum", "time_s", "model", "optimizer", "scheduler", "rng", "cuda_rng", "hooks"}
@@ -151,6 +152,17 @@ def accelerator() -> Accelerator:
         mixed_precision="bf16" if gpu else "no",
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
+
+
+def on_main_process(action: Callable[[], T]) -> T:
+    """`action` (a change to the store, or a decision that makes one) done by the main process alone; every process
+    gets its result once it is done, so that all of them follow the same plan."""
+    acc = accelerator()
+    if acc.num_processes == 1:
+        return action()
+    result = [action() if acc.is_main_process else None]
+    broadcast_object_list(result)
+    return result[0]
 
 
 def check_processes(config: TrainConfig) -> None:
@@ -361,8 +373,12 @@ def _check_finite(losses: list[torch.Tensor], step: int, model: torch.nn.Module,
 
 
 def usable_checkpoint(path: Path) -> bool:
-    """Whether `path` holds a checkpoint to resume from. A damaged one is only a cache of progress: it is reported in
-    one line and removed, so that the unit starts afresh from its start weights."""
+    """Whether `path` holds a checkpoint to resume from, as the main process finds it. A damaged one is only a cache
+    of progress: it is reported in one line and removed, so that the unit starts afresh from its start weights."""
+    return on_main_process(lambda: _usable(path))
+
+
+def _usable(path: Path) -> bool:
     if not path.exists():
         return False
     try:

@@ -19,7 +19,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from safetensors.torch import save_file
@@ -27,11 +27,11 @@ from safetensors.torch import save_file
 from ..atomic import atomic_path, write_json
 from ..config import PruneConfig, check_range, check_types, settings_hash
 from ..errors import TicketlabError
-from ..lottery import Branch, RunContext, resolve_config, run_lottery, train_branch, writing
+from ..lottery import Branch, RunContext, resolve_config, run_lottery, train_branch
 from ..masks import load_mask, save_mask, sparsity
 from ..models import config_values, resolve_model
 from ..store import MARKER, RunStore, finished, seal
-from ..train import TrainHook, accelerator, seeded_generator, total_steps, usable_checkpoint
+from ..train import TrainHook, accelerator, on_main_process, seeded_generator, total_steps, usable_checkpoint
 from .compact import compact, structure_mask
 from .draw import EarlyBird, Structure, check_ratios, random_structure
 from .hf import save_compact
@@ -100,9 +100,8 @@ def earlybert(
     store = RunStore(Path(out) / config.name())
     branches = {arm: store.branch(settings.branch(arm)) for arm in ARMS}
     search_dir = branches["earlybert"].path / "search"
-    with writing(store):
-        searched = finished(search_dir, search_dir / "search.pt", "searching again")
-        if not all([rounds.intact(0) for rounds in branches.values()]) or not searched:
+    with store.lock():
+        if not on_main_process(lambda: _complete(branches.values(), search_dir)):
             context = RunContext(config, store, checkpoint_every, hooks)
             ticket, search = _search(context, settings, search_dir)
             random = random_structure(ticket, seeded_generator(config.train.seed, "earlybert-random", settings.hash()))
@@ -110,6 +109,13 @@ def earlybert(
                 if not branches[arm].is_complete(0):
                     _train_ticket(context, settings.branch(arm), arm, structure, found_by)
     return EarlyBertResult(store.path, store.metrics(0), *(branches[arm].metrics(0) for arm in ARMS))
+
+
+def _complete(branches: Iterable[RunStore], search_dir: Path) -> bool:
+    """On the main process: whether the search and both tickets are complete and intact (what is damaged is reported
+    and reopened, leftovers of a kill swept)."""
+    searched = finished(search_dir, search_dir / "search.pt", "searching again")
+    return all([rounds.intact(0) for rounds in branches]) and searched
 
 
 def _search(context: RunContext, settings: EarlyBirdConfig, folder: Path) -> tuple[Structure, dict[str, Any]]:

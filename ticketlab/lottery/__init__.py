@@ -2,7 +2,7 @@
 EarlyBERT's tickets) and the transfer grid."""
 
 from .branches import Branch, run_controls, train_branch
-from .context import RunContext, writing
+from .context import RunContext
 from .imp import LotteryResult, find, run_lottery
 from .settings import resolve_config
 from .transfer import grid, grid_units, transfer
@@ -19,5 +19,4 @@ __all__ = [
     "run_lottery",
     "train_branch",
     "transfer",
-    "writing",
 ]

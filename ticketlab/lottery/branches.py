@@ -17,8 +17,8 @@ from ..errors import TicketlabError
 from ..masks import Mask, apply_mask, save_mask, sparsity
 from ..models import backbone
 from ..store import RunStore
-from ..train import TrainHook, accelerator, check_same_mask, seeded_generator, usable_checkpoint
-from .context import RunContext, writing
+from ..train import TrainHook, accelerator, check_same_mask, on_main_process, seeded_generator, usable_checkpoint
+from .context import RunContext
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,11 @@ def run_controls(
     for round in [0, *rounds]:
         store.verified(round)  # the controls read its masks, heads and dense weights
     context: RunContext | None = None
-    with writing(store):
+    with store.lock():
         for name in controls:
             control = CONTROLS.get(name)
             for round in rounds:
-                if store.branch(name).intact(round):
+                if on_main_process(lambda: store.branch(name).intact(round)):
                     continue
                 context = context or RunContext(config, store, checkpoint_every, hooks)
                 rng = seeded_generator(config.train.seed, name, round)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from safetensors.torch import load_file
@@ -22,13 +21,6 @@ from ..tasks import TASKS
 from ..train import MaskEnforcer, TrainHook, TrainResult, accelerator, predict, total_steps, train
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def writing(store: RunStore) -> Iterator[None]:
-    """The run held for writing by this command (the main process takes the lock; the others follow it)."""
-    with store.lock() if accelerator().is_main_process else nullcontext():
-        yield
 
 
 class RunContext:

@@ -16,7 +16,7 @@ from ..masks import Mask, ones_like, save_mask, sparsity
 from ..pruning import cubic_schedule, magnitude_prune
 from ..pruning.granularity import NOfM
 from ..store import RunStore
-from ..train import MaskEnforcer, TrainHook, total_steps, usable_checkpoint
+from ..train import MaskEnforcer, TrainHook, on_main_process, total_steps, usable_checkpoint
 from .context import RunContext
 
 LEVEL_SLACK = 1e-9  # a schedule's sparsity equal to a level, up to float noise, crosses it
@@ -75,7 +75,7 @@ def run_gmp_search(context: RunContext) -> None:
     """The pruning run of a gmp run's store, unless it is complete and intact: it writes the mask of every pruned
     round's level (see `gmp_mask_path`)."""
     searches, settings = context.store.searches(), context.config.prune
-    if searches.intact(0):
+    if on_main_process(lambda: searches.intact(0)):
         return
     steps = total_steps(len(context.features["train"]), context.config.train)
     least = context.granularity.least_sparsity if isinstance(context.granularity, NOfM) else 0.0

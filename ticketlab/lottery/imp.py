@@ -24,9 +24,9 @@ from ..masks import Mask, apply_mask, load_mask, ones_like, save_mask
 from ..models import backbone, head_parameters
 from ..pruning import WEIGHT
 from ..store import RunStore
-from ..train import TrainHook, accelerator, check_same_mask, usable_checkpoint
+from ..train import TrainHook, accelerator, check_same_mask, on_main_process, usable_checkpoint
 from .branches import run_controls
-from .context import RunContext, writing
+from .context import RunContext
 from .early_bird import draw_path
 from .finders import FINDERS, Finder
 from .settings import resolve_config
@@ -88,24 +88,32 @@ def run_lottery(
     context: RunContext | None = None
     if not all(store.is_complete(r) for r in rounds):  # digests are checked once, under the lock
         context = RunContext(config, store, checkpoint_every, hooks)  # checks everything before writing
-    with writing(store):
-        store.initialize(config)
-        for round in rounds:
-            store.intact(round)  # a damaged round is reported and reopened; leftovers of a kill go
-        finder = FINDERS.get(config.prune.finder)
-        _reopen_sources(store, rounds, finder)
-        trained = [round for round in rounds if not store.is_complete(round)]
+    finder = FINDERS.get(config.prune.finder)
+    with store.lock():
+        trained, dense = on_main_process(lambda: _plan(store, config, rounds, finder))
         for round in trained:
             context = context or RunContext(config, store, checkpoint_every, hooks)
-            if round == 0 and _reuse_dense_round(context):
+            if round == 0 and dense is not None:
+                _copy_dense_round(context, RunStore(dense))
                 continue
             if round > 0 and finder.search is not None:
                 finder.search(context)  # at once when it is complete
             run_round(context, round, levels[round], save_weights)
-        if not save_weights and accelerator().is_main_process:
-            for round in set(trained) - {0, rounds[-1]}:  # a redone middle round's; the dense round 0 and the last stay
-                store.discard(round, "weights.safetensors")
+        if not save_weights:  # a redone middle round's; the dense round 0 and the last stay
+            _discard_weights(store, sorted(set(trained) - {0, rounds[-1]}))
     return LotteryResult(store.path, [store.metrics(r) for r in rounds])
+
+
+def _plan(store: RunStore, config: RunConfig, rounds: range, finder: Finder) -> tuple[list[int], Path | None]:
+    """On the main process: the run's config written, damaged rounds reported and reopened (leftovers of a kill
+    swept), and what the command does: the rounds it trains, and the run beside it whose dense round 0 it copies
+    (None: it trains its own; see `_dense_source`)."""
+    store.initialize(config)
+    for round in rounds:
+        store.intact(round)
+    _reopen_sources(store, rounds, finder)
+    trained = [round for round in rounds if not store.is_complete(round)]
+    return trained, _dense_source(store, config) if 0 in trained else None
 
 
 def run_round(context: RunContext, round: int, level: float, save_weights: bool = False) -> None:
@@ -138,19 +146,26 @@ def run_round(context: RunContext, round: int, level: float, save_weights: bool 
             save_mask(draw_path(store, round), draw, context.provenance(round + 1, draw))
 
     store.finish(round, record, keep, extra=[store.rewind_path()] if rewinding else [])
-    if round > 1 and not save_weights and accelerator().is_main_process:
-        store.discard(round - 1, "weights.safetensors")  # the dense round 0 stays: the one-shot control prunes it
+    if round > 1 and not save_weights:
+        _discard_weights(store, [round - 1])  # the dense round 0 stays: the one-shot control prunes it
 
 
-def _reuse_dense_round(context: RunContext) -> bool:
-    """Round 0 of `context`'s run made from a run beside it (under the same folder) whose complete round 0 is the same
-    dense model: the same model, data, recipe and seed, from θ0, without early-bird's watch (its round 0 also draws
-    the next mask). Its trained weights and head are copied, the mask written with this run's provenance, and the
-    record taken over: the store holds what training it would (so a store is the same whichever runs finished first,
-    as on Ray), and the log names the run. Returns whether it found one."""
-    config, store = context.config, context.store
+def _discard_weights(store: RunStore, rounds: list[int]) -> None:
+    """The trained weights of complete `rounds` removed (by the main process; every process waits for it)."""
+
+    def discard() -> None:
+        for round in rounds:
+            store.discard(round, "weights.safetensors")
+
+    on_main_process(discard)
+
+
+def _dense_source(store: RunStore, config: RunConfig) -> Path | None:
+    """A run beside `store`'s (under the same folder) whose complete and intact round 0 is the same dense model as
+    `config`'s: the same model, data, recipe and seed, from θ0, without early-bird's watch (its round 0 also draws the
+    next mask); None when there is none."""
     if not _dense_round_alone(config):
-        return False
+        return None
     for settings in sorted(store.path.parent.glob("*/config.json")):
         source = RunStore(settings.parent)
         if source.path == store.path or not source.is_complete(0) or not source.weights_path(0).exists():
@@ -164,22 +179,30 @@ def _reuse_dense_round(context: RunContext) -> bool:
             other
         ):
             continue
-        if source.damage(0):
-            continue
+        if not source.damage(0):
+            return source.path
+    return None
+
+
+def _copy_dense_round(context: RunContext, source: RunStore) -> None:
+    """Round 0 of `context`'s run made from `source`'s (see `_dense_source`): its trained weights and head copied, the
+    mask written with this run's provenance, and the record taken over, so the store holds what training it would (the
+    same whichever runs finished first, as on Ray); the log names the run."""
+    store = context.store
+
+    def copy() -> None:
         log.info("round 0: the dense model %s trained, copied", source.path.name)
-        if accelerator().is_main_process:
-            mask = ones_like(context.weights)
-            save_mask(store.mask_path(0), mask, context.provenance(0, mask))
-            for path in (source.head_path(0), source.weights_path(0)):
-                with atomic_path(store.round_dir(0) / path.name) as tmp:
-                    shutil.copyfile(path, tmp)
-            record = {key: value for key, value in source.metrics(0).items() if key != "granularity"}
-            if context.granularity != WEIGHT:
-                record["granularity"] = str(context.granularity)
-            store.complete(0, record)
-        accelerator().wait_for_everyone()
-        return True
-    return False
+        mask = ones_like(context.weights)
+        save_mask(store.mask_path(0), mask, context.provenance(0, mask))
+        for path in (source.head_path(0), source.weights_path(0)):
+            with atomic_path(store.round_dir(0) / path.name) as tmp:
+                shutil.copyfile(path, tmp)
+        record = {key: value for key, value in source.metrics(0).items() if key != "granularity"}
+        if context.granularity != WEIGHT:
+            record["granularity"] = str(context.granularity)
+        store.complete(0, record)
+
+    on_main_process(copy)
 
 
 def _dense_round_alone(config: RunConfig) -> bool:

@@ -17,8 +17,9 @@ from ..executors import RayExecutor, Unit, run_units
 from ..pruning import round_at
 from ..store import RunStore
 from ..tasks import TASKS
+from ..train import on_main_process
 from .branches import Branch, run_controls, train_branch
-from .context import RunContext, writing
+from .context import RunContext
 from .imp import run_lottery
 from .settings import resolve_config
 
@@ -59,8 +60,8 @@ def transfer(
         )
     run_lottery(config, Path(out), checkpoint_every=checkpoint_every, last_round=0)
     store = RunStore(Path(out) / config.name())
-    with writing(store):
-        if not store.branch(branch).intact(round):
+    with store.lock():
+        if not on_main_process(lambda: store.branch(branch).intact(round)):
             context = RunContext(config, store, checkpoint_every, ())
             source = {key: provenance[key] for key in ("task", "round", "config_hash", "sparsity")}
             level = float(provenance.get("level", provenance["sparsity"]))

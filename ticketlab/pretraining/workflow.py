@@ -21,7 +21,7 @@ from ..errors import TicketlabError
 from ..models.vision import LAYOUTS, ResNetConfig
 from ..store import finished, hold, seal
 from ..tasks import TASKS
-from ..train import check_processes, predict, train
+from ..train import check_processes, on_main_process, predict, train
 from .records import METHODS, RECORD
 
 
@@ -56,7 +56,7 @@ def pretrain(
     examples["train"] = examples["train"][: config.train_examples]
     features = {name: task.encode(None, split, config.max_length) for name, split in examples.items()}
     with hold(Path(out) / f".{folder.name}.lock", folder):
-        if _finished(folder, checkpoint):
+        if on_main_process(lambda: _finished(folder, checkpoint)):
             return folder
         torch.manual_seed(config.seed)
         in_channels = features["train"][0]["pixel_values"].shape[0]
@@ -87,11 +87,15 @@ def pretrain(
             "dev": score,
             "cost": result.cost(time.perf_counter() - evaluated),
         }
-        with atomic_path(folder) as tmp:
-            model.resnet.save_pretrained(tmp)
-            write_json(tmp / RECORD, record)
-            seal(tmp, {"method": method})
-        remove(checkpoint)
+
+        def save() -> None:
+            with atomic_path(folder) as tmp:
+                model.resnet.save_pretrained(tmp)
+                write_json(tmp / RECORD, record)
+                seal(tmp, {"method": method})
+            remove(checkpoint)
+
+        on_main_process(save)
     return folder
 
 
