@@ -15,6 +15,7 @@ from ticketlab.pretraining import augment_view
 from ticketlab.tasks import TASKS
 from ticketlab.tasks.image_files import ImageSet, sklearn_digits
 from ticketlab.tasks.images import KNN_NEIGHBOURS, held_out, knn_accuracy, resized, with_channels
+from ticketlab.train import Draws
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -207,7 +208,7 @@ def test_training_forward_draws_its_views_from_the_steps_generator_alone(name, c
         trained = copy.deepcopy(
             model
         ).train()  # MoCo's forward moves its queue and momentum encoder: a fresh copy each time
-        return task.forward(trained, batch, torch.Generator().manual_seed(seed)).loss.detach()
+        return task.forward(trained, batch, Draws(torch.Generator().manual_seed(seed))).loss.detach()
 
     before = torch.get_rng_state()
     first, again, other = loss_with(0), loss_with(0), loss_with(1)

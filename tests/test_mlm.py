@@ -26,6 +26,7 @@ from ticketlab.store import RunStore
 from ticketlab.tasks import TASKS
 from ticketlab.tasks.mlm import _dynamic_masks, _plain_text
 from ticketlab.train import (
+    Draws,
     EpochShuffle,
     TrainHook,
     call_model,
@@ -107,7 +108,7 @@ def test_evaluation_masks_a_block_the_same_way_in_any_batch_and_training_by_the_
     assert torch.equal(training["input_ids"], torch.tensor([b["input_ids"] for b in blocks[:8]]))  # unmasked
     before = torch.get_rng_state()
     first, again, other = (
-        _dynamic_masks(training, torch.Generator().manual_seed(seed))["labels"] for seed in (0, 0, 1)
+        _dynamic_masks(training, Draws(torch.Generator().manual_seed(seed)))["labels"] for seed in (0, 0, 1)
     )
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert torch.equal(torch.get_rng_state(), before)  # nothing drawn from the global (dropout) stream
@@ -115,14 +116,14 @@ def test_evaluation_masks_a_block_the_same_way_in_any_batch_and_training_by_the_
 
 @pytest.mark.usefixtures("one_thread")
 def test_the_masks_of_a_training_step_depend_on_the_seed_and_the_step_alone(tokenizer, tmp_path, monkeypatch):
-    """The loop's loader fetches batch k+1 before step k trains, and a resumed run starts mid-epoch: step k's masks
-    are still those drawn by hand, batch by batch, with the generator of the unit's seed and step k."""
+    """A resumed run starts mid-epoch: step k's masks are still those drawn by hand, batch by batch, with the
+    generator of the unit's seed and step k."""
     drawn = []
     probe = seeded_generator(11, "flops").initial_seed()  # the FLOPs count masks its batch with a generator of its own
 
-    def recorded(batch, generator):
-        masked = _dynamic_masks(batch, generator)
-        if generator.initial_seed() != probe:
+    def recorded(batch, draws):
+        masked = _dynamic_masks(batch, draws)
+        if draws.generator.initial_seed() != probe:
             drawn.append(masked["labels"])
         return masked
 
@@ -158,7 +159,7 @@ def test_the_masks_of_a_training_step_depend_on_the_seed_and_the_step_alone(toke
         indices = list(order)
         for start in range(0, len(features), config.batch_size):
             batch = collate([features[i] for i in indices[start : start + config.batch_size]])
-            by_hand.append(_dynamic_masks(batch, seeded_generator(11, "data", len(by_hand) + 1))["labels"])
+            by_hand.append(_dynamic_masks(batch, Draws(seeded_generator(11, "data", len(by_hand) + 1)))["labels"])
     assert len(by_hand) == 2 * steps_per_epoch
     expected = by_hand[:3] + by_hand[2:]  # steps 1-3, then from the checkpoint of step 2 to the end
     assert len(drawn) == len(expected) and all(torch.equal(a, b) for a, b in zip(drawn, expected))

@@ -31,8 +31,6 @@ from .masks import mask_digest
 
 Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
 Outputs = Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-# (model, batch, generator of the batch's data randomness: None in evaluation) -> output with `.loss`
-Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Generator | None], Any]
 T = TypeVar("T")
 FLOPS_ESTIMATE = "3 x forward_flops (backward: twice the forward) x steps; dense: pruned weights are multiplied too"
 CHECKPOINT_KEYS = frozenset(
@@ -41,7 +39,35 @@ CHECKPOINT_KEYS = frozenset(
 log = logging.getLogger(__name__)
 
 
-def call_model(model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> Any:
+@dataclass(frozen=True)
+class Draws:
+    """A training step's data randomness (MLM masks, augmented views): `generator` draws it for the step's whole
+    batch, as one process does, and a process keeps the draws of its `share` of the batch, (start, stop, rows): rows
+    [start, stop) of the batch's `rows` (None: all of them). So an example draws the same whatever the number of
+    processes."""
+
+    generator: torch.Generator
+    share: tuple[int, int, int] | None = None
+
+    def apply(self, draw: Callable[..., T], *tensors: torch.Tensor) -> T:
+        """`draw(*tensors, generator)` for this process's rows of `tensors`: with a share, they are zero-padded to the
+        whole batch, drawn for, and each tensor `draw` returns (one, or a tuple) is cut back to the share. `draw` must
+        treat every row on its own, as the masking and the augmentations do."""
+        if self.share is None:
+            return draw(*tensors, self.generator)
+        start, stop, rows = self.share
+        padded = [tensor.new_zeros((rows, *tensor.shape[1:])) for tensor in tensors]
+        for whole, part in zip(padded, tensors):
+            whole[start:stop] = part
+        drawn = draw(*padded, self.generator)
+        return tuple(d[start:stop] for d in drawn) if isinstance(drawn, tuple) else drawn[start:stop]
+
+
+# (model, batch, the batch's data randomness: None in evaluation) -> output with `.loss`
+Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor], Draws | None], Any]
+
+
+def call_model(model: torch.nn.Module, batch: dict[str, torch.Tensor], draws: Draws | None = None) -> Any:
     """The plain way a batch goes through a model (no data randomness)."""
     return model(**batch)
 
@@ -209,12 +235,12 @@ def training_step(
     max_grad_norm: float,
     step: int,
     forward: Forward = call_model,
-    generator: torch.Generator | None = None,
+    draws: Draws | None = None,
 ) -> torch.Tensor:
-    """Optimizer step number `step` (from 1), hooks included, the batch's data randomness drawn from `generator`;
-    returns the (detached) loss."""
+    """Optimizer step number `step` (from 1), hooks included, the batch's data randomness from `draws`; returns the
+    (detached) loss."""
     acc = accelerator()
-    loss = forward(model, batch, generator).loss
+    loss = forward(model, batch, draws).loss
     acc.backward(loss)
     for hook in hooks:
         hook.after_backward(model)
@@ -243,7 +269,8 @@ def train(
 ) -> TrainResult:
     """Fine-tune `model` in place, each batch through `forward` (a task's may differ from the plain call).
     The data randomness of step k (MLM masks, augmented views) comes from a generator of the unit's `seed` (default:
-    the config's) and k alone, so neither resuming nor the loader's prefetching can shift it.
+    the config's) and k alone, drawn for the whole batch (see `Draws`), so neither resuming nor the number of
+    processes can shift it. Launched on N processes, each trains on its share of every batch (`_batches`).
     With `checkpoint`, saves there every `checkpoint_every` steps and resumes from it bit for bit when it holds a
     usable one (model, optimizer, schedule, random state, position, hooks, time). A hook may end training early
     (`should_stop`). A loss or weight that turns nan or inf raises a TicketlabError before any checkpoint or result
@@ -253,22 +280,15 @@ def train(
     if not features:
         raise TicketlabError("the training split is empty")
     acc = accelerator()
-    sampler = EpochShuffle(len(features), config.seed)
-    # The loader's own generator: starting an iterator must not draw from the global (dropout) random stream,
-    # or a resumed run, which starts one mid-epoch, would drop out differently from an uninterrupted one.
-    loader = DataLoader(
-        features, batch_size=config.batch_size, sampler=sampler, collate_fn=collate, generator=torch.Generator()
-    )
     optimizer = make_optimizer(model, config)
-    steps_all = len(loader) * config.epochs  # counted before sharding: the prepared scheduler steps once per process
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * steps_all), steps_all)
-    prepared, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
-    steps_per_epoch = len(loader)
-    total = steps_per_epoch * config.epochs
+    steps_per_epoch = math.ceil(len(features) / config.batch_size)
+    total = steps_per_epoch * config.epochs  # the prepared scheduler steps once a step, whatever the processes
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total), total)
+    prepared, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
 
     seed = config.seed if seed is None else seed
     probe = send_to_device(collate(features[: config.batch_size]), acc.device)  # the first batch_size, as stored
-    probe_flops = forward_flops(acc.unwrap_model(prepared), probe, forward, seeded_generator(seed, "flops"))
+    probe_flops = forward_flops(acc.unwrap_model(prepared), probe, forward, Draws(seeded_generator(seed, "flops")))
     step, loss_sum, time_s = 0, torch.zeros((), device=acc.device), 0.0
     if checkpoint is not None and usable_checkpoint(checkpoint):
         step, loss_sum, time_s = _load_checkpoint(checkpoint, acc.unwrap_model(prepared), optimizer, scheduler, hooks)
@@ -281,15 +301,11 @@ def train(
     with _progress(description, total, step) as advance:
         while step < total and not _stopped(hooks):
             epoch, offset = divmod(step, steps_per_epoch)
-            # On the prepared loader, not the sampler: accelerate's loader sets its sampler to its own count of
-            # passes at every pass, a count that a resumed run (and the loader skipping into an epoch) lacks.
-            loader.set_epoch(epoch)
-            batches = acc.skip_first_batches(loader, offset) if offset else loader
-            for batch in batches:
+            for batch, share in _batches(features, collate, config, epoch, offset):
                 step += 1
-                generator = seeded_generator(seed, "data", step)
+                draws = Draws(seeded_generator(seed, "data", step), share)
                 loss = training_step(
-                    prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm, step, forward, generator
+                    prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm, step, forward, draws
                 )
                 loss_sum += loss
                 unchecked.append(loss)
@@ -320,13 +336,34 @@ def train(
     )
 
 
+def _batches(
+    features: list[dict], collate: Collate, config: TrainConfig, epoch: int, skip: int
+) -> Iterator[tuple[dict[str, Any], tuple[int, int, int] | None]]:
+    """The batches of `epoch` (EpochShuffle's order) from its batch number `skip` on, as this process trains on them,
+    each with its share of the whole batch (see `Draws`; None: all of it). A process takes its slice of a whole batch;
+    a short last batch is not split (the slices could leave a process no example): every process trains on all of
+    it, so that step is the one a single process takes."""
+    acc = accelerator()
+    order = EpochShuffle(len(features), config.seed)
+    order.set_epoch(epoch)
+    indices = list(order)
+    size = config.batch_size // acc.num_processes
+    for first in range(skip * config.batch_size, len(indices), config.batch_size):
+        batch = indices[first : first + config.batch_size]
+        share = None
+        if acc.num_processes > 1 and len(batch) == config.batch_size:
+            share = (acc.process_index * size, (acc.process_index + 1) * size, len(batch))
+            batch = batch[share[0] : share[1]]
+        yield send_to_device(collate([features[i] for i in batch]), acc.device), share
+
+
 def forward_flops(
     model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
     forward: Forward = call_model,
-    generator: torch.Generator | None = None,
+    draws: Draws | None = None,
 ) -> int:
-    """The FLOPs of one pass of `batch` through `forward` (with `generator` as its data randomness) that
+    """The FLOPs of one pass of `batch` through `forward` (with `draws` as its data randomness) that
     torch.utils.flop_counter counts: matrix products, convolutions, attention; elementwise work is not counted.
 
     In eval mode, without gradients and with the global random state forked: no dropout draws a number and no
@@ -340,7 +377,7 @@ def forward_flops(
             torch.no_grad(),
             FlopCounterMode(display=False, custom_mapping={CPU_ATTENTION: _attention_flops}) as counter,
         ):
-            forward(model, batch, generator)
+            forward(model, batch, draws)
     finally:
         model.train(was_training)
     return counter.get_total_flops()

@@ -14,7 +14,7 @@ from ..config import TrainConfig
 from ..errors import TicketlabError
 from ..models.text import load_tokenizer
 from ..models.vision import is_resnet
-from ..train import Collate
+from ..train import Collate, Draws
 
 BASE_HIDDEN_SIZE = 768  # models this wide or wider (BERT-base, -large) get the paper's recipe
 
@@ -24,7 +24,8 @@ class Task(ABC):
 
     Features are dicts of token lists; keys the model does not take (offsets, example ids) may ride along:
     `collator` drops them. A batch goes through the model by `forward`, in training and evaluation alike; in training
-    it gets the step's generator for any data randomness (masks, views), which a resumed run draws again exactly.
+    it gets the step's draws for any data randomness (masks, views), which a resumed run, or a launch of any number
+    of processes, draws again exactly.
     Evaluation keeps `outputs` of every batch (rows in feature order) and hands them to `score` together with
     the split's examples and features.
     """
@@ -81,11 +82,9 @@ class Task(ABC):
         """Pads a list of features into a batch of tensors (`train`: for training, else for evaluation)."""
         return DataCollatorWithPadding(tokenizer)
 
-    def forward(
-        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
-    ) -> Any:
+    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], draws: Draws | None = None) -> Any:
         """One batch through the model: an output with the `.loss` training takes and what `outputs` reads
-        (`generator`: the data randomness of a training step; None in evaluation)."""
+        (`draws`: the data randomness of a training step; None in evaluation)."""
         return model(**batch)
 
     def outputs(self, output: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

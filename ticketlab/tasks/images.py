@@ -24,7 +24,7 @@ from ..errors import TicketlabError
 from ..models.text import config_values
 from ..models.vision import ResNetForContrastiveLearning, is_resnet
 from ..pretraining.augment import LUMA, MOCO_V2, SIMCLR, ViewRecipe, augment_view
-from ..train import Collate
+from ..train import Collate, Draws
 from .base import Task
 from .image_files import ImageSet, fashion_mnist, mnist_5k, read_images, sklearn_digits
 from .metrics import METRICS
@@ -150,18 +150,17 @@ class ContrastivePretraining(ImageTask):
     def images(self, data: str | None) -> dict[str, ImageSet]:
         return FashionMnist().images(data)
 
-    def forward(
-        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
-    ) -> Any:
-        """Training (with the step's `generator`): the loss over two augmented views; evaluation: the features."""
+    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], draws: Draws | None = None) -> Any:
+        """Training (with the step's `draws`): the loss over two augmented views; evaluation: the features."""
         images = batch["pixel_values"]
-        if generator is None:
+        if draws is None:
             return model(pixel_values=images)
         size = tuple(images.shape[-2:])
-        return model(
-            pixel_values=augment_view(images, generator, size, self.views),
-            positive_values=augment_view(images, generator, size, self.views),
-        )
+
+        def view(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            return augment_view(images, generator, size, self.views)
+
+        return model(pixel_values=draws.apply(view, images), positive_values=draws.apply(view, images))
 
     def outputs(self, output: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"features": output.features.float(), "labels": batch["labels"]}

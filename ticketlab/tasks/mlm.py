@@ -17,7 +17,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 from ..assets import asset_path
 from ..config import TrainConfig
 from ..errors import TicketlabError
-from ..train import accelerator
+from ..train import Draws, accelerator
 from .base import Collate, Task
 
 SPLIT_SEED = 1234  # the held-out documents never move with the training seed
@@ -76,17 +76,17 @@ class MaskedLanguageModeling(Task):
         return functools.partial(_unmasked if train else _fixed_masks, masking)
 
     def forward(
-        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], draws: Draws | None = None
     ) -> MaskedLMOutput:
         """Vocabulary logits only at the masked positions (labels != -100), the only ones loss and metrics read.
-        A training batch is masked here, from the step's `generator`; an evaluation batch comes masked.
+        A training batch is masked here, by the step's `draws`; an evaluation batch comes masked.
 
         The output embeddings (the decoder) see only those rows of their input: this fits any masked LM whose decoder
         is its last step, position by position (BERT, RoBERTa, ALBERT, DistilBERT, ELECTRA, DeBERTa-v2, ModernBERT).
         The call still goes through the (possibly wrapped) model: data-parallel gradient sync and mixed precision stay.
         """
-        if generator is not None:
-            batch = _dynamic_masks(batch, generator)
+        if draws is not None:
+            batch = _dynamic_masks(batch, draws)
         labels = batch["labels"]
         masked = labels != -100
         decoder = accelerator().unwrap_model(model).get_output_embeddings()
@@ -131,11 +131,16 @@ def _unmasked(masking: DataCollatorForLanguageModeling, features: list[dict]) ->
     return {**stacked, "masking": masking}
 
 
-def _dynamic_masks(batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """A training batch's blocks masked with `generator`, drawn on the CPU: the same masks on every device."""
+def _dynamic_masks(batch: dict, draws: Draws) -> dict[str, torch.Tensor]:
+    """A training batch's blocks masked by `draws`, drawn on the CPU: the same masks on every device, and a block's
+    the same whatever the number of processes."""
     masking, ids = batch["masking"], batch["input_ids"]
-    masking.generator = generator
-    inputs, labels = masking.torch_mask_tokens(ids.to("cpu", copy=True), batch["special_tokens_mask"].cpu())
+
+    def mask(ids: torch.Tensor, special: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        masking.generator = generator
+        return masking.torch_mask_tokens(ids, special)
+
+    inputs, labels = draws.apply(mask, ids.to("cpu", copy=True), batch["special_tokens_mask"].cpu())
     return {"input_ids": inputs.to(ids.device), "labels": labels.to(ids.device)}
 
 
