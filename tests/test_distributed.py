@@ -1,16 +1,20 @@
 """Data-parallel runs: `ticketlab` launched on 2 CPU processes by torchrun (gloo) trains one run: one batch split
-between them, the same mask on every process, every evaluation example counted once, the store and the tables
-written by the main process only, and a launch killed (SIGKILL to the whole job) and launched again ends exactly as
-an uninterrupted launch."""
+between them, each example with the data randomness one process gives it, the same mask on every process, every
+evaluation example counted once, the store and the tables written by the main process only (a damaged round reported
+once, a dense round copied by plan), pre-training, and a launch killed (SIGKILL to the whole job) and launched again
+ends exactly as an uninterrupted launch."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
+from distributed_probe import noisy_training
 from helpers import assert_same_outputs
 
 TIMEOUT_S = 240
@@ -39,13 +43,27 @@ def finish(job: subprocess.Popen, log: Path) -> None:
     assert job.wait(TIMEOUT_S) == 0, log.read_text()[-3000:]
 
 
-def test_a_launch_splits_each_batch_counts_every_example_once_and_refuses_diverging_masks(tmp_path):
-    out, log = tmp_path / "seen.json", tmp_path / "log"
-    finish(launch([Path(__file__).with_name("distributed_probe.py"), out], log), log)
+def test_a_launch_splits_each_batch_as_one_process_draws_it_counts_every_example_once_and_refuses_diverging_masks(
+    fashion_dir, tmp_path
+):
+    out, log, pretrained = tmp_path / "seen.json", tmp_path / "log", tmp_path / "pretrained"
+    finish(launch([Path(__file__).with_name("distributed_probe.py"), out, fashion_dir, pretrained], log), log)
     seen = json.loads(out.read_text())
     assert seen["processes"] == 2
     assert seen["y"] == [2.0 * i for i in range(13)]
     assert seen["refused"] == "another mask on process 1: process 1 drew another mask than process 0"
+    drawn, weights = noisy_training()  # in this one process
+    assert seen["drawn"] == sorted(drawn)  # each example's noise, also in the short last batch both processes train on
+    assert seen["weights"] == pytest.approx(weights, rel=1e-5)
+    folder, again = map(Path, seen["pretrained"])
+    assert again == folder and {p.name for p in folder.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "pretrain.json",
+        "COMPLETE",
+    }
+    assert json.loads((folder / "pretrain.json").read_text())["cost"]["processes"] == 2
+    assert not list(pretrained.glob(".*checkpoint*"))
 
 
 def test_a_killed_launch_resumes_exactly_and_only_the_main_process_writes_and_prints(tiny_model_dir, reviews, tmp_path):
@@ -62,12 +80,18 @@ def test_a_killed_launch_resumes_exactly_and_only_the_main_process_writes_and_pr
     )
     assert record["steps"] == 8 and record["cost"]["examples"] == 64
 
-    log = tmp_path / "resumed.log"
+    log, (run,) = tmp_path / "resumed.log", [path.parent for path in whole.glob("*/config.json")]
+    shutil.copytree(run, resumed / "sibling")  # the same dense model beside the run: its round 0 is copied
     job = launch([*args, "--out", resumed], log)  # killed mid-round: each process resumes its own random state
     deadline = time.monotonic() + TIMEOUT_S
     while not list(resumed.glob("*/round_01/checkpoint.pt")) and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     kill_job(job)
     assert list(resumed.glob("*/round_01/checkpoint.pt")), log.read_text()[-3000:]
+    with open(resumed / run.name / "round_00" / "metrics.json", "a") as metrics:
+        metrics.write(" ")  # damaged: the main process reports it, reopens it, and the plan copies it again
     finish(launch([*args, "--out", resumed], log), log)
+    printed = log.read_text()
+    assert printed.count("is damaged") == 1 and printed.count("the dense model sibling trained, copied") == 2
+    shutil.rmtree(resumed / "sibling")
     assert_same_outputs(resumed, whole)
