@@ -220,6 +220,8 @@ def test_training_forward_draws_its_views_from_the_steps_generator_alone(name, c
     images = batch["pixel_values"]
     view, positive = (augment_view(images, generator, (28, 28), task.views) for _ in range(2))
     assert not torch.equal(view, positive) and not torch.equal(view, images)
+    share = Draws(torch.Generator().manual_seed(0), (1, 3, len(images)))  # a process's rows 1-2: viewed as in the batch
+    assert torch.equal(share.apply(lambda rows, g: augment_view(rows, g, (28, 28), task.views), images[1:3]), view[1:3])
     expected = copy.deepcopy(model).train()(pixel_values=view, positive_values=positive).loss
     assert torch.equal(first, expected.detach())
 

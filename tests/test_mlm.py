@@ -112,6 +112,9 @@ def test_evaluation_masks_a_block_the_same_way_in_any_batch_and_training_by_the_
     )
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert torch.equal(torch.get_rng_state(), before)  # nothing drawn from the global (dropout) stream
+    share = MLM.collator(tokenizer, train=True)(blocks[2:5])  # a process's rows 2-4 of the batch: masked as in it
+    masked = _dynamic_masks(share, Draws(torch.Generator().manual_seed(0), (2, 5, 8)))
+    assert torch.equal(masked["labels"], first[2:5])
 
 
 @pytest.mark.usefixtures("one_thread")
