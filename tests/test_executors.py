@@ -1,6 +1,9 @@
 """Experiments as units: one after another in this process, or as Ray tasks on a local Ray of 2 CPUs, which write the
-same store; a worker killed mid-unit is retried and the result is unchanged."""
+same store; a worker killed mid-unit is retried and the result is unchanged. What Ray would refuse, or wait on for
+ever, is refused in one line."""
 
+import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -18,7 +21,7 @@ from ticketlab.lottery import find
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
 
 
-def test_units_must_come_after_what_they_read():
+def test_units_must_come_after_what_they_read(monkeypatch):
     first, second = Unit("a", print, {}, None), Unit("b", print, {}, None, after=("a",))
     assert run_units([first, second]) == {"a": None, "b": None}
     with pytest.raises(TicketlabError, match="b: listed twice, or before a"):
@@ -29,6 +32,16 @@ def test_units_must_come_after_what_they_read():
         RayExecutor(cpus_per_run=float("nan"))
     with pytest.raises(TicketlabError, match="--gpus-per-run must be a finite number"):
         RayExecutor(gpus_per_run=-1)
+    RayExecutor(cpus_per_run=1.5, gpus_per_run=0.25)  # Ray takes fractions of both, above 1 only of CPUs
+    with pytest.raises(TicketlabError, match="^--gpus-per-run above 1 must be a whole number of GPUs, got 1.5$"):
+        RayExecutor(gpus_per_run=1.5)
+    with pytest.raises(TicketlabError, match=r"^--cpus-per-run must be 0 or at least 0.0001 \(Ray's finest share\)"):
+        RayExecutor(cpus_per_run=1e-5)
+    with pytest.raises(TicketlabError, match="^--address must be auto or HOST:PORT, got 'head-node'$"):
+        RayExecutor(address="head-node")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun and accelerate launch set it: each process would be a driver
+    with pytest.raises(TicketlabError, match="^--executor ray starts one Ray driver: .* not in a launch of 2"):
+        RayExecutor()
 
 
 @pytest.fixture
@@ -68,7 +81,7 @@ def kill_worker_when(pattern: str, out: Path, unit: str, killed: list) -> thread
     return thread
 
 
-def test_ray_writes_the_store_one_process_writes_even_when_a_worker_is_killed(recipe, tmp_path, one_thread):
+def test_ray_writes_the_store_one_process_writes_even_when_a_worker_is_killed(recipe, tmp_path, one_thread, capfd):
     assert len(recipe_units(recipe, tmp_path / "plan", range(1), 1)) == 10
     here, on_ray = tmp_path / "here", tmp_path / "ray"
     run_experiment(recipe, here, checkpoint_every=1)
@@ -76,12 +89,26 @@ def test_ray_writes_the_store_one_process_writes_even_when_a_worker_is_killed(re
     watcher = kill_worker_when("rotten-tomatoes_*/round_01/checkpoint.pt", on_ray, "find rotten-tomatoes", killed)
     ray = pytest.importorskip("ray")
     executor = RayExecutor(init={"num_cpus": 2})
+    capfd.readouterr()
     try:
         report = run_experiment(recipe, on_ray, checkpoint_every=1, executor=executor)
+        bad = Unit("a bad unit", find, {"task": "nope", "out": tmp_path / "bad"}, None)
+        after = Unit("after it", print, {}, None, after=(bad.name,))  # fails with it: Ray must not print that
         with pytest.raises(TicketlabError, match="^a bad unit: unknown task 'nope'"):  # one line, not a traceback
-            run_units([Unit("a bad unit", find, {"task": "nope", "out": tmp_path / "bad"}, None)], executor)
+            run_units([bad, after], executor)
+        with pytest.raises(TicketlabError, match="^a broken unit: JSONDecodeError: Expecting property name"):
+            run_units([Unit("a broken unit", json.loads, {"s": "{"}, None)], executor)  # not ticketlab's error
+        for share, wanted in (
+            ({"cpus_per_run": 3}, "--cpus-per-run 3: .* CPUs .* 2"),
+            ({"gpus_per_run": 1}, "--gpus-per-run 1: .* GPUs .* 0"),
+        ):
+            with pytest.raises(TicketlabError, match=f"^{wanted}"):  # else Ray would queue them for ever
+                run_units([Unit("too big", print, {}, None)], RayExecutor(**share))
     finally:
         ray.shutdown()
+    shown = capfd.readouterr()
+    assert re.search(r"\(find rotten-tomatoes seed 0 pid=\d+\).* ticketlab: ", shown.out + shown.err)  # its log
+    assert "Unhandled error" not in shown.err and "Traceback" not in shown.err
     watcher.join()
     assert killed, "no worker ran the unit the test kills"
     assert report.is_file()

@@ -458,13 +458,14 @@ def _pretrain(args: dict) -> None:
 
 def _executor(args: dict) -> RayExecutor | None:
     """The executor the --executor options name (None: this process), taken out of `args`."""
-    kind, address = args.pop("executor"), args.pop("address")
-    cpus, gpus = args.pop("cpus_per_run"), args.pop("gpus_per_run")
+    kind = args.pop("executor")
+    given = {name: args.pop(name) for name in ("address", "cpus_per_run", "gpus_per_run")}
+    given = {name: value for name, value in given.items() if value is not None}
     if kind == "local":
-        if address is not None:
-            raise TicketlabError("--address is for --executor ray")
+        if given:
+            raise TicketlabError(f"--{next(iter(given)).replace('_', '-')} needs --executor ray")
         return None
-    return RayExecutor(address, cpus, gpus)
+    return RayExecutor(**given)
 
 
 def _add_executor_options(command: argparse.ArgumentParser) -> None:
@@ -476,8 +477,8 @@ def _add_executor_options(command: argparse.ArgumentParser) -> None:
         help="local: one after another in this process (default); ray: as Ray tasks (pip install 'ticketlab[ray]')",
     )
     group.add_argument("--address", help="ray: the cluster's address (auto, HOST:PORT; default: a local Ray)")
-    group.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each unit takes (default 1)")
-    group.add_argument("--gpus-per-run", type=float, default=0.0, help="ray: GPUs each unit takes (default 0)")
+    group.add_argument("--cpus-per-run", type=float, help="ray: CPUs each unit takes (default 1)")
+    group.add_argument("--gpus-per-run", type=float, help="ray: GPUs each unit takes (default 0)")
 
 
 def _seeds(args: dict) -> list[int | None]:
