@@ -2,7 +2,9 @@
 same store; a worker killed mid-unit is retried and the result is unchanged. What Ray would refuse, or wait on for
 ever, is refused in one line."""
 
+import dataclasses
 import json
+import os
 import re
 import threading
 import time
@@ -16,7 +18,7 @@ from helpers import assert_same_outputs
 from ticketlab.errors import TicketlabError
 from ticketlab.executors import RayExecutor, Unit, run_units
 from ticketlab.experiment import Recipe, recipe_units, run_experiment
-from ticketlab.lottery import find
+from ticketlab.lottery import find, grid_units
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
 
@@ -62,6 +64,23 @@ def recipe(tiny_model_dir, reviews, tmp_path):
         rewind_steps=[1],
         transfer=0.2,
     )
+
+
+def test_units_name_their_files_by_absolute_paths(recipe, tmp_path, monkeypatch):
+    """A worker on another node, or in another working folder, reads and writes what the driver's relative paths
+    name: the model folder, the data, the store."""
+    monkeypatch.chdir(tmp_path)
+    model, reviews = os.path.relpath(recipe.model), os.path.relpath(recipe.tasks["rotten-tomatoes"]["data"])
+    tasks = {task: {**options, "data": os.path.relpath(options["data"])} for task, options in recipe.tasks.items()}
+    units = recipe_units(
+        dataclasses.replace(recipe, model=model, tasks=tasks).with_absolute_paths(), tmp_path, range(1), 1
+    )
+    units += grid_units(
+        ["rotten-tomatoes", "mlm"], 0.2, model=model, data={"rotten-tomatoes": reviews}, out="x", rate=0.2
+    )
+    paths = [unit.kwargs[key] for unit in units for key in ("model", "data", "out", "ticket") if unit.kwargs.get(key)]
+    assert len(paths) > 20 and all(Path(path).is_absolute() for path in paths)
+    assert dataclasses.replace(recipe, model="splade-tiny").with_absolute_paths().model == "splade-tiny"
 
 
 def kill_worker_when(pattern: str, out: Path, unit: str, killed: list) -> threading.Thread:

@@ -22,7 +22,7 @@ from .experiment import load_recipe, presets, run_experiment
 from .export import FORMATS, export_pruned, export_ticket
 from .lottery import find, grid, transfer
 from .lottery.finders import FINDERS
-from .models import EMBEDDED_MODELS, import_resnet
+from .models import EMBEDDED_MODELS, import_resnet, model_reference
 from .models.vision import LAYOUTS as ARCHITECTURES
 from .pretraining.records import METHODS as PRETRAINING_METHODS
 from .pretraining.records import pretrain_record
@@ -492,6 +492,11 @@ def _seeds(args: dict) -> list[int | None]:
 def _find(args: dict) -> None:
     seeds, metric, executor = _seeds(args), args.pop("metric"), _executor(args)
     TASKS.get(args["task"]).decider(metric)  # a bad --metric fails before any training
+    args.update(  # absolute: a unit on another node, or in another working folder, reads and writes the same files
+        model=model_reference(args["model"]),
+        data=args["data"] and str(Path(args["data"]).resolve()),
+        out=Path(args["out"]).resolve(),
+    )
     units = [Unit(f"find seed {seed}", find, {**args, "seed": seed}, None) for seed in seeds]
     results = run_units(units, executor).values()
     for result in results:

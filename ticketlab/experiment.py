@@ -24,6 +24,7 @@ from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
 from .executors import RayExecutor, Unit, run_units
 from .lottery import find, grid_units, resolve_config, transfer
+from .models import model_reference
 from .pretraining.records import METHODS
 from .pretraining.workflow import pretrain, pretraining_config
 from .report.build import build_report
@@ -90,6 +91,27 @@ class Recipe:
     def transfer_levels(self) -> list[float]:
         """The sparsities of the transfer grid's tickets."""
         return [] if self.transfer is None else self.transfer if isinstance(self.transfer, list) else [self.transfer]
+
+    def with_absolute_paths(self) -> Recipe:
+        """This recipe with its model folder and every data path absolute (embedded models, and tasks' own data, as
+        they are): units on other nodes, or in other working folders, read the same files."""
+        pretrain = self.pretrain
+        if pretrain is not None:
+            methods = {method: _absolute_data(options) for method, options in pretrain["methods"].items()}
+            pretrain = {**pretrain, "methods": methods, "tickets": _absolute_data(pretrain.get("tickets"))}
+        return dataclasses.replace(
+            self,
+            model=self.model and model_reference(self.model),
+            tasks={task: _absolute_data(options) for task, options in self.tasks.items()},
+            pretrain=pretrain,
+        )
+
+
+def _absolute_data(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Options with their `data` path (if any) made absolute."""
+    if not options or not options.get("data"):
+        return options
+    return {**options, "data": str(Path(options["data"]).resolve())}
 
 
 def presets() -> list[str]:
@@ -173,9 +195,10 @@ def run_experiment(
         raise TicketlabError(f"seeds must be at least 1, got {seeds}")
     out = Path(out or Path("runs") / recipe.name).resolve()  # absolute: workers on other nodes write there too
     seeds = range(seeds or recipe.seeds)
+    recipe = dataclasses.replace(recipe, model=model or recipe.model).with_absolute_paths()  # read there too
     pretraining = _pretrain_settings(recipe)
     if pretraining is None or model is not None:
-        recipe = dataclasses.replace(recipe, model=model or recipe.model, pretrain=None)
+        recipe = dataclasses.replace(recipe, pretrain=None)
         run_units(recipe_units(recipe, out, seeds, checkpoint_every), executor)
         return build_report([out]) / "report.md"
     architecture, methods, ticket_options = pretraining
