@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .config import PruneConfig, TrainConfig, check_types, from_options
+from .config import PruneConfig, RunConfig, TrainConfig, check_types, from_options
 from .controls import CONTROLS
 from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
@@ -256,106 +256,85 @@ def _task_settings(recipe: Recipe) -> tuple[dict[str, str], dict[str, dict[str, 
     return data, training
 
 
+def _arguments(recipe: Recipe, task: str, seed: int, out: Path, checkpoint_every: int) -> dict[str, Any]:
+    """What `find` takes for `task` of `recipe` with `seed` (`transfer` and `earlybert` take it too)."""
+    data, training = _task_settings(recipe)
+    return {
+        "model": recipe.model,
+        "task": task,
+        "data": data.get(task),
+        "out": out,
+        "checkpoint_every": checkpoint_every,
+        **recipe.prune,
+        **training[task],
+        "seed": seed,
+    }
+
+
+def _run_config(recipe: Recipe, task: str, **options: Any) -> RunConfig:
+    """The settings of `task`'s lottery run in `recipe` (`options`: its seed, a rewinding step), checked: the task's
+    model, data and options."""
+    data, training = _task_settings(recipe)
+    prune = {k: v for k, v in recipe.prune.items() if k != "sparsity"}
+    sparsity = recipe.prune.get("sparsity", PruneConfig.sparsity)
+    return resolve_config(recipe.model, task, data.get(task), sparsity, **{**prune, **training[task], **options})
+
+
 def universal_units(recipe: Recipe, source: str, out: Path, seeds: range, checkpoint_every: int) -> list[Unit]:
     """IMP on the pre-training task `source`, and its ticket of every sparsity transferred to every other task."""
-    data, training = _task_settings(recipe)
-    sparsity = recipe.prune.get("sparsity", PruneConfig.sparsity)
-    prune = {k: v for k, v in recipe.prune.items() if k != "sparsity"}
     units = []
     for seed in seeds:
-        options = {**recipe.prune, **training[source], "seed": seed}
-        config = resolve_config(
-            recipe.model, source, data.get(source), sparsity, **prune, **training[source], seed=seed
-        )
+        config = _run_config(recipe, source, seed=seed)
         found = Unit(
             f"find {source} seed {seed}",
             find,
-            dict(
-                model=recipe.model,
-                task=source,
-                data=data.get(source),
-                out=out,
-                checkpoint_every=checkpoint_every,
-                **options,
-            ),
+            _arguments(recipe, source, seed, out, checkpoint_every),
             out / config.name(),
         )
         units.append(found)
+        targets = {task: _run_config(recipe, task, seed=seed) for task in recipe.tasks if task != source}
         for round in range(1, len(config.prune.levels())):
-            for task in recipe.tasks:
-                if task != source:
-                    target = resolve_config(
-                        recipe.model, task, data.get(task), sparsity, **prune, **training[task], seed=seed
+            for task, target in targets.items():
+                units.append(
+                    Unit(
+                        f"transfer {source} round {round} to {task} seed {seed}",
+                        transfer,
+                        {"ticket": f"{found.folder}:{round}", **_arguments(recipe, task, seed, out, checkpoint_every)},
+                        out / target.name(),
+                        after=(found.name,),
                     )
-                    units.append(
-                        Unit(
-                            f"transfer {source} round {round} to {task} seed {seed}",
-                            transfer,
-                            dict(
-                                ticket=f"{found.folder}:{round}",
-                                task=task,
-                                model=recipe.model,
-                                data=data.get(task),
-                                out=out,
-                                checkpoint_every=checkpoint_every,
-                                **{**recipe.prune, **training[task], "seed": seed},
-                            ),
-                            out / target.name(),
-                            after=(found.name,),
-                        )
-                    )
+                )
     return units
 
 
 def recipe_units(recipe: Recipe, out: Path, seeds: range, checkpoint_every: int) -> list[Unit]:
     """Every lottery run, control, rewinding run, EarlyBERT search and transfer grid of `recipe`, as units in the
-    order one process runs them; every task's model, data and options are checked first."""
+    order one process runs them; every task's model, data and options are checked as they are listed."""
     settings = _earlybert_settings(recipe)
-    data, training = _task_settings(recipe)
-    prune = dict(recipe.prune)
-    sparsity = prune.pop("sparsity", PruneConfig.sparsity)
-    for task in recipe.tasks:  # the model, data and options of every task are checked before anything trains
-        resolve_config(recipe.model, task, data.get(task), sparsity, **prune, **training[task])
     units: list[Unit] = []
     for seed in seeds:
         for task in recipe.tasks:
-            options = {**recipe.prune, **training[task], "seed": seed}
-            common = dict(
-                model=recipe.model, task=task, data=data.get(task), out=out, checkpoint_every=checkpoint_every
-            )
-            folder = (
-                out
-                / resolve_config(
-                    recipe.model, task, data.get(task), sparsity, **prune, **training[task], seed=seed
-                ).name()
-            )
-            imp = Unit(f"find {task} seed {seed}", find, {**common, **options}, folder)
+            arguments = _arguments(recipe, task, seed, out, checkpoint_every)
+            folder = out / _run_config(recipe, task, seed=seed).name()
+            imp = Unit(f"find {task} seed {seed}", find, arguments, folder)
             units.append(imp)
             for control in recipe.controls:
                 units.append(
                     Unit(
                         f"{control} {task} seed {seed}",
                         find,
-                        {**common, **options, "controls": [control]},
+                        {**arguments, "controls": [control]},
                         folder,
                         after=(imp.name,),
                     )
                 )
             for step in recipe.rewind_steps:
-                rewound = {**options, "rewind_step": step}
-                config = resolve_config(
-                    recipe.model,
-                    task,
-                    data.get(task),
-                    sparsity,
-                    **{**prune, **training[task], "seed": seed, "rewind_step": step},
-                )
                 units.append(
                     Unit(
                         f"find {task} rewinding to step {step} seed {seed}",
                         find,
-                        {**common, **rewound},
-                        out / config.name(),
+                        {**arguments, "rewind_step": step},
+                        out / _run_config(recipe, task, seed=seed, rewind_step=step).name(),
                     )
                 )
             if settings is not None:  # beside IMP, in the same run: they share the dense round 0
@@ -363,11 +342,13 @@ def recipe_units(recipe: Recipe, out: Path, seeds: range, checkpoint_every: int)
                     Unit(
                         f"earlybert {task} seed {seed}",
                         earlybert,
-                        {**common, "settings": settings, **options},
+                        {**arguments, "settings": settings},
                         folder,
                         after=(imp.name,),
                     )
                 )
+    data, training = _task_settings(recipe)
+    prune = {k: v for k, v in recipe.prune.items() if k != "sparsity"}
     for level in recipe.transfer_levels() if len(recipe.tasks) > 1 else []:
         units += grid_units(
             list(recipe.tasks),
