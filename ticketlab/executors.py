@@ -53,7 +53,7 @@ class RayExecutor:
     def __post_init__(self) -> None:
         check_range("--cpus-per-run", self.cpus_per_run, 0.0, above_low=True)  # NaN too
         check_range("--gpus-per-run", self.gpus_per_run, 0.0)
-        for name, share in (("--cpus-per-run", self.cpus_per_run), ("--gpus-per-run", self.gpus_per_run)):
+        for name, _, share in self.requests():
             if 0 < share < FINEST_SHARE:
                 raise TicketlabError(
                     f"{name} must be 0 or at least {FINEST_SHARE:g} (Ray's finest share), got {share!r}"
@@ -68,6 +68,10 @@ class RayExecutor:
                 f"--executor ray starts one Ray driver: run the command as one process, not in a launch of {processes} "
                 "(torchrun, accelerate launch)"
             )
+
+    def requests(self) -> list[tuple[str, str, float]]:
+        """What each unit takes: (option, Ray's resource, share)."""
+        return [("--cpus-per-run", "CPU", self.cpus_per_run), ("--gpus-per-run", "GPU", self.gpus_per_run)]
 
 
 def run_units(units: Sequence[Unit], executor: RayExecutor | None = None) -> dict[str, Any]:
@@ -126,10 +130,7 @@ def _start(ray: Any, executor: RayExecutor) -> None:
         except Exception as error:  # no Ray at "auto", a setting Ray refuses, ...: Ray's first line says which
             raise TicketlabError(f"--executor ray could not start or join Ray: {_one_line(error)}") from None
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    for name, kind, share in (
-        ("--cpus-per-run", "CPU", executor.cpus_per_run),
-        ("--gpus-per-run", "GPU", executor.gpus_per_run),
-    ):
+    for name, kind, share in executor.requests():
         most = max((node.get(kind, 0.0) for node in nodes), default=0.0)
         if share > most:
             raise TicketlabError(
