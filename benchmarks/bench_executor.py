@@ -63,10 +63,12 @@ def main() -> None:
     units = recipe_units(recipe, here.resolve(), range(args.seeds), 100)
     executor = RayExecutor(init={"num_cpus": 2})
     here_s = timed(lambda: run_experiment(recipe, here))
-    ray_s = timed(lambda: run_experiment(recipe, on_ray, executor=executor))
-    noops = [Unit(f"no-op {i}", nothing, {}, None) for i in range(NOOPS)]
-    overhead_s = timed(lambda: run_units(noops, executor)) / NOOPS
-    ray.shutdown()
+    try:
+        ray_s = timed(lambda: run_experiment(recipe, on_ray, executor=executor))
+        noops = [Unit(f"no-op {i}", nothing, {}, None) for i in range(NOOPS)]
+        overhead_s = timed(lambda: run_units(noops, executor)) / NOOPS
+    finally:
+        ray.shutdown()
     lengths = unit_seconds(here)
     print(f"\n{len(units)} units ({len(lengths)} trainings, {sum(lengths) / len(units):.0f} s a unit on average here)")
     print(f"in this process: {here_s:.0f} s; on a local Ray with 2 workers: {ray_s:.0f} s")

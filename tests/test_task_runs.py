@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 from helpers import TINY, run_cli, snapshot, write_glue, write_squad
@@ -39,22 +40,24 @@ def test_tasks_lists_every_task_with_its_metrics_and_files():
 def test_mnli_reports_matched_and_mismatched_and_a_chosen_deciding_metric(tiny_model_dir, tmp_path):
     write_glue(tmp_path / "glue_data", "mnli")
     out = tmp_path / "runs"
-    done = run_cli(
+    done = run_cli(  # relative paths, as typed in tmp_path
         "find",
         "--task",
         "mnli",
         "--data",
-        tmp_path / "glue_data",
+        "glue_data",
         "--model",
-        tiny_model_dir,
+        os.path.relpath(tiny_model_dir, tmp_path),
         *TINY,
         "--metric",
         "dev_mismatched/accuracy",
         "--out",
-        out,
+        "runs",
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert "decided by dev_mismatched accuracy" in done.stdout and "dev_matched accuracy" in done.stdout
+    assert str(out) in "".join(done.stdout.split())  # the run's folder by its absolute path (the caption may wrap)
     metrics = json.loads(next(out.glob("*/round_01/metrics.json")).read_text())
     assert set(metrics) >= {"dev_matched", "dev_mismatched"} and 0 <= metrics["dev_mismatched"]["accuracy"] <= 1
 

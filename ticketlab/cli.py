@@ -22,7 +22,7 @@ from .experiment import load_recipe, presets, run_experiment
 from .export import FORMATS, export_pruned, export_ticket
 from .lottery import find, grid, transfer
 from .lottery.finders import FINDERS
-from .models import EMBEDDED_MODELS, import_resnet
+from .models import EMBEDDED_MODELS, import_resnet, model_reference
 from .models.vision import LAYOUTS as ARCHITECTURES
 from .pretraining.records import METHODS as PRETRAINING_METHODS
 from .pretraining.records import pretrain_record
@@ -458,13 +458,14 @@ def _pretrain(args: dict) -> None:
 
 def _executor(args: dict) -> RayExecutor | None:
     """The executor the --executor options name (None: this process), taken out of `args`."""
-    kind, address = args.pop("executor"), args.pop("address")
-    cpus, gpus = args.pop("cpus_per_run"), args.pop("gpus_per_run")
+    kind = args.pop("executor")
+    given = {name: args.pop(name) for name in ("address", "cpus_per_run", "gpus_per_run")}
+    given = {name: value for name, value in given.items() if value is not None}
     if kind == "local":
-        if address is not None:
-            raise TicketlabError("--address is for --executor ray")
+        if given:
+            raise TicketlabError(f"--{next(iter(given)).replace('_', '-')} needs --executor ray")
         return None
-    return RayExecutor(address, cpus, gpus)
+    return RayExecutor(**given)
 
 
 def _add_executor_options(command: argparse.ArgumentParser) -> None:
@@ -476,8 +477,8 @@ def _add_executor_options(command: argparse.ArgumentParser) -> None:
         help="local: one after another in this process (default); ray: as Ray tasks (pip install 'ticketlab[ray]')",
     )
     group.add_argument("--address", help="ray: the cluster's address (auto, HOST:PORT; default: a local Ray)")
-    group.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each unit takes (default 1)")
-    group.add_argument("--gpus-per-run", type=float, default=0.0, help="ray: GPUs each unit takes (default 0)")
+    group.add_argument("--cpus-per-run", type=float, help="ray: CPUs each unit takes (default 1)")
+    group.add_argument("--gpus-per-run", type=float, help="ray: GPUs each unit takes (default 0)")
 
 
 def _seeds(args: dict) -> list[int | None]:
@@ -491,6 +492,11 @@ def _seeds(args: dict) -> list[int | None]:
 def _find(args: dict) -> None:
     seeds, metric, executor = _seeds(args), args.pop("metric"), _executor(args)
     TASKS.get(args["task"]).decider(metric)  # a bad --metric fails before any training
+    args.update(  # absolute: a unit on another node, or in another working folder, reads and writes the same files
+        model=model_reference(args["model"]),
+        data=args["data"] and str(Path(args["data"]).resolve()),
+        out=Path(args["out"]).resolve(),
+    )
     units = [Unit(f"find seed {seed}", find, {**args, "seed": seed}, None) for seed in seeds]
     results = run_units(units, executor).values()
     for result in results:

@@ -11,6 +11,8 @@ run at once. On a cluster the store must be on a path every node shares.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,9 @@ from .errors import TicketlabError
 log = logging.getLogger(__name__)
 RETRIES = 3  # a unit whose worker dies (killed, out of memory, node lost) is started again up to this many times
 REPORT_EVERY_S = 30.0  # at most this long between two progress lines
+CONNECT_TIMEOUT_S = 5.0  # how long --address HOST:PORT may take to answer (Ray itself retries for minutes)
+FINEST_SHARE = 1e-4  # the smallest share of a CPU or GPU Ray counts (its resource precision)
+LOCAL = (None, "auto", "local")  # --address values that name no HOST:PORT: Ray finds or starts its own
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class Unit:
 
 @dataclass(frozen=True)
 class RayExecutor:
-    """Run units as Ray tasks: on a local Ray (`address` None) or on the cluster at `address` ("auto", HOST:PORT)."""
+    """Run units as Ray tasks: on a local Ray (`address` None) or on the cluster at `address` ("auto", HOST:PORT).
+    Settings Ray would refuse, or a launch of several processes (each would start a driver), fail here in one line."""
 
     address: str | None = None
     cpus_per_run: float = 1.0
@@ -47,6 +53,25 @@ class RayExecutor:
     def __post_init__(self) -> None:
         check_range("--cpus-per-run", self.cpus_per_run, 0.0, above_low=True)  # NaN too
         check_range("--gpus-per-run", self.gpus_per_run, 0.0)
+        for name, _, share in self.requests():
+            if 0 < share < FINEST_SHARE:
+                raise TicketlabError(
+                    f"{name} must be 0 or at least {FINEST_SHARE:g} (Ray's finest share), got {share!r}"
+                )
+        if self.gpus_per_run > 1 and not float(self.gpus_per_run).is_integer():  # Ray's rule for GPUs (not CPUs)
+            raise TicketlabError(f"--gpus-per-run above 1 must be a whole number of GPUs, got {self.gpus_per_run!r}")
+        if self.address not in LOCAL:
+            _host_and_port(self.address)
+        processes = int(os.environ.get("WORLD_SIZE", 1))
+        if processes > 1:
+            raise TicketlabError(
+                f"--executor ray starts one Ray driver: run the command as one process, not in a launch of {processes} "
+                "(torchrun, accelerate launch)"
+            )
+
+    def requests(self) -> list[tuple[str, str, float]]:
+        """What each unit takes: (option, Ray's resource, share)."""
+        return [("--cpus-per-run", "CPU", self.cpus_per_run), ("--gpus-per-run", "GPU", self.gpus_per_run)]
 
 
 def run_units(units: Sequence[Unit], executor: RayExecutor | None = None) -> dict[str, Any]:
@@ -68,32 +93,67 @@ def _run_on_ray(units: Sequence[Unit], executor: RayExecutor) -> dict[str, Any]:
         import ray  # an optional extra (ticketlab[ray]): imported only where it is asked for
     except ImportError:
         raise TicketlabError("--executor ray needs Ray: pip install 'ticketlab[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(address=executor.address, log_to_driver=False, **executor.init)
+    _start(ray, executor)
     task = ray.remote(_run_unit)
     resources = dict(
-        num_cpus=executor.cpus_per_run, num_gpus=executor.gpus_per_run, max_retries=RETRIES, retry_exceptions=False
+        num_cpus=executor.cpus_per_run,
+        num_gpus=executor.gpus_per_run,
+        max_retries=RETRIES,
+        retry_exceptions=False,
+        num_returns=2,
     )
-    refs: dict[str, Any] = {}
-    last_in_folder: dict[Path | None, Any] = {}
-    needs: dict[str, list[Any]] = {}
+    tokens: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+    needs: dict[str, list[str]] = {}
+    last_in_folder: dict[Path, str] = {}
     for unit in units:
-        needs[unit.name] = [refs[name] for name in unit.after]
-        if unit.folder in last_in_folder:
-            needs[unit.name].append(last_in_folder[unit.folder])
-        refs[unit.name] = task.options(name=unit.name, **resources).remote(unit.call, unit.kwargs, *needs[unit.name])
+        needs[unit.name] = [*unit.after, *([last_in_folder[unit.folder]] if unit.folder in last_in_folder else [])]
+        tokens[unit.name], results[unit.name] = task.options(name=unit.name, **resources).remote(
+            unit.call, unit.kwargs, *(tokens[name] for name in needs[unit.name])
+        )
         if unit.folder is not None:
-            last_in_folder[unit.folder] = refs[unit.name]
-    return _follow(ray, refs, needs)
+            last_in_folder[unit.folder] = unit.name
+    return _follow(ray, results, needs)
 
 
-def _run_unit(call: Callable[..., Any], kwargs: Mapping[str, Any], *needed: Any) -> Any:
-    """A unit on a Ray worker; `needed` (the results of the units it waits for) only orders it after them."""
+def _start(ray: Any, executor: RayExecutor) -> None:
+    """Start or join Ray (unless this process has), then check that some node can run a unit: a one-line error
+    where Ray cannot be reached, or no unit could ever start (Ray would queue them for ever)."""
+    if not ray.is_initialized():
+        if executor.address not in LOCAL:
+            try:
+                socket.create_connection(_host_and_port(executor.address), timeout=CONNECT_TIMEOUT_S).close()
+            except OSError as error:
+                raise TicketlabError(f"--address {executor.address}: nothing answers there ({error})") from None
+        try:  # workers' output (ticketlab's log lines) is printed here, prefixed with the unit's name
+            ray.init(address=executor.address, log_to_driver=True, **executor.init)
+        except Exception as error:  # no Ray at "auto", a setting Ray refuses, ...: Ray's first line says which
+            raise TicketlabError(f"--executor ray could not start or join Ray: {_one_line(error)}") from None
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    for name, kind, share in executor.requests():
+        most = max((node.get(kind, 0.0) for node in nodes), default=0.0)
+        if share > most:
+            raise TicketlabError(
+                f"{name} {share:g}: no node of this Ray has that many {kind}s (the most on one node: {most:g})"
+            )
+
+
+def _host_and_port(address: str) -> tuple[str, int]:
+    """The host and port of --address HOST:PORT (or ray://HOST:PORT); a one-line error for any other text."""
+    host, _, port = address.rpartition("://")[2].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise TicketlabError(f"--address must be auto or HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def _run_unit(call: Callable[..., Any], kwargs: Mapping[str, Any], *after: None) -> tuple[None, Any]:
+    """A unit on a Ray worker. Returns a token, which the units after it wait for (`after`: theirs) without
+    receiving what it returned, and what `call` returned."""
     logging.basicConfig(format="ticketlab: %(message)s", level=logging.INFO)
-    return call(**kwargs)
+    return None, call(**kwargs)
 
 
-def _follow(ray: Any, refs: Mapping[str, Any], needs: Mapping[str, list[Any]]) -> dict[str, Any]:
+def _follow(ray: Any, refs: Mapping[str, Any], needs: Mapping[str, list[str]]) -> dict[str, Any]:
     """Wait for every unit, logging how many are done, running and waiting; the first that fails stops the command
     in one line (what it wrote stays: running the command again resumes it)."""
     names = {ref: name for name, ref in refs.items()}
@@ -105,10 +165,11 @@ def _follow(ray: Any, refs: Mapping[str, Any], needs: Mapping[str, list[Any]]) -
             try:
                 results[names[ref]] = ray.get(ref)
             except ray.exceptions.RayError as error:  # the unit raised, or its worker died more than RETRIES times
-                cause = getattr(error, "cause", None)
-                message = str(cause if isinstance(cause, TicketlabError) else error).splitlines()[0]
+                os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"  # no traceback for each unit it leaves failed
+                cause = getattr(error, "cause", None) or error
+                message = str(cause).splitlines()[0] if isinstance(cause, TicketlabError) else _one_line(cause)
                 raise TicketlabError(f"{names[ref]}: {message}") from None
-            done.add(ref)
+            done.add(names[ref])
         if finished or time.monotonic() - reported >= REPORT_EVERY_S:
             waiting = sum(1 for ref in pending if not all(need in done for need in needs[names[ref]]))
             log.info(
@@ -120,3 +181,8 @@ def _follow(ray: Any, refs: Mapping[str, Any], needs: Mapping[str, list[Any]]) -
             )
             reported = time.monotonic()
     return results
+
+
+def _one_line(error: BaseException) -> str:
+    """An error's type and the first line of its message."""
+    return f"{type(error).__name__}: {error}".splitlines()[0]

@@ -18,12 +18,13 @@ from typing import Any
 
 import yaml
 
-from .config import PruneConfig, TrainConfig, check_types, from_options
+from .config import PruneConfig, RunConfig, TrainConfig, check_types, from_options
 from .controls import CONTROLS
 from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
 from .executors import RayExecutor, Unit, run_units
 from .lottery import find, grid_units, resolve_config, transfer
+from .models import model_reference
 from .pretraining.records import METHODS
 from .pretraining.workflow import pretrain, pretraining_config
 from .report.build import build_report
@@ -91,6 +92,27 @@ class Recipe:
     def transfer_levels(self) -> list[float]:
         """The sparsities of the transfer grid's tickets."""
         return [] if self.transfer is None else self.transfer if isinstance(self.transfer, list) else [self.transfer]
+
+    def with_absolute_paths(self) -> Recipe:
+        """This recipe with its model folder and every data path absolute (embedded models, and tasks' own data, as
+        they are): units on other nodes, or in other working folders, read the same files."""
+        pretrain = self.pretrain
+        if pretrain is not None:
+            methods = {method: _absolute_data(options) for method, options in pretrain["methods"].items()}
+            pretrain = {**pretrain, "methods": methods, "tickets": _absolute_data(pretrain.get("tickets"))}
+        return dataclasses.replace(
+            self,
+            model=self.model and model_reference(self.model),
+            tasks={task: _absolute_data(options) for task, options in self.tasks.items()},
+            pretrain=pretrain,
+        )
+
+
+def _absolute_data(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Options with their `data` path (if any) made absolute."""
+    if not options or not options.get("data"):
+        return options
+    return {**options, "data": str(Path(options["data"]).resolve())}
 
 
 def presets() -> list[str]:
@@ -174,9 +196,10 @@ def run_experiment(
         raise TicketlabError(f"seeds must be at least 1, got {seeds}")
     out = Path(out or Path("runs") / recipe.name).resolve()  # absolute: workers on other nodes write there too
     seeds = range(seeds or recipe.seeds)
+    recipe = dataclasses.replace(recipe, model=model or recipe.model).with_absolute_paths()  # read there too
     pretraining = _pretrain_settings(recipe)
     if pretraining is None or model is not None:
-        recipe = dataclasses.replace(recipe, model=model or recipe.model, pretrain=None)
+        recipe = dataclasses.replace(recipe, pretrain=None)
         run_units(recipe_units(recipe, out, seeds, checkpoint_every), executor)
         return on_main_process(lambda: build_report([out])) / "report.md"
     architecture, methods, ticket_options = pretraining
@@ -236,106 +259,85 @@ def _task_settings(recipe: Recipe) -> tuple[dict[str, str], dict[str, dict[str, 
     return data, training
 
 
+def _arguments(recipe: Recipe, task: str, seed: int, out: Path, checkpoint_every: int) -> dict[str, Any]:
+    """What `find` takes for `task` of `recipe` with `seed` (`transfer` and `earlybert` take it too)."""
+    data, training = _task_settings(recipe)
+    return {
+        "model": recipe.model,
+        "task": task,
+        "data": data.get(task),
+        "out": out,
+        "checkpoint_every": checkpoint_every,
+        **recipe.prune,
+        **training[task],
+        "seed": seed,
+    }
+
+
+def _run_config(recipe: Recipe, task: str, **options: Any) -> RunConfig:
+    """The settings of `task`'s lottery run in `recipe` (`options`: its seed, a rewinding step), checked: the task's
+    model, data and options."""
+    data, training = _task_settings(recipe)
+    prune = {k: v for k, v in recipe.prune.items() if k != "sparsity"}
+    sparsity = recipe.prune.get("sparsity", PruneConfig.sparsity)
+    return resolve_config(recipe.model, task, data.get(task), sparsity, **{**prune, **training[task], **options})
+
+
 def universal_units(recipe: Recipe, source: str, out: Path, seeds: range, checkpoint_every: int) -> list[Unit]:
     """IMP on the pre-training task `source`, and its ticket of every sparsity transferred to every other task."""
-    data, training = _task_settings(recipe)
-    sparsity = recipe.prune.get("sparsity", PruneConfig.sparsity)
-    prune = {k: v for k, v in recipe.prune.items() if k != "sparsity"}
     units = []
     for seed in seeds:
-        options = {**recipe.prune, **training[source], "seed": seed}
-        config = resolve_config(
-            recipe.model, source, data.get(source), sparsity, **prune, **training[source], seed=seed
-        )
+        config = _run_config(recipe, source, seed=seed)
         found = Unit(
             f"find {source} seed {seed}",
             find,
-            dict(
-                model=recipe.model,
-                task=source,
-                data=data.get(source),
-                out=out,
-                checkpoint_every=checkpoint_every,
-                **options,
-            ),
+            _arguments(recipe, source, seed, out, checkpoint_every),
             out / config.name(),
         )
         units.append(found)
+        targets = {task: _run_config(recipe, task, seed=seed) for task in recipe.tasks if task != source}
         for round in range(1, len(config.prune.levels())):
-            for task in recipe.tasks:
-                if task != source:
-                    target = resolve_config(
-                        recipe.model, task, data.get(task), sparsity, **prune, **training[task], seed=seed
+            for task, target in targets.items():
+                units.append(
+                    Unit(
+                        f"transfer {source} round {round} to {task} seed {seed}",
+                        transfer,
+                        {"ticket": f"{found.folder}:{round}", **_arguments(recipe, task, seed, out, checkpoint_every)},
+                        out / target.name(),
+                        after=(found.name,),
                     )
-                    units.append(
-                        Unit(
-                            f"transfer {source} round {round} to {task} seed {seed}",
-                            transfer,
-                            dict(
-                                ticket=f"{found.folder}:{round}",
-                                task=task,
-                                model=recipe.model,
-                                data=data.get(task),
-                                out=out,
-                                checkpoint_every=checkpoint_every,
-                                **{**recipe.prune, **training[task], "seed": seed},
-                            ),
-                            out / target.name(),
-                            after=(found.name,),
-                        )
-                    )
+                )
     return units
 
 
 def recipe_units(recipe: Recipe, out: Path, seeds: range, checkpoint_every: int) -> list[Unit]:
     """Every lottery run, control, rewinding run, EarlyBERT search and transfer grid of `recipe`, as units in the
-    order one process runs them; every task's model, data and options are checked first."""
+    order one process runs them; every task's model, data and options are checked as they are listed."""
     settings = _earlybert_settings(recipe)
-    data, training = _task_settings(recipe)
-    prune = dict(recipe.prune)
-    sparsity = prune.pop("sparsity", PruneConfig.sparsity)
-    for task in recipe.tasks:  # the model, data and options of every task are checked before anything trains
-        resolve_config(recipe.model, task, data.get(task), sparsity, **prune, **training[task])
     units: list[Unit] = []
     for seed in seeds:
         for task in recipe.tasks:
-            options = {**recipe.prune, **training[task], "seed": seed}
-            common = dict(
-                model=recipe.model, task=task, data=data.get(task), out=out, checkpoint_every=checkpoint_every
-            )
-            folder = (
-                out
-                / resolve_config(
-                    recipe.model, task, data.get(task), sparsity, **prune, **training[task], seed=seed
-                ).name()
-            )
-            imp = Unit(f"find {task} seed {seed}", find, {**common, **options}, folder)
+            arguments = _arguments(recipe, task, seed, out, checkpoint_every)
+            folder = out / _run_config(recipe, task, seed=seed).name()
+            imp = Unit(f"find {task} seed {seed}", find, arguments, folder)
             units.append(imp)
             for control in recipe.controls:
                 units.append(
                     Unit(
                         f"{control} {task} seed {seed}",
                         find,
-                        {**common, **options, "controls": [control]},
+                        {**arguments, "controls": [control]},
                         folder,
                         after=(imp.name,),
                     )
                 )
             for step in recipe.rewind_steps:
-                rewound = {**options, "rewind_step": step}
-                config = resolve_config(
-                    recipe.model,
-                    task,
-                    data.get(task),
-                    sparsity,
-                    **{**prune, **training[task], "seed": seed, "rewind_step": step},
-                )
                 units.append(
                     Unit(
                         f"find {task} rewinding to step {step} seed {seed}",
                         find,
-                        {**common, **rewound},
-                        out / config.name(),
+                        {**arguments, "rewind_step": step},
+                        out / _run_config(recipe, task, seed=seed, rewind_step=step).name(),
                     )
                 )
             if settings is not None:  # beside IMP, in the same run: they share the dense round 0
@@ -343,11 +345,13 @@ def recipe_units(recipe: Recipe, out: Path, seeds: range, checkpoint_every: int)
                     Unit(
                         f"earlybert {task} seed {seed}",
                         earlybert,
-                        {**common, "settings": settings, **options},
+                        {**arguments, "settings": settings},
                         folder,
                         after=(imp.name,),
                     )
                 )
+    data, training = _task_settings(recipe)
+    prune = {k: v for k, v in recipe.prune.items() if k != "sparsity"}
     for level in recipe.transfer_levels() if len(recipe.tasks) > 1 else []:
         units += grid_units(
             list(recipe.tasks),

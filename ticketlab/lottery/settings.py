@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import PruneConfig, RunConfig, TrainConfig
 from ..errors import TicketlabError
-from ..models import EMBEDDED_MODELS, hidden_size, max_positions, model_fingerprint, resolve_model
+from ..models import hidden_size, max_positions, model_fingerprint, model_reference, resolve_model
 from ..tasks import TASKS, Task
 from ..train import check_processes, total_steps
 from .finders import FINDERS
@@ -49,7 +49,7 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
             f"max_length {train_config.max_length} is longer than the {positions} positions {model} takes"
         )
     return RunConfig(
-        model=model if model in EMBEDDED_MODELS else str(model_path.resolve()),
+        model=model_reference(model),
         model_hash=model_fingerprint(model_path),
         task=task,
         data=str(Path(data).resolve()) if data is not None else None,

@@ -14,6 +14,7 @@ from ..api import read_ticket
 from ..config import PruneConfig, RunConfig
 from ..errors import TicketlabError
 from ..executors import RayExecutor, Unit, run_units
+from ..models import model_reference
 from ..pruning import round_at
 from ..store import RunStore
 from ..tasks import TASKS
@@ -127,7 +128,9 @@ def grid_units(
     unknown = sorted((set(data) | set(task_options)) - set(tasks))
     if unknown:
         raise TicketlabError(f"data or options given for {unknown[0]!r}, which is not among the grid's tasks")
-    out, target = Path(out).resolve(), level if sparsity is None else sparsity
+    # absolute: a unit on another node, or in another working folder, reads and writes the same files
+    model, out, target = model_reference(model), Path(out).resolve(), level if sparsity is None else sparsity
+    data = {task: str(Path(path).resolve()) for task, path in data.items()}
     units: list[Unit] = []
     for seed in seeds:
         configs = {

@@ -20,6 +20,7 @@ from .text import (
     load_tokenizer,
     max_positions,
     model_fingerprint,
+    model_reference,
     prunable_weights,
     resolve_model,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "load_tokenizer",
     "max_positions",
     "model_fingerprint",
+    "model_reference",
     "prunable_weights",
     "resolve_model",
 ]

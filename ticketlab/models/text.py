@@ -53,6 +53,12 @@ def resolve_model(name: str) -> Path:
     return path
 
 
+def model_reference(name: str) -> str:
+    """How a run names its model: an embedded model by its name, a local folder by its absolute path (the same
+    folder from any working folder, and on any node that shares it)."""
+    return name if name in EMBEDDED_MODELS else str(Path(name).expanduser().resolve())
+
+
 def model_fingerprint(path: Path) -> str:
     """A short hash of the model's config and weight files: a run is tied to the exact weights it started from."""
     digest = hashlib.sha256()
