@@ -7,11 +7,12 @@ import logging
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_path
 from ..config import RunConfig
 from ..errors import TicketlabError
 from ..masks import LOW_DENSITY, Mask, fit_mask, load_mask, nearly_empty, sparsity
@@ -29,6 +30,13 @@ def writing(store: RunStore) -> Iterator[None]:
     """The run held for writing by this command (the main process takes the lock; the others follow it)."""
     with store.lock() if accelerator().is_main_process else nullcontext():
         yield
+
+
+def save_head(path: Path, head: Mapping[str, torch.Tensor], provenance: Mapping[str, Any] | None = None) -> None:
+    """Write a task head's values (write-then-rename), with the provenance of the mask it goes with."""
+    metadata = None if provenance is None else {key: str(value) for key, value in provenance.items()}
+    with atomic_path(path) as tmp:
+        save_file({k: v.cpu().contiguous() for k, v in head.items()}, str(tmp), metadata=metadata)
 
 
 class RunContext:
@@ -67,6 +75,10 @@ class RunContext:
         """θ0 and a fresh head (from the run's seed): how a transferred ticket and an EarlyBERT search start."""
         self.model.load_state_dict(self.head0, strict=False)
         backbone(self.model).load_state_dict(self.theta0)
+
+    def head_values(self) -> dict[str, torch.Tensor]:
+        """The task head's values now, copied to the CPU: the starting head of a round whose mask is drawn now."""
+        return {k: p.detach().cpu().clone() for k, p in head_parameters(self.model).items()}
 
     def fit(self, mask: Mask) -> Mask:
         """A ticket of another task, fitted to this model (see ticketlab.masks.fit_mask)."""
