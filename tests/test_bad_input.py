@@ -125,6 +125,7 @@ CASES: dict[str, list[str] | dict] = {
     "find rewind step past the round": [*FIND, "--rewind-step", "999"],
     "find negative rewind epoch": [*FIND, "--rewind-epoch", "-1"],
     "find rewind step and epoch": [*FIND, "--rewind-step", "1", "--rewind-epoch", "1"],
+    "find settle threshold one": [*FIND, "--method", "early-bird", "--settle-threshold", "1"],
     # find: training
     "find epochs zero": [*FIND, "--epochs", "0"],
     "find epochs negative": [*FIND, "--epochs", "-1"],
