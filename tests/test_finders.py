@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from helpers import flip
 from safetensors.torch import load_file
 
 import ticketlab
@@ -115,9 +116,9 @@ def test_a_watch_that_does_not_stop_keeps_the_settled_draw_while_the_round_train
     assert record == {"draw": {"step": 6, "settled": True, "distances": [None, None, 0.0]}}
 
 
-def test_a_gmp_run_trains_each_crossed_mask_from_theta0_as_a_round(tiny_model_dir, reviews, tmp_path):
-    result = ticketlab.find(
-        str(tiny_model_dir),
+def test_a_gmp_run_trains_each_crossed_mask_from_theta0_as_a_round(tiny_model_dir, reviews, tmp_path, caplog):
+    run = dict(
+        model=str(tiny_model_dir),
         data=str(reviews),
         sparsity=0.3,
         out=tmp_path,
@@ -126,6 +127,7 @@ def test_a_gmp_run_trains_each_crossed_mask_from_theta0_as_a_round(tiny_model_di
         gmp_prunings=3,
         **FAST,
     )
+    result = ticketlab.find(**run)
     store = RunStore(result.path)
     assert result.path.name.startswith("rotten-tomatoes_tiny-bert") and "_gmp-linear-0.3_" in result.path.name
     search = store.searches().metrics(0)
@@ -143,6 +145,16 @@ def test_a_gmp_run_trains_each_crossed_mask_from_theta0_as_a_round(tiny_model_di
     assert [(x.arm, x.round) for x in results] == [("imp", 0), ("gmp", 1), ("gmp", 2), ("gmp", 3)]
     costs = unit_costs(results)
     assert list(costs.find_flops) == [0.0, *[search["cost"]["train_flops"]] * 3]
+    # a damaged pruning run is redone by the next find, though every round is complete
+    flip(gmp_mask_path(store, 2))
+    caplog.set_level(logging.WARNING)
+    caplog.clear()
+    ticketlab.find(**run)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{store.searches().round_dir(0)} is damaged: mask_02.safetensors does not match its digest; redoing it"
+    ]
+    drawn = load_mask(gmp_mask_path(store, 2))[0]
+    assert all(torch.equal(drawn[n], masks[2][n]) for n in drawn) and not store.searches().damage(0)
 
 
 def test_one_shot_as_a_method_draws_the_one_shot_controls_masks(tiny_model_dir, reviews, tmp_path, caplog):

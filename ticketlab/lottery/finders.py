@@ -45,7 +45,8 @@ class Finder:
     description: str
     draw: Draw
     source: Callable[[int], int]
-    search: Callable[[RunContext], None] | None = None  # trains what every pruned round's mask needs, first
+    search: Callable[[RunContext], None] | None = None  # trains what every pruned round's mask needs, first (where
+    # the store holds no complete and intact one)
     watch: Callable[[RunContext, int], SettleWatch | None] = lambda context, round: None  # watches round r train
     head: Callable[[RunContext, int], Head | None] = lambda context, round: None  # round r's head, drawn with its mask
 

@@ -82,11 +82,9 @@ class GradualPruning(TrainHook):
 
 
 def run_gmp_search(context: RunContext) -> None:
-    """The pruning run of a gmp run's store, unless it is complete and intact: it writes the mask of every pruned
-    round's level and the head it was taken with (see `gmp_mask_path`, `gmp_head_path`)."""
+    """The pruning run of a gmp run's store (resuming its checkpoint): it writes the mask of every pruned round's level
+    and the head it was taken with (see `gmp_mask_path`, `gmp_head_path`)."""
     searches, settings = context.store.searches(), context.config.prune
-    if searches.intact(0):
-        return
     steps = total_steps(len(context.features["train"]), context.config.train)
     least = context.granularity.least_sparsity if isinstance(context.granularity, NOfM) else 0.0
     schedule = {

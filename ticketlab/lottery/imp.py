@@ -95,12 +95,13 @@ def run_lottery(
         finder = FINDERS.get(config.prune.finder)
         _reopen_sources(store, rounds, finder)
         trained = [round for round in rounds if not store.is_complete(round)]
+        if finder.search is not None and len(rounds) > 1 and not store.searches().intact(0):
+            context = context or RunContext(config, store, checkpoint_every, hooks)
+            finder.search(context)  # first, and again where it is damaged (said in one line), complete rounds or not
         for round in trained:
             context = context or RunContext(config, store, checkpoint_every, hooks)
             if round == 0 and _reuse_dense_round(context):
                 continue
-            if round > 0 and finder.search is not None:
-                finder.search(context)  # at once when it is complete
             run_round(context, round, levels[round], save_weights)
         if not save_weights and accelerator().is_main_process:
             for round in set(trained) - {0, rounds[-1]}:  # a redone middle round's; the dense round 0 and the last stay
