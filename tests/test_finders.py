@@ -242,4 +242,11 @@ def test_an_unknown_method_or_bad_finder_setting_is_one_line(tiny_model_dir, rev
         ticketlab.find(
             str(tiny_model_dir), data=str(reviews), out=tmp_path, finder="gmp", gmp_start=0.5, gmp_end=0.5, **FAST
         )
+    with pytest.raises(TicketlabError, match=r"settle_threshold must be a finite number in \(0, 1\), got 1"):
+        ticketlab.find(str(tiny_model_dir), data=str(reviews), out=tmp_path, finder="early-bird", settle_threshold=1)
+    with pytest.raises(TicketlabError, match="^gmp_end is a setting of the gmp finder, and this run's is imp$"):
+        ticketlab.find(str(tiny_model_dir), data=str(reviews), out=tmp_path, gmp_end=0.9, **FAST)  # a new name else
+    never = r"draws cannot settle before step 60 \(--draw-every 10 × \(--settle-window 5 \+ 1\)\), past the 6"
+    with pytest.raises(TicketlabError, match=never):
+        ticketlab.find(str(tiny_model_dir), data=str(reviews), out=tmp_path, finder="early-bird", **FAST)  # 6 steps
     assert not list(tmp_path.iterdir())

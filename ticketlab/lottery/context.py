@@ -58,8 +58,15 @@ class RunContext:
         self.train_collate = self.task.collator(processor, train=True)
         self.eval_collate = self.task.collator(processor, train=False)
         steps = total_steps(len(self.features["train"]), config.train)
-        if config.prune.rewind_step > steps:
-            raise TicketlabError(f"--rewind-step {config.prune.rewind_step} is past the {steps} steps of a round")
+        prune = config.prune
+        if prune.rewind_step > steps:
+            raise TicketlabError(f"--rewind-step {prune.rewind_step} is past the {steps} steps of a round")
+        settled = prune.draw_every * (prune.settle_window + 1)  # the first step early-bird's test can pass at
+        if prune.finder == "early-bird" and settled > steps:
+            raise TicketlabError(
+                f"early-bird's draws cannot settle before step {settled} (--draw-every {prune.draw_every} × "
+                f"(--settle-window {prune.settle_window} + 1)), past the {steps} steps of a round"
+            )
         options = self.task.model_options(config.data)
         self.model = load_pretrained(model_path, self.task.auto_class, config.train.seed, **options)
         self.model.to(accelerator().device)

@@ -17,6 +17,7 @@ unchanged). What differs is where round r's mask comes from:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -33,6 +34,7 @@ from .context import RunContext
 from .early_bird import Head, SettleWatch, draw_head_path, draw_path
 from .gmp import gmp_head_path, gmp_mask_path, run_gmp_search
 
+log = logging.getLogger(__name__)
 Draw = Callable[[RunContext, int, float, Mask], Mask]  # (run, round, level, previous round's mask) -> round's mask
 
 
@@ -49,6 +51,7 @@ class Finder:
     # the store holds no complete and intact one)
     watch: Callable[[RunContext, int], SettleWatch | None] = lambda context, round: None  # watches round r train
     head: Callable[[RunContext, int], Head | None] = lambda context, round: None  # round r's head, drawn with its mask
+    settings: tuple[str, ...] = ()  # the PruneConfig fields that only this finder reads
 
 
 FINDERS: Registry[Finder] = Registry("ticket finder")
@@ -77,8 +80,12 @@ def _wanda(context: RunContext, round: int, level: float, previous: Mask) -> Mas
 
 
 def _calibration(context: RunContext) -> Iterator[dict[str, torch.Tensor]]:
-    """The first `calibration_examples` training examples, in batches as evaluation sees them."""
-    features = context.features["train"][: context.config.prune.calibration_examples]
+    """The first `calibration_examples` training examples, in batches as evaluation sees them (all of them, said in
+    one line, where the training split holds fewer)."""
+    wanted, features = context.config.prune.calibration_examples, context.features["train"]
+    if wanted > len(features):
+        log.warning("wanda: calibrating on all %d training examples (--calibration-examples %d)", len(features), wanted)
+    features = features[:wanted]
     size = context.config.train.batch_size
     for start in range(0, len(features), size):
         yield send_to_device(context.eval_collate(features[start : start + size]), accelerator().device)
@@ -116,10 +123,25 @@ FINDERS.register("early-bird")(
         _previous,
         watch=_settle_watch,
         head=_drawn_head,
+        settings=("draw_every", "settle_window", "settle_threshold", "final_only"),
     )
 )
 FINDERS.register("one-shot")(Finder("magnitude pruning of the fine-tuned dense weights", _one_shot, _dense))
-FINDERS.register("wanda")(Finder("|w| x input norm per output row, on the fine-tuned dense model", _wanda, _dense))
+FINDERS.register("wanda")(
+    Finder(
+        "|w| x input norm per output row, on the fine-tuned dense model",
+        _wanda,
+        _dense,
+        settings=("calibration_examples",),
+    )
+)
 FINDERS.register("gmp")(
-    Finder("the masks one gradual magnitude pruning run crosses", _gmp, _dense, run_gmp_search, head=_gmp_head)
+    Finder(
+        "the masks one gradual magnitude pruning run crosses",
+        _gmp,
+        _dense,
+        run_gmp_search,
+        head=_gmp_head,
+        settings=("gmp_start", "gmp_end", "gmp_prunings"),
+    )
 )
