@@ -202,7 +202,13 @@ def test_early_bird_final_only_trains_only_the_target_in_full_and_draws_what_ful
     ticketlab.find(str(tiny_model_dir), data=str(reviews), sparsity=0.1, out=tmp_path, **FAST)  # the same dense model
     early_bird = dict(finder="early-bird", draw_every=1, settle_window=1, settle_threshold=0.5, **FAST)
     result = ticketlab.find(
-        str(tiny_model_dir), data=str(reviews), sparsity=0.3, out=tmp_path, final_only=True, **early_bird
+        str(tiny_model_dir),
+        data=str(reviews),
+        sparsity=0.3,
+        out=tmp_path,
+        final_only=True,
+        controls=["random"],
+        **early_bird,
     )
     full = ticketlab.find(str(tiny_model_dir), data=str(reviews), sparsity=0.3, out=tmp_path, **early_bird)
     store, full_store = RunStore(result.path), RunStore(full.path)
@@ -222,8 +228,9 @@ def test_early_bird_final_only_trains_only_the_target_in_full_and_draws_what_ful
         mask, same = load_mask(store.mask_path(r))[0], load_mask(full_store.mask_path(r))[0]
         assert all(torch.equal(mask[n], same[n]) for n in mask)
         assert store.head_path(r).read_bytes() == full_store.head_path(r).read_bytes()
+    assert store.branch("random").completed_rounds() == [3]  # the rounds that only drew a mask have no controls
     results = collect([result.path])
-    assert [(x.arm, x.round) for x in results] == [("imp", 0), ("early-bird", 3)]
+    assert [(x.arm, x.round) for x in results] == [("imp", 0), ("early-bird", 3), ("random", 3)]
     costs = unit_costs(results)
     spent = [
         store.metrics(r)["cost"]["train_flops"] * store.metrics(r)["draw"]["step"] / store.metrics(r)["steps"]
