@@ -104,6 +104,7 @@ def test_early_bird_never_stops_on_draws_that_keep_changing_and_then_takes_the_f
     assert (~mask["w"]).nonzero().flatten().tolist() == [8, 9]  # the draw of the weights the round ended with
     assert int(head["draws"]) == 9  # and their head
     assert record["draw"]["settled"] is False and record["draw"]["step"] == 16
+    assert "search_only" not in record  # it trained in full: a ticket like any (evaluated, reported)
 
 
 def test_a_watch_that_does_not_stop_keeps_the_settled_draw_while_the_round_trains_on():

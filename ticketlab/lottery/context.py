@@ -101,9 +101,8 @@ class RunContext:
         mask: Mask,
         hooks: list[TrainHook],
         description: str,
-        evaluate: bool = True,
     ) -> dict[str, Any]:
-        """Train the run's model from its current weights with `mask` enforced, evaluate (unless not `evaluate`), and
+        """Train the run's model from its current weights with `mask` enforced, evaluate (see `train_model`), and
         return the unit's record (with the run's granularity, unless it is single weights); a matrix the mask nearly
         empties is named in one line and recorded."""
         emptied = nearly_empty(mask)
@@ -115,7 +114,7 @@ class RunContext:
                 ", ".join(f"{name} keeps {density:.2%}" for name, density in emptied.items()),
             )
         enforcer = MaskEnforcer(list(self.weights.values()), [mask[n] for n in self.weights])
-        record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description, evaluate)
+        record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description)
         low = [{"matrix": name, "kept": density} for name, density in emptied.items()]
         return {
             "round": round,
@@ -133,14 +132,15 @@ class RunContext:
         round: int,
         hooks: list[TrainHook],
         description: str,
-        evaluate: bool = True,
     ) -> dict[str, Any]:
         """Train `model` (this run's, or one built from it), checkpointing in `rounds`' round folder, then evaluate
-        it (unless not `evaluate`). Returns steps, train loss, training time, wall time (with evaluation), every
-        split's metrics and the cost ledger (ticketlab.train.TrainResult.cost)."""
+        it, unless a hook ended its training early (early-bird's round that only draws the next mask). Returns steps,
+        train loss, training time, wall time (with evaluation), every split's metrics and the cost ledger
+        (ticketlab.train.TrainResult.cost)."""
         result = self.run_training(model, rounds.checkpoint_path(round), hooks, description, round)
         evaluated = time.perf_counter()
-        metrics = {split: self.evaluate(split, model) for split in self.task.eval_splits} if evaluate else {}
+        stopped = any(hook.should_stop() for hook in hooks)
+        metrics = {} if stopped else {split: self.evaluate(split, model) for split in self.task.eval_splits}
         eval_time_s = time.perf_counter() - evaluated
         return {
             "steps": result.steps,

@@ -56,11 +56,13 @@ class SettleWatch(TrainHook):
 
     def result(self, steps: int) -> tuple[Mask, Head, dict[str, Any]]:
         """The next round's mask and starting head, and what the round records of its search (`steps`: the steps it
-        trained): where the draw settled, or, where it never did, the draw and head of the final weights, as IMP's."""
+        trained): where the draw settled, or, where it never did, the draw and head of the final weights, as IMP's. A
+        round the watch stopped only drew the next mask (`search_only`); one whose draw never settled trained in full
+        and is a ticket like any."""
         settled = self.found is not None
         mask, head = (self.found, self.found_head) if settled else (self.draw(), self.head())
         record = {"step": self.step if settled else steps, "settled": settled, "distances": self.distances}
-        return mask, head, {"draw": record, **({"search_only": True} if self.stop else {})}
+        return mask, head, {"draw": record, **({"search_only": True} if self.should_stop() else {})}
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -125,8 +125,7 @@ def run_round(context: RunContext, round: int, level: float, save_weights: bool 
     if watch is not None:
         hooks.append(watch)
     description = f"round {round} · sparsity {level:.1%}"
-    searching = watch is not None and watch.stop  # a round that only draws the next mask is not evaluated
-    record = context.train_masked(store, round, level, mask, hooks, description, evaluate=not searching)
+    record = context.train_masked(store, round, level, mask, hooks, description)  # a watch that stops it: no metrics
     draw = draw_head = None
     if watch is not None:
         draw, draw_head, search = watch.result(record["steps"])
