@@ -35,6 +35,10 @@ def test_the_cubic_schedule_prunes_zhu_and_guptas_sparsity_at_its_steps():
     assert list(cubic_schedule(100, 0.2, 0.75, 5, 0.9)) == [31, 42, 53, 64, 75]
     # 5 prunings in 3 steps: coinciding steps keep the highest, the last reaches the target exactly
     assert cubic_schedule(3, 0.0, 1.0, 5, 0.5) == pytest.approx({1: 0.392, 2: 0.496, 3: 0.5})
+    # from an initial sparsity s_i (N:M's constraint): s_k = 0.9 + (0.5 - 0.9)(1 - k/5)^3
+    assert cubic_schedule(100, 0.0, 0.75, 5, 0.9, initial=0.5) == pytest.approx(
+        {15: 0.6952, 30: 0.8136, 45: 0.8744, 60: 0.8968, 75: 0.9}
+    )
 
 
 def test_gradual_pruning_prunes_exact_counts_at_every_step_and_takes_every_level_it_crosses():

@@ -86,13 +86,10 @@ def run_gmp_search(context: RunContext) -> None:
     and the head it was taken with (see `gmp_mask_path`, `gmp_head_path`)."""
     searches, settings = context.store.searches(), context.config.prune
     steps = total_steps(len(context.features["train"]), context.config.train)
-    least = context.granularity.least_sparsity if isinstance(context.granularity, NOfM) else 0.0
-    schedule = {
-        step: max(level, least)  # N:M: no mask sparser than its constraint, from the first pruning
-        for step, level in cubic_schedule(
-            steps, settings.gmp_start, settings.gmp_end, settings.gmp_prunings, settings.sparsity
-        ).items()
-    }
+    initial = context.granularity.least_sparsity if isinstance(context.granularity, NOfM) else 0.0  # N:M's constraint
+    schedule = cubic_schedule(
+        steps, settings.gmp_start, settings.gmp_end, settings.gmp_prunings, settings.sparsity, initial
+    )
     hook = GradualPruning(context.weights, schedule, _levels(context.levels), _pruner(context), context.head_values)
     checkpoint = searches.checkpoint_path(0)
     if not usable_checkpoint(checkpoint):
