@@ -182,22 +182,26 @@ def test_one_shot_as_a_method_draws_the_one_shot_controls_masks(tiny_model_dir, 
     assert arms.count(("imp", 0)) == 1 and ("one-shot", 2) in arms
 
 
-def test_a_wanda_run_prunes_every_output_row_to_the_level(tiny_model_dir, reviews, tmp_path):
+def test_a_wanda_run_prunes_every_output_row_to_the_level(tiny_model_dir, reviews, tmp_path, caplog):
     result = ticketlab.find(
         str(tiny_model_dir),
         data=str(reviews),
-        sparsity=0.5,
+        sparsity=0.75,
         out=tmp_path,
         finder="wanda",
         schedule="geometric",
         rate=0.5,
         **FAST,
     )
-    mask = load_mask(RunStore(result.path).mask_path(1))[0]
-    for name, kept in mask.items():
-        rows = kept.reshape(kept.shape[0], -1)
-        assert (rows.sum(dim=1) == rows.shape[1] - round(0.5 * rows.shape[1])).all(), name
-    assert [x.arm for x in collect([tmp_path])] == ["imp", "wanda"]
+    for r, level in ((1, 0.5), (2, 0.75)):
+        mask = load_mask(RunStore(result.path).mask_path(r))[0]
+        for name, kept in mask.items():
+            rows = kept.reshape(kept.shape[0], -1)
+            assert (rows.sum(dim=1) == rows.shape[1] - round(level * rows.shape[1])).all(), name
+    assert [x.arm for x in collect([tmp_path])] == ["imp", "wanda", "wanda"]
+    # the 96 training examples, fewer than the 256 asked for, said once: the dense model is calibrated once a run
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wanda: calibrating")]
+    assert said == ["wanda: calibrating on all 96 training examples (--calibration-examples 256)"]
 
 
 def test_early_bird_final_only_trains_only_the_target_in_full_and_draws_what_full_rounds_draw(

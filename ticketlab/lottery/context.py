@@ -17,7 +17,7 @@ from ..config import RunConfig
 from ..errors import TicketlabError
 from ..masks import LOW_DENSITY, Mask, fit_mask, load_mask, nearly_empty, sparsity
 from ..models import backbone, head_parameters, layer_stack_weights, load_pretrained, prunable_weights, resolve_model
-from ..pruning import WEIGHT, check_fits, parse_granularity, round_at, scope_rankings
+from ..pruning import WEIGHT, check_fits, magnitude_prune, parse_granularity, round_at, scope_rankings
 from ..store import RunStore
 from ..tasks import TASKS
 from ..train import MaskEnforcer, TrainHook, TrainResult, accelerator, predict, total_steps, train
@@ -86,6 +86,11 @@ class RunContext:
     def head_values(self) -> dict[str, torch.Tensor]:
         """The task head's values now, copied to the CPU: the starting head of a round whose mask is drawn now."""
         return {k: p.detach().cpu().clone() for k, p in head_parameters(self.model).items()}
+
+    def prune_by_magnitude(self, mask: Mask, level: float) -> Mask:
+        """Magnitude pruning of the model's weights as they are now, within `mask`, to `level` (the run's scope and
+        granularity)."""
+        return magnitude_prune(self.weights, mask, level, self.rankings, self.granularity)
 
     def fit(self, mask: Mask) -> Mask:
         """A ticket of another task, fitted to this model (see ticketlab.masks.fit_mask)."""

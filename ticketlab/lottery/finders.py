@@ -20,13 +20,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Callable, Iterator
+from weakref import WeakKeyDictionary
 
 import torch
 from accelerate.utils import send_to_device
 from safetensors.torch import load_file
 
 from ..masks import Mask, load_mask
-from ..pruning import METHODS, magnitude_prune
+from ..pruning import METHODS
 from ..pruning.wanda import input_norms, row_prune, wanda_scores
 from ..registry import Registry
 from ..train import accelerator
@@ -35,6 +36,7 @@ from .early_bird import Head, SettleWatch, draw_head_path, draw_path
 from .gmp import gmp_head_path, gmp_mask_path, run_gmp_search
 
 log = logging.getLogger(__name__)
+_dense_norms: WeakKeyDictionary[RunContext, dict[str, torch.Tensor]] = WeakKeyDictionary()  # Wanda's, once a run
 Draw = Callable[[RunContext, int, float, Mask], Mask]  # (run, round, level, previous round's mask) -> round's mask
 
 
@@ -71,12 +73,13 @@ def _imp(context: RunContext, round: int, level: float, previous: Mask) -> Mask:
 
 
 def _one_shot(context: RunContext, round: int, level: float, previous: Mask) -> Mask:
-    return magnitude_prune(context.weights, previous, level, context.rankings, context.granularity)
+    return context.prune_by_magnitude(previous, level)
 
 
 def _wanda(context: RunContext, round: int, level: float, previous: Mask) -> Mask:
-    norms = input_norms(context.model, context.weights, _calibration(context), context.task.forward)
-    return row_prune(wanda_scores(context.weights, norms), previous, level, context.granularity)
+    if context not in _dense_norms:  # the dense round's model: the same calibration every round
+        _dense_norms[context] = input_norms(context.model, context.weights, _calibration(context), context.task.forward)
+    return row_prune(wanda_scores(context.weights, _dense_norms[context]), previous, level, context.granularity)
 
 
 def _calibration(context: RunContext) -> Iterator[dict[str, torch.Tensor]]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..masks import Mask, ones_like, save_mask, sparsity
-from ..pruning import cubic_schedule, magnitude_prune
+from ..pruning import cubic_schedule
 from ..pruning.granularity import NOfM
 from ..store import RunStore
 from ..train import MaskEnforcer, TrainHook, total_steps, usable_checkpoint
@@ -90,7 +90,9 @@ def run_gmp_search(context: RunContext) -> None:
     schedule = cubic_schedule(
         steps, settings.gmp_start, settings.gmp_end, settings.gmp_prunings, settings.sparsity, initial
     )
-    hook = GradualPruning(context.weights, schedule, _levels(context.levels), _pruner(context), context.head_values)
+    hook = GradualPruning(
+        context.weights, schedule, _levels(context.levels), context.prune_by_magnitude, context.head_values
+    )
     checkpoint = searches.checkpoint_path(0)
     if not usable_checkpoint(checkpoint):
         context.start_from_theta0()
@@ -113,13 +115,6 @@ def run_gmp_search(context: RunContext) -> None:
             save_head(gmp_head_path(context.store, round), hook.heads[round], provenance)
 
     searches.finish(0, record, keep)
-
-
-def _pruner(context: RunContext) -> Callable[[Mask, float], Mask]:
-    def prune(mask: Mask, level: float) -> Mask:
-        return magnitude_prune(context.weights, mask, level, context.rankings, context.granularity)
-
-    return prune
 
 
 def _levels(levels: Sequence[float]) -> dict[int, float]:
