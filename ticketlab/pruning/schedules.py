@@ -40,8 +40,9 @@ def cubic_schedule(
 ) -> dict[int, float]:
     """Gradual magnitude pruning's sparsity (Zhu & Gupta 2017) at each step that prunes, in a run of `steps` optimizer
     steps: s_k = target + (initial - target) * (1 - k/n)^3 at step round(t0 + k * (t1 - t0) / n), k = 1 ... n =
-    `prunings`, from t0 = `start` to t1 = `end` (fractions of `steps`; at step t0, k = 0, the sparsity is `initial`).
-    Steps that coincide keep the highest; the last step that prunes reaches `target` exactly."""
+    `prunings`, from t0 = `start` to t1 = `end` (fractions of `steps`; k = 0, step t0, is where the schedule starts
+    from `initial`: it prunes nothing). Steps that coincide keep the highest; the last step that prunes reaches
+    `target` exactly."""
     first, last = start * steps, end * steps
     schedule: dict[int, float] = {}
     for k in range(1, prunings + 1):
