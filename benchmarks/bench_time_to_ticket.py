@@ -6,7 +6,8 @@ one process (side by side, on the same machine state): `demo`, the run `make dem
 Tomatoes, the small recipe, linear 0.1 to 90%), and `minilm`, the minilm preset's Rotten Tomatoes recipe (minilm-l6,
 2,000 training examples, 1 epoch, lr 1e-4, halving the remaining weights to 90%). Every level of every finder is
 trained in full, so that each level's verdict is known; the ledger counts what a ticket at a level took (early-bird:
-its rounds up to where each draw settled, as `--final-only` would train them).
+its rounds up to where each draw settled; each round starts from the mask and task head of that step, so a
+`--final-only` run, which stops them there, draws the same tickets at exactly that cost).
 
 Per setup and finder: the highest matching sparsity, the deciding metric there (mean ± std over seeds), the cost of
 that ticket (to find and to train it: training FLOPs and seconds, the cost ledger's, mean over seeds), that cost over

@@ -125,6 +125,11 @@ CASES: dict[str, list[str] | dict] = {
     "find rewind step past the round": [*FIND, "--rewind-step", "999"],
     "find negative rewind epoch": [*FIND, "--rewind-epoch", "-1"],
     "find rewind step and epoch": [*FIND, "--rewind-step", "1", "--rewind-epoch", "1"],
+    "find settle threshold one": [*FIND, "--method", "early-bird", "--settle-threshold", "1"],
+    "find early-bird draws that cannot settle in a round": [*FIND, "--method", "early-bird", "--draw-every", "1"],
+    "find a gmp setting with imp": [*FIND, "--gmp-end", "0.9"],
+    "find an early-bird setting with gmp": [*FIND, "--method", "gmp", "--final-only"],
+    "find a wanda setting with one-shot": [*FIND, "--method", "one-shot", "--calibration-examples", "8"],
     # find: training
     "find epochs zero": [*FIND, "--epochs", "0"],
     "find epochs negative": [*FIND, "--epochs", "-1"],

@@ -75,6 +75,14 @@ def test_linear_input_norms_are_the_l2_norms_of_each_feature_over_every_batch():
     assert norms["first"].dtype == torch.float32 and list(norms) == ["first", "second"]
     assert model.training and model[0].training and not model[2].training
     assert not model[0]._forward_pre_hooks and not model[2]._forward_pre_hooks
+    # the same inputs as token sequences in padded batches: padding (whatever it holds) counts nowhere
+    padded = [
+        {"input": torch.tensor([[[1.0, 2.0, 3.0], [9.0, 9.0, 9.0]]]), "attention_mask": torch.tensor([[1, 0]])},
+        {"input": torch.tensor([[[2.0, 0.0, 1.0]], [[0.0, 1.0, 0.0]]]), "attention_mask": torch.tensor([[1], [1]])},
+    ]
+    weights = {"first": model[0].weight, "second": model[2].weight}
+    sequences = input_norms(model, weights, padded, lambda m, batch, generator: m(batch["input"]))
+    assert all(torch.allclose(sequences[name], norms[name]) for name in weights)
 
 
 def test_conv_input_norms_are_per_channel_over_batch_and_space():

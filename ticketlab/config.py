@@ -50,10 +50,19 @@ def settings_hash(settings: Mapping[str, Any], separators: tuple[str, str] = (",
     return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=separators).encode()).hexdigest()[:10]
 
 
-def check_range(name: str, value: float, low: float, high: float = math.inf, *, above_low: bool = False) -> None:
-    """A one-line error unless `value` is finite and in [low, high] ((low, high] with `above_low`)."""
-    if not (math.isfinite(value) and (value > low if above_low else value >= low) and value <= high):
-        interval = f"{'(' if above_low else '['}{low:g}, {high:g}{']' if math.isfinite(high) else ')'}"
+def check_range(
+    name: str, value: float, low: float, high: float = math.inf, *, above_low: bool = False, below_high: bool = False
+) -> None:
+    """A one-line error unless `value` is finite and in [low, high] (open at low with `above_low`, at high with
+    `below_high`)."""
+    if not (
+        math.isfinite(value)
+        and (value > low if above_low else value >= low)
+        and (value < high if below_high else value <= high)
+    ):
+        interval = (
+            f"{'(' if above_low else '['}{low:g}, {high:g}{']' if math.isfinite(high) and not below_high else ')'}"
+        )
         raise TicketlabError(f"{name} must be a finite number in {interval}, got {value!r}")
 
 
@@ -137,7 +146,7 @@ class PruneConfig:
         for name in ("draw_every", "settle_window", "gmp_prunings", "calibration_examples"):
             if getattr(self, name) < 1:
                 raise TicketlabError(f"{name} must be at least 1, got {getattr(self, name)}")
-        check_range("settle_threshold", self.settle_threshold, 0.0, 1.0, above_low=True)
+        check_range("settle_threshold", self.settle_threshold, 0.0, 1.0, above_low=True, below_high=True)
         check_range("gmp_start", self.gmp_start, 0.0, 1.0)
         check_range("gmp_end", self.gmp_end, self.gmp_start, 1.0, above_low=True)
 

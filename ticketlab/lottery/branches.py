@@ -72,7 +72,8 @@ def run_controls(
     checkpoint_every: int = 100,
     hooks: Sequence[TrainHook] = (),
 ) -> None:
-    """Train each control at each pruned round of a complete lottery run (`rounds`: only these)."""
+    """Train each control at each pruned round of a complete lottery run (`rounds`: only these) that is a ticket (not
+    early-bird's round that only drew the next mask)."""
     store = RunStore(out / config.name())
     levels = config.prune.levels()
     rounds = list(range(1, len(levels)) if rounds is None else rounds)
@@ -81,6 +82,7 @@ def run_controls(
         raise TicketlabError(f"{store.path}: round {incomplete[0]} of the lottery run is not complete; run find first")
     for round in [0, *rounds]:
         store.verified(round)  # the controls read its masks, heads and dense weights
+    rounds = [round for round in rounds if not store.metrics(round).get("search_only")]
     context: RunContext | None = None
     with store.lock():
         for name in controls:

@@ -6,21 +6,29 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_path
 from ..config import RunConfig
 from ..errors import TicketlabError
 from ..masks import LOW_DENSITY, Mask, fit_mask, load_mask, nearly_empty, sparsity
 from ..models import backbone, head_parameters, layer_stack_weights, load_pretrained, prunable_weights, resolve_model
-from ..pruning import WEIGHT, check_fits, parse_granularity, round_at, scope_rankings
+from ..pruning import WEIGHT, check_fits, magnitude_prune, parse_granularity, round_at, scope_rankings
 from ..store import RunStore
 from ..tasks import TASKS
 from ..train import MaskEnforcer, TrainHook, TrainResult, accelerator, predict, total_steps, train
 
 log = logging.getLogger(__name__)
+
+
+def save_head(path: Path, head: Mapping[str, torch.Tensor], provenance: Mapping[str, Any] | None = None) -> None:
+    """Write a task head's values (write-then-rename), with the provenance of the mask it goes with."""
+    metadata = None if provenance is None else {key: str(value) for key, value in provenance.items()}
+    with atomic_path(path) as tmp:
+        save_file({k: v.cpu().contiguous() for k, v in head.items()}, str(tmp), metadata=metadata)
 
 
 class RunContext:
@@ -42,8 +50,15 @@ class RunContext:
         self.train_collate = self.task.collator(processor, train=True)
         self.eval_collate = self.task.collator(processor, train=False)
         steps = total_steps(len(self.features["train"]), config.train)
-        if config.prune.rewind_step > steps:
-            raise TicketlabError(f"--rewind-step {config.prune.rewind_step} is past the {steps} steps of a round")
+        prune = config.prune
+        if prune.rewind_step > steps:
+            raise TicketlabError(f"--rewind-step {prune.rewind_step} is past the {steps} steps of a round")
+        settled = prune.draw_every * (prune.settle_window + 1)  # the first step early-bird's test can pass at
+        if prune.finder == "early-bird" and settled > steps:
+            raise TicketlabError(
+                f"early-bird's draws cannot settle before step {settled} (--draw-every {prune.draw_every} × "
+                f"(--settle-window {prune.settle_window} + 1)), past the {steps} steps of a round"
+            )
         options = self.task.model_options(config.data)
         self.model = load_pretrained(model_path, self.task.auto_class, config.train.seed, **options)
         self.model.to(accelerator().device)
@@ -60,6 +75,15 @@ class RunContext:
         self.model.load_state_dict(self.head0, strict=False)
         backbone(self.model).load_state_dict(self.theta0)
 
+    def head_values(self) -> dict[str, torch.Tensor]:
+        """The task head's values now, copied to the CPU: the starting head of a round whose mask is drawn now."""
+        return {k: p.detach().cpu().clone() for k, p in head_parameters(self.model).items()}
+
+    def prune_by_magnitude(self, mask: Mask, level: float) -> Mask:
+        """Magnitude pruning of the model's weights as they are now, within `mask`, to `level` (the run's scope and
+        granularity)."""
+        return magnitude_prune(self.weights, mask, level, self.rankings, self.granularity)
+
     def fit(self, mask: Mask) -> Mask:
         """A ticket of another task, fitted to this model (see ticketlab.masks.fit_mask)."""
         return fit_mask(mask, self.weights, required=layer_stack_weights(self.model))
@@ -74,9 +98,8 @@ class RunContext:
         mask: Mask,
         hooks: list[TrainHook],
         description: str,
-        evaluate: bool = True,
     ) -> dict[str, Any]:
-        """Train the run's model from its current weights with `mask` enforced, evaluate (unless not `evaluate`), and
+        """Train the run's model from its current weights with `mask` enforced, evaluate (see `train_model`), and
         return the unit's record (with the run's granularity, unless it is single weights); a matrix the mask nearly
         empties is named in one line and recorded."""
         emptied = nearly_empty(mask)
@@ -88,7 +111,7 @@ class RunContext:
                 ", ".join(f"{name} keeps {density:.2%}" for name, density in emptied.items()),
             )
         enforcer = MaskEnforcer(list(self.weights.values()), [mask[n] for n in self.weights])
-        record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description, evaluate)
+        record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description)
         low = [{"matrix": name, "kept": density} for name, density in emptied.items()]
         return {
             "round": round,
@@ -106,14 +129,15 @@ class RunContext:
         round: int,
         hooks: list[TrainHook],
         description: str,
-        evaluate: bool = True,
     ) -> dict[str, Any]:
         """Train `model` (this run's, or one built from it), checkpointing in `rounds`' round folder, then evaluate
-        it (unless not `evaluate`). Returns steps, train loss, training time, wall time (with evaluation), every
-        split's metrics and the cost ledger (ticketlab.train.TrainResult.cost)."""
+        it, unless a hook ended its training early (early-bird's round that only draws the next mask). Returns steps,
+        train loss, training time, wall time (with evaluation), every split's metrics and the cost ledger
+        (ticketlab.train.TrainResult.cost)."""
         result = self.run_training(model, rounds.checkpoint_path(round), hooks, description, round)
         evaluated = time.perf_counter()
-        metrics = {split: self.evaluate(split, model) for split in self.task.eval_splits} if evaluate else {}
+        stopped = any(hook.should_stop() for hook in hooks)
+        metrics = {} if stopped else {split: self.evaluate(split, model) for split in self.task.eval_splits}
         eval_time_s = time.perf_counter() - evaluated
         return {
             "steps": result.steps,

@@ -1,7 +1,8 @@
 """Gradual magnitude pruning (Zhu & Gupta 2017) in one training run: from θ0 the run's recipe trains once while the
 smallest weights are pruned on the cubic schedule (ticketlab.pruning.cubic_schedule), the mask enforced in between.
 Every level of the run's schedule that it crosses yields a mask, the magnitude pruning of the weights at that step
-to exactly that level (so the masks are nested); each is a round of the run, trained from θ0 as its ticket.
+to exactly that level (so the masks are nested), and the task head of that step; each is a round of the run, trained
+from θ0 and that head as its ticket (so its ticket depends on the pruning run alone).
 
 The run is a unit of the run's store beside the rounds (search/round_00), resumable from its checkpoint."""
 
@@ -13,11 +14,12 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..masks import Mask, ones_like, save_mask, sparsity
-from ..pruning import cubic_schedule, magnitude_prune
+from ..pruning import cubic_schedule
 from ..pruning.granularity import NOfM
 from ..store import RunStore
-from ..train import MaskEnforcer, TrainHook, on_main_process, total_steps, usable_checkpoint
-from .context import RunContext
+from ..train import MaskEnforcer, TrainHook, total_steps, usable_checkpoint
+from .context import RunContext, save_head
+from .early_bird import Head
 
 LEVEL_SLACK = 1e-9  # a schedule's sparsity equal to a level, up to float noise, crosses it
 
@@ -27,10 +29,15 @@ def gmp_mask_path(store: RunStore, round: int) -> Path:
     return store.searches().round_dir(0) / f"mask_{round:02d}.safetensors"
 
 
+def gmp_head_path(store: RunStore, round: int) -> Path:
+    """Where the pruning run keeps the task head of the step it took round `round`'s mask at."""
+    return store.searches().round_dir(0) / f"head_{round:02d}.safetensors"
+
+
 class GradualPruning(TrainHook):
     """Prunes `weights` to `schedule[step]` after each step it names (`prune`: (mask, sparsity) -> the weights'
-    magnitude mask), taking the mask of every level of `levels` (round -> sparsity) crossed on the way; enforces the
-    mask in between (as ticketlab.train.MaskEnforcer)."""
+    magnitude mask), taking the mask of every level of `levels` (round -> sparsity) crossed on the way and the task
+    head then (`head`: its values now); enforces the mask in between (as ticketlab.train.MaskEnforcer)."""
 
     def __init__(
         self,
@@ -38,10 +45,12 @@ class GradualPruning(TrainHook):
         schedule: Mapping[int, float],
         levels: Mapping[int, float],
         prune: Callable[[Mask, float], Mask],
+        head: Callable[[], Head],
     ):
-        self.weights, self.schedule, self.levels, self.prune = weights, schedule, levels, prune
+        self.weights, self.schedule, self.levels, self.prune, self.head = weights, schedule, levels, prune, head
         self.mask: Mask = ones_like(weights)
         self.found: dict[int, Mask] = {}  # round -> its mask
+        self.heads: dict[int, Head] = {}  # round -> the head when its mask was taken
         self._enforce()
 
     def _enforce(self) -> None:
@@ -59,33 +68,31 @@ class GradualPruning(TrainHook):
         for round, level in sorted(self.levels.items()):
             if round not in self.found and level <= target + LEVEL_SLACK:
                 self.mask = self.found[round] = self.prune(self.mask, level)
+                self.heads[round] = self.head()
         if target > sparsity(self.mask) + LEVEL_SLACK:
             self.mask = self.prune(self.mask, target)
         self._enforce()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mask": self.mask, "found": self.found}
+        return {"mask": self.mask, "found": self.found, "heads": self.heads}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mask, self.found = dict(state["mask"]), dict(state["found"])
+        self.mask, self.found, self.heads = dict(state["mask"]), dict(state["found"]), dict(state["heads"])
         self._enforce()
 
 
 def run_gmp_search(context: RunContext) -> None:
-    """The pruning run of a gmp run's store, unless it is complete and intact: it writes the mask of every pruned
-    round's level (see `gmp_mask_path`)."""
+    """The pruning run of a gmp run's store (resuming its checkpoint): it writes the mask of every pruned round's level
+    and the head it was taken with (see `gmp_mask_path`, `gmp_head_path`)."""
     searches, settings = context.store.searches(), context.config.prune
-    if on_main_process(lambda: searches.intact(0)):
-        return
     steps = total_steps(len(context.features["train"]), context.config.train)
-    least = context.granularity.least_sparsity if isinstance(context.granularity, NOfM) else 0.0
-    schedule = {
-        step: max(level, least)  # N:M: no mask sparser than its constraint, from the first pruning
-        for step, level in cubic_schedule(
-            steps, settings.gmp_start, settings.gmp_end, settings.gmp_prunings, settings.sparsity
-        ).items()
-    }
-    hook = GradualPruning(context.weights, schedule, _levels(context.levels), _pruner(context))
+    initial = context.granularity.least_sparsity if isinstance(context.granularity, NOfM) else 0.0  # N:M's constraint
+    schedule = cubic_schedule(
+        steps, settings.gmp_start, settings.gmp_end, settings.gmp_prunings, settings.sparsity, initial
+    )
+    hook = GradualPruning(
+        context.weights, schedule, _levels(context.levels), context.prune_by_magnitude, context.head_values
+    )
     checkpoint = searches.checkpoint_path(0)
     if not usable_checkpoint(checkpoint):
         context.start_from_theta0()
@@ -103,16 +110,11 @@ def run_gmp_search(context: RunContext) -> None:
 
     def keep(folder: Path) -> None:
         for round, mask in hook.found.items():
-            save_mask(gmp_mask_path(context.store, round), mask, {**context.provenance(round, mask), "search": "gmp"})
+            provenance = {**context.provenance(round, mask), "search": "gmp"}
+            save_mask(gmp_mask_path(context.store, round), mask, provenance)
+            save_head(gmp_head_path(context.store, round), hook.heads[round], provenance)
 
     searches.finish(0, record, keep)
-
-
-def _pruner(context: RunContext) -> Callable[[Mask, float], Mask]:
-    def prune(mask: Mask, level: float) -> Mask:
-        return magnitude_prune(context.weights, mask, level, context.rankings, context.granularity)
-
-    return prune
 
 
 def _levels(levels: Sequence[float]) -> dict[int, float]:

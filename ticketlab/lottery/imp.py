@@ -21,13 +21,13 @@ from ..config import PruneConfig, RunConfig
 from ..controls import CONTROLS
 from ..errors import TicketlabError
 from ..masks import Mask, apply_mask, load_mask, ones_like, save_mask
-from ..models import backbone, head_parameters
+from ..models import backbone
 from ..pruning import WEIGHT
 from ..store import RunStore
 from ..train import TrainHook, accelerator, check_same_mask, on_main_process, usable_checkpoint
 from .branches import run_controls
-from .context import RunContext
-from .early_bird import draw_path
+from .context import RunContext, save_head
+from .early_bird import draw_head_path, draw_path
 from .finders import FINDERS, Finder
 from .settings import resolve_config
 
@@ -90,30 +90,32 @@ def run_lottery(
         context = RunContext(config, store, checkpoint_every, hooks)  # checks everything before writing
     finder = FINDERS.get(config.prune.finder)
     with store.lock():
-        trained, dense = on_main_process(lambda: _plan(store, config, rounds, finder))
+        trained, dense, search = on_main_process(lambda: _plan(store, config, rounds, finder))
+        if search:
+            context = context or RunContext(config, store, checkpoint_every, hooks)
+            finder.search(context)  # first, and again where it is damaged (said in one line), complete rounds or not
         for round in trained:
             context = context or RunContext(config, store, checkpoint_every, hooks)
             if round == 0 and dense is not None:
                 _copy_dense_round(context, RunStore(dense))
                 continue
-            if round > 0 and finder.search is not None:
-                finder.search(context)  # at once when it is complete
             run_round(context, round, levels[round], save_weights)
         if not save_weights:  # a redone middle round's; the dense round 0 and the last stay
             _discard_weights(store, sorted(set(trained) - {0, rounds[-1]}))
     return LotteryResult(store.path, [store.metrics(r) for r in rounds])
 
 
-def _plan(store: RunStore, config: RunConfig, rounds: range, finder: Finder) -> tuple[list[int], Path | None]:
+def _plan(store: RunStore, config: RunConfig, rounds: range, finder: Finder) -> tuple[list[int], Path | None, bool]:
     """On the main process: the run's config written, damaged rounds reported and reopened (leftovers of a kill
-    swept), and what the command does: the rounds it trains, and the run beside it whose dense round 0 it copies
-    (None: it trains its own; see `_dense_source`)."""
+    swept), and what the command does: the rounds it trains, the run beside it whose dense round 0 it copies (None:
+    it trains its own; see `_dense_source`), and whether the finder's search runs (it is missing or damaged)."""
     store.initialize(config)
     for round in rounds:
         store.intact(round)
     _reopen_sources(store, rounds, finder)
     trained = [round for round in rounds if not store.is_complete(round)]
-    return trained, _dense_source(store, config) if 0 in trained else None
+    search = finder.search is not None and len(rounds) > 1 and not store.searches().intact(0)
+    return trained, _dense_source(store, config) if 0 in trained else None, search
 
 
 def run_round(context: RunContext, round: int, level: float, save_weights: bool = False) -> None:
@@ -132,18 +134,19 @@ def run_round(context: RunContext, round: int, level: float, save_weights: bool 
     if watch is not None:
         hooks.append(watch)
     description = f"round {round} · sparsity {level:.1%}"
-    searching = watch is not None and watch.stop  # a round that only draws the next mask is not evaluated
-    record = context.train_masked(store, round, level, mask, hooks, description, evaluate=not searching)
-    draw = None
+    record = context.train_masked(store, round, level, mask, hooks, description)  # a watch that stops it: no metrics
+    draw = draw_head = None
     if watch is not None:
-        draw, search = watch.result(record["steps"])
+        draw, draw_head, search = watch.result(record["steps"])
         record.update(search)
 
     def keep(folder: Path) -> None:
         with atomic_path(store.weights_path(round)) as tmp:
             save_model(context.model, str(tmp))
         if draw is not None:
-            save_mask(draw_path(store, round), draw, context.provenance(round + 1, draw))
+            provenance = context.provenance(round + 1, draw)
+            save_mask(draw_path(store, round), draw, provenance)
+            save_head(draw_head_path(store, round), draw_head, provenance)
 
     store.finish(round, record, keep, extra=[store.rewind_path()] if rewinding else [])
     if round > 1 and not save_weights:
@@ -230,8 +233,8 @@ def _inputs_ready(store: RunStore, round: int) -> bool:
 def _prepare(context: RunContext, finder: Finder, round: int, level: float) -> None:
     """Write a round's inputs before it trains (a resumed or redone round finds them): its mask, drawn at `level` by
     the finder from its source round's trained weights (IMP: the previous round's; round 0: dense), and the head it
-    starts from (round 0: the fresh one; later: the head the source round trained, the paper's choice, or the fresh
-    one with `rewind_head`)."""
+    starts from (round 0: the fresh one; later: the head the source round trained, the paper's choice, or the head
+    of the moment the finder drew the mask at (early-bird, GMP), or the fresh one with `rewind_head`)."""
     store, prune = context.store, context.config.prune
     if round == 0:
         mask = ones_like(context.weights)
@@ -239,12 +242,12 @@ def _prepare(context: RunContext, finder: Finder, round: int, level: float) -> N
         load_weights(context.model, str(store.weights_path(finder.source(round))))
         mask = finder.draw(context, round, level, load_mask(store.mask_path(round - 1))[0])
     check_same_mask(mask, f"round {round}")
-    fresh_head = round == 0 or prune.rewind_head
-    head = context.head0 if fresh_head else {k: p.detach() for k, p in head_parameters(context.model).items()}
+    head = context.head0 if round == 0 or prune.rewind_head else finder.head(context, round)
+    if head is None:
+        head = context.head_values()
     if accelerator().is_main_process:
         save_mask(store.mask_path(round), mask, context.provenance(round, mask))
-        with atomic_path(store.head_path(round)) as tmp:
-            save_file({k: v.cpu().contiguous() for k, v in head.items()}, str(tmp))
+        save_head(store.head_path(round), head)
     accelerator().wait_for_everyone()
 
 

@@ -42,7 +42,7 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
     if rewind_epoch is not None:
         given["rewind_step"] = _epoch_steps(spec, data, train_config, rewind_epoch, given.get("rewind_step"))
     prune_config = PruneConfig(sparsity=sparsity, **{k: v for k, v in given.items() if k in prune_names})
-    FINDERS.get(prune_config.finder)
+    _check_finder_settings(prune_config)
     positions = max_positions(model_path)
     if positions is not None and train_config.max_length > positions:
         raise TicketlabError(
@@ -56,6 +56,16 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
         train=train_config,
         prune=prune_config,
     )
+
+
+def _check_finder_settings(prune: PruneConfig) -> None:
+    """A one-line error for a setting of another finder than the run's, changed from its default: it would change
+    nothing but the run's name."""
+    own = FINDERS.get(prune.finder).settings
+    for name in FINDERS:
+        for setting in FINDERS.get(name).settings:
+            if setting not in own and getattr(prune, setting) != getattr(PruneConfig, setting):
+                raise TicketlabError(f"{setting} is a setting of the {name} finder, and this run's is {prune.finder}")
 
 
 def _epoch_steps(task: Task, data: str | None, train: TrainConfig, epochs: int, rewind_step: int | None) -> int:

@@ -35,14 +35,18 @@ def round_at(levels: list[float], level: float) -> int | None:
     return next((round for round, candidate in enumerate(levels) if abs(candidate - level) <= LEVEL_TOLERANCE), None)
 
 
-def cubic_schedule(steps: int, start: float, end: float, prunings: int, target: float) -> dict[int, float]:
+def cubic_schedule(
+    steps: int, start: float, end: float, prunings: int, target: float, initial: float = 0.0
+) -> dict[int, float]:
     """Gradual magnitude pruning's sparsity (Zhu & Gupta 2017) at each step that prunes, in a run of `steps` optimizer
-    steps: s_k = target * (1 - (1 - k/n)^3) at step round(t0 + k * (t1 - t0) / n), k = 1 ... n = `prunings`, from
-    t0 = `start` to t1 = `end` (fractions of `steps`; step 0 would prune nothing). Steps that coincide keep the
-    highest; the last step that prunes reaches `target` exactly."""
+    steps: s_k = target + (initial - target) * (1 - k/n)^3 at step round(t0 + k * (t1 - t0) / n), k = 1 ... n =
+    `prunings`, from t0 = `start` to t1 = `end` (fractions of `steps`; k = 0, step t0, is where the schedule starts
+    from `initial`: it prunes nothing). Steps that coincide keep the highest; the last step that prunes reaches
+    `target` exactly."""
     first, last = start * steps, end * steps
     schedule: dict[int, float] = {}
     for k in range(1, prunings + 1):
         step = max(1, round(first + k * (last - first) / prunings))
-        schedule[step] = target if k == prunings else target * (1.0 - (1.0 - k / prunings) ** 3)
+        rise = 1.0 - (1.0 - k / prunings) ** 3
+        schedule[step] = target if k == prunings else initial + (target - initial) * rise
     return schedule

@@ -14,6 +14,7 @@ from ..train import Forward, call_model
 from .granularity import WEIGHT, Blocks, Granularity, NOfM, block_scores, cap_groups, check_levels, expand_blocks
 
 _MODULES = (nn.Linear, nn.Conv2d)  # what Wanda scores: a weight read along dim 1, one input feature at a time
+PADDING_MASK = "attention_mask"  # a text batch's (batch, length) mask of its real tokens: padding does not count
 
 
 def input_norms(
@@ -23,18 +24,24 @@ def input_norms(
     forward: Forward = call_model,
 ) -> dict[str, torch.Tensor]:
     """Per weight, the L2 norm (fp32, CPU) of each input feature of its nn.Linear or nn.Conv2d over every position of
-    every batch run through `forward` (in eval mode, without gradients; summed in fp64 on CPU).
+    every batch run through `forward` (in eval mode, without gradients; summed in fp64 on CPU). A batch with a
+    PADDING_MASK counts only its real tokens in the inputs laid out (batch, length, features), so the norms do not
+    depend on how the batches were padded.
 
     Shapes: (in_features,) for a Linear, (in_channels,) for a Conv2d. A weight whose module never ran is refused.
     """
     modules = _modules_of(model, weights)
     squares: dict[str, torch.Tensor] = {}
-    handles = [owner.register_forward_pre_hook(_accumulator(name, owner, squares)) for name, owner in modules.items()]
+    real: dict[str, torch.Tensor | None] = {}  # the running batch's PADDING_MASK
+    handles = [
+        owner.register_forward_pre_hook(_accumulator(name, owner, squares, real)) for name, owner in modules.items()
+    ]
     modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
         with torch.no_grad():
             for batch in batches:
+                real["tokens"] = batch.get(PADDING_MASK)
                 forward(model, batch, None)
     finally:
         for handle in handles:
@@ -91,12 +98,18 @@ def _modules_of(model: nn.Module, weights: Mapping[str, nn.Parameter]) -> dict[s
     return {name: owners[id(weight)] for name, weight in weights.items()}
 
 
-def _accumulator(name: str, module: nn.Module, squares: dict[str, torch.Tensor]) -> Callable[..., None]:
-    """A forward pre-hook adding the squares of each input feature of `module` to squares[name] (fp64, CPU)."""
+def _accumulator(
+    name: str, module: nn.Module, squares: dict[str, torch.Tensor], real: dict[str, torch.Tensor | None]
+) -> Callable[..., None]:
+    """A forward pre-hook adding the squares of each input feature of `module` to squares[name] (fp64, CPU), over the
+    real tokens (real["tokens"]) where its input has the padding mask's (batch, length) positions."""
     feature_dim = -1 if isinstance(module, nn.Linear) else -3  # a Linear's features come last, a conv's channels
 
     def hook(_: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         features = inputs[0].detach().to("cpu", torch.float64).movedim(feature_dim, -1)
+        tokens = real["tokens"]
+        if tokens is not None and features.shape[:-1] == tokens.shape:
+            features = features[tokens.to("cpu").bool()]  # (real tokens, features)
         batch_squares = features.reshape(-1, features.shape[-1]).square().sum(0)
         squares[name] = squares[name] + batch_squares if name in squares else batch_squares
 

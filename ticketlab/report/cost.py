@@ -35,8 +35,10 @@ over seeds. FLOPs estimate the dense computation (3 × the forward FLOPs counted
 are multiplied too); seconds are training time, evaluation excluded. — : a unit stored without its ledger.
 - IMP at round r: rounds 0 … r−1 of the run (the dense round, then each round whose trained weights the next is
   pruned from); IMP with rewinding likewise. Early-bird IMP: the same rounds, each up to the step its draw of the
-  next mask settled. Gradual magnitude pruning: its one pruning run. Wanda and one-shot magnitude pruning: the dense
-  round (Wanda's calibration passes are not counted). Random pruning and the random structured ticket: nothing.
+  next mask settled (the next round starts from that step's mask and task head: what a round trains after it does
+  not count). Gradual magnitude pruning: its one pruning run (each round starts from the mask and task head the run
+  had at its level). Wanda and one-shot magnitude pruning: the dense round (Wanda's calibration passes are not
+  counted). Random pruning and the random structured ticket: nothing.
 - random re-init, shuffled and noisy θ0: what the run's mask of that round took; inverted mask: what its mask at
   sparsity 1 − s took.
 - transfer: what the source's ticket took, divided by the number of tasks it is transferred to in these runs.
