@@ -5,7 +5,9 @@ The reduced preset is the small one (splade-tiny; Rotten Tomatoes on 2,000 examp
 Wikipedia sample; linear 0.2 to 80%) with 2 seeds, the random control and the transfer grid at 60%: 16 units. Both
 runs start from empty folders; this process keeps torch's default threads (every core), each Ray worker one thread
 (one CPU per unit). The overhead is the wall time of no-op units on the same, warm, Ray, per unit. Then the same
-units' length: the mean wall time of a unit as the store records it.
+units' length: the mean wall time of a unit as the store records it; and what bounds the speedup on one machine: how
+many units Ray ran at once (the trainings' seconds over its wall time) and how much longer a training takes on one
+worker's thread than on this process's threads.
 Run: .venv/bin/python benchmarks/bench_executor.py [--out runs/bench-executor] [--seeds 2]
 """
 
@@ -69,10 +71,13 @@ def main() -> None:
         overhead_s = timed(lambda: run_units(noops, executor)) / NOOPS
     finally:
         ray.shutdown()
-    lengths = unit_seconds(here)
+    lengths, ray_lengths = unit_seconds(here), unit_seconds(on_ray)
     print(f"\n{len(units)} units ({len(lengths)} trainings, {sum(lengths) / len(units):.0f} s a unit on average here)")
     print(f"in this process: {here_s:.0f} s; on a local Ray with 2 workers: {ray_s:.0f} s")
     print(f"speedup: {here_s / ray_s:.2f}x (goal: at least 1.8x)")
+    # What bounds it on one machine: the workers share its cores, which this process's torch threads already use.
+    print(f"units at once on Ray (their trainings' seconds / its wall time): {sum(ray_lengths) / ray_s:.2f}")
+    print(f"a training on one worker's thread / on this process's threads: {sum(ray_lengths) / sum(lengths):.2f}")
     print(f"Ray's overhead per unit (no-op units, warm workers): {1000 * overhead_s:.0f} ms")
 
 

@@ -60,6 +60,23 @@ def _ticketlab(args: Sequence[str], stderr: str, stdout: str = os.devnull, cwd: 
     sys.exit(main(list(args)))
 
 
+def _hold(run: str, held: Any, release: Any) -> None:
+    from ticketlab.store import RunStore
+
+    with RunStore(run).lock():
+        held.set()
+        release.wait(TIMEOUT_S)
+
+
+def hold_lock(run: Path) -> tuple[multiprocessing.Process, Any]:
+    """A process of its own (forked from the warm server) that holds `run`'s lock until the returned event is set."""
+    held, release = COMMANDS.Event(), COMMANDS.Event()
+    process = COMMANDS.Process(target=_hold, args=(str(run), held, release))
+    process.start()
+    assert held.wait(TIMEOUT_S), "the holder never took the lock"
+    return process, release
+
+
 def start(args: Sequence[Any], stderr: Path, **streams: Any) -> multiprocessing.Process:
     process = COMMANDS.Process(target=_ticketlab, args=([str(a) for a in args], str(stderr)), kwargs=streams)
     process.start()

@@ -4,12 +4,10 @@ is found and redone (writers) or refused in one line (readers), one writer at a 
 import json
 import logging
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import assert_same_outputs, flip, truncate
+from helpers import TIMEOUT_S, assert_same_outputs, flip, hold_lock, truncate
 
 import ticketlab
 from ticketlab.cli import main
@@ -140,19 +138,8 @@ def test_a_crafted_ticket_cannot_write_outside_out(run, tmp_path, capsys):
 
 
 def test_a_second_writer_stops_in_one_line_naming_the_holder(tiny_model_dir, reviews, run, capsys):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from ticketlab.store import RunStore\nimport sys\n"
-            f"with RunStore({str(run)!r}).lock():\n    print('held', flush=True)\n    sys.stdin.read()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder, release = hold_lock(run)
     try:
-        assert holder.stdout.readline().strip() == "held"
         before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
         argv = [
             "find",
@@ -173,7 +160,8 @@ def test_a_second_writer_stops_in_one_line_naming_the_holder(tiny_model_dir, rev
         assert f"is being written by process {holder.pid}" in error and "\n" not in error
         assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     finally:
-        holder.communicate("")
+        release.set()
+        holder.join(TIMEOUT_S)
     find(tiny_model_dir, run.parent, reviews)  # the lock is free again
 
 
