@@ -12,7 +12,7 @@ from accelerate.utils import gather_object
 from ticketlab.config import TrainConfig
 from ticketlab.errors import TicketlabError
 from ticketlab.pretraining.workflow import pretrain
-from ticketlab.train import accelerator, check_same_mask, predict, train
+from ticketlab.train import accelerator, check_same_mask, end_launch, predict, train
 
 FEATURES = [{"x": torch.tensor([float(i)])} for i in range(13)]  # 13: no batch splits evenly over 2 processes
 
@@ -73,6 +73,7 @@ def main(out: str, fashion: str, pretrained: str) -> None:
     if acc.is_main_process:
         with open(out, "w", encoding="utf-8") as file:
             json.dump(seen, file)
+    end_launch()
 
 
 if __name__ == "__main__":

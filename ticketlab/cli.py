@@ -43,6 +43,7 @@ from .report.console import (
 )
 from .report.pretraining import SUMMARY
 from .tasks import TASKS
+from .train import end_launch
 
 NAME_MAX = 255  # bytes of one file or folder name
 
@@ -431,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        end_launch()
 
 
 def _report(args: dict) -> None:

@@ -180,6 +180,13 @@ def accelerator() -> Accelerator:
     )
 
 
+def end_launch() -> None:
+    """Tear down a launch's process group before the interpreter exits, as torch asks: a gloo group left to the exit
+    can abort it ("terminate called without an active exception", SIGABRT) after the work is done."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def on_main_process(action: Callable[[], T]) -> T:
     """`action` (a change to the store, or a decision that makes one) done by the main process alone; every process
     gets its result once it is done, so that all of them follow the same plan."""
