@@ -34,7 +34,7 @@ from filelock import FileLock, Timeout
 from .atomic import remove, write_json
 from .config import RunConfig
 from .errors import TicketlabError
-from .train import accelerator
+from .train import accelerator, on_main_process
 
 MARKER = "COMPLETE"
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")  # one path component: no separator, no "..", not hidden
@@ -249,11 +249,13 @@ class RunStore:
         """Make a trained unit whole, the one way every workflow does: on the main process `keep` writes the unit's
         files into its folder (trained weights, a model folder), then its record and the marker go (see `complete`);
         every process waits for it."""
-        if accelerator().is_main_process:
+
+        def write() -> None:
             if keep is not None:
                 keep(self.round_dir(round))
             self.complete(round, record, extra)
-        accelerator().wait_for_everyone()
+
+        on_main_process(write)
 
     def damage(self, round: int) -> dict[str, str]:
         """What is wrong with a complete round's files ({} when intact)."""

@@ -31,7 +31,7 @@ from ..lottery import Branch, RunContext, resolve_config, run_lottery, train_bra
 from ..masks import load_mask, save_mask, sparsity
 from ..models import config_values, resolve_model
 from ..store import MARKER, RunStore, finished, seal
-from ..train import TrainHook, accelerator, on_main_process, seeded_generator, total_steps, usable_checkpoint
+from ..train import TrainHook, on_main_process, seeded_generator, total_steps, usable_checkpoint
 from .compact import compact, structure_mask
 from .draw import EarlyBird, Structure, check_ratios, random_structure
 from .hf import save_compact
@@ -151,7 +151,8 @@ def _search(context: RunContext, settings: EarlyBirdConfig, folder: Path) -> tup
         "draws": [dataclasses.asdict(d) for d in search.draws],
         "cost": result.cost(eval_time_s=0.0),  # what finding the ticket spent: the report's cost to find it
     }
-    if accelerator().is_main_process:
+
+    def write() -> None:
         metadata = {
             **_provenance(context, structure_mask(context.model, search.ticket)),
             "draw_step": record["draw_step"],
@@ -162,7 +163,8 @@ def _search(context: RunContext, settings: EarlyBirdConfig, folder: Path) -> tup
         write_json(folder / "search.json", record)
         seal(folder, {"search": True})
         finished(folder, folder / "search.pt", "searching again")  # its checkpoint and an earlier kill's temporaries go
-    accelerator().wait_for_everyone()
+
+    on_main_process(write)
     return search.ticket, record
 
 

@@ -245,10 +245,12 @@ def _prepare(context: RunContext, finder: Finder, round: int, level: float) -> N
     head = context.head0 if round == 0 or prune.rewind_head else finder.head(context, round)
     if head is None:
         head = context.head_values()
-    if accelerator().is_main_process:
+
+    def write() -> None:
         save_mask(store.mask_path(round), mask, context.provenance(round, mask))
         save_head(store.head_path(round), head)
-    accelerator().wait_for_everyone()
+
+    on_main_process(write)
 
 
 def _rewind(context: RunContext, round: int, mask: Mask) -> None:
