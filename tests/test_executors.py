@@ -101,7 +101,9 @@ def kill_worker_when(pattern: str, out: Path, unit: str, killed: list) -> thread
 
 
 def test_ray_writes_the_store_one_process_writes_even_when_a_worker_is_killed(recipe, tmp_path, one_thread, capfd):
-    assert len(recipe_units(recipe, tmp_path / "plan", range(1), 1)) == 10
+    # one round per run, no rewinding run: the units still wait on each other (control and grid after IMP)
+    recipe = dataclasses.replace(recipe, prune={**recipe.prune, "sparsity": 0.2}, rewind_steps=[])
+    assert len(recipe_units(recipe, tmp_path / "plan", range(1), 1)) == 8
     here, on_ray = tmp_path / "here", tmp_path / "ray"
     run_experiment(recipe, here, checkpoint_every=1)
     killed: list[int] = []
@@ -134,6 +136,6 @@ def test_ray_writes_the_store_one_process_writes_even_when_a_worker_is_killed(re
     assert killed, "no worker ran the unit the test kills"
     assert report.is_file()
     runs = sorted(path.parent.name for path in here.glob("*/config.json"))
-    assert len(runs) == 4 and sorted(path.parent.name for path in on_ray.glob("*/config.json")) == runs
+    assert len(runs) == 2 and sorted(path.parent.name for path in on_ray.glob("*/config.json")) == runs
     for run in runs:  # the report beside them holds times
         assert_same_outputs(on_ray / run, here / run)
