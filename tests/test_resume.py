@@ -67,6 +67,14 @@ def test_early_bird_resumes_exactly_where_its_draws_settle(tiny_model_dir, revie
     assert searched["search_only"] and searched["steps"] == searched["draw"]["step"] < 8
 
 
+@pytest.mark.parametrize("method", ["one-shot", "wanda"])
+def test_a_one_shot_method_resumes_exactly(method, tiny_model_dir, reviews, tmp_path):
+    """One-shot and Wanda prune every level from the dense round: killed in it, and in a ticket's round."""
+    args = ["find", "--model", tiny_model_dir, "--data", reviews, "--sparsity", "0.2", "--method", method, *FAST]
+    args += ["--calibration-examples", "8"] if method == "wanda" else []
+    assert_resumes_exactly(args, ["*/round_00/checkpoint.pt", "*/round_02/checkpoint.pt"], tmp_path)
+
+
 def test_find_on_mlm_resumes_exactly_with_the_same_dynamic_masks(tiny_model_dir, corpus, tmp_path):
     args = [
         "find",
