@@ -32,6 +32,9 @@ from .masks import mask_digest
 Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
 Outputs = Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 T = TypeVar("T")
+# Evaluation keeps no gradients: its batches can be larger than training's, and fewer forward calls cost less (a
+# small model's evaluation in batches of 8 took longer than its training).
+EVAL_BATCH = 64
 FLOPS_ESTIMATE = "3 x forward_flops (backward: twice the forward) x steps; dense: pruned weights are multiplied too"
 CHECKPOINT_KEYS = frozenset(
     {"step", "loss_sum", "time_s", "model", "optimizer", "scheduler", "rng", "cuda_rng", "hooks"}
@@ -461,11 +464,13 @@ def predict(
     """Run `model` over `features` (each batch through `forward`) and keep `outputs(model_output, batch)`
     of every batch, rows in feature order.
 
-    Text batches are formed by length for speed; rows of different lengths are zero-padded at the end of dim 1.
+    Batches hold EVAL_BATCH examples, or twice the training `batch_size` where that is more; text batches are formed
+    by length for speed; rows of different lengths are zero-padded at the end of dim 1.
     """
     acc = accelerator()
     order = sorted(range(len(features)), key=lambda i: len(features[i].get("input_ids", ())))
-    loader = acc.prepare(DataLoader([features[i] for i in order], batch_size=batch_size * 2, collate_fn=collate))
+    size = max(EVAL_BATCH, 2 * batch_size)
+    loader = acc.prepare(DataLoader([features[i] for i in order], batch_size=size, collate_fn=collate))
     was_training = model.training
     model.eval()
     kept: dict[str, list[np.ndarray]] = {}
