@@ -12,11 +12,9 @@ from accelerate.utils import gather_object
 from ticketlab.config import TrainConfig
 from ticketlab.errors import TicketlabError
 from ticketlab.pretraining.workflow import pretrain
-from ticketlab.train import EVAL_BATCH, accelerator, check_same_mask, end_launch, predict, train
+from ticketlab.train import accelerator, check_same_mask, end_launch, predict, train
 
 FEATURES = [{"x": torch.tensor([float(i)])} for i in range(13)]  # 13: no batch splits evenly over 2 processes
-# evaluated in 3 batches, the last one of 21 examples: it splits unevenly over 2 processes
-EVALUATED = [{"x": torch.tensor([float(i)])} for i in range(2 * EVAL_BATCH + 21)]
 
 
 def collate(items: list[dict]) -> dict[str, torch.Tensor]:
@@ -48,7 +46,7 @@ def main(out: str, fashion: str, pretrained: str) -> None:
     acc = accelerator()
     outputs = predict(
         torch.nn.Identity(),
-        EVALUATED,
+        FEATURES,
         collate,
         3,
         lambda output, batch: {"y": output},

@@ -32,9 +32,8 @@ from .masks import mask_digest
 Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
 Outputs = Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 T = TypeVar("T")
-# Evaluation keeps no gradients: its batches can be larger than training's, and fewer forward calls cost less (a
-# small model's evaluation in batches of 8 took longer than its training).
-EVAL_BATCH = 64
+EVAL_BATCH = 64  # examples per evaluation batch at least: fewer forward calls (a small model's batches of 8 took
+# longer to evaluate than to train on)
 FLOPS_ESTIMATE = "3 x forward_flops (backward: twice the forward) x steps; dense: pruned weights are multiplied too"
 CHECKPOINT_KEYS = frozenset(
     {"step", "loss_sum", "time_s", "model", "optimizer", "scheduler", "rng", "cuda_rng", "hooks"}
@@ -452,6 +451,12 @@ def _stopped(hooks: Sequence[TrainHook]) -> bool:
     return any(hook.should_stop() for hook in hooks)
 
 
+def eval_batch_size(train_batch: int) -> int:
+    """Evaluation's batch beside a training batch of `train_batch`: EVAL_BATCH, or twice it where that is more
+    (evaluation keeps no gradients)."""
+    return max(EVAL_BATCH, 2 * train_batch)
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module,
@@ -464,12 +469,12 @@ def predict(
     """Run `model` over `features` (each batch through `forward`) and keep `outputs(model_output, batch)`
     of every batch, rows in feature order.
 
-    Batches hold EVAL_BATCH examples, or twice the training `batch_size` where that is more; text batches are formed
-    by length for speed; rows of different lengths are zero-padded at the end of dim 1.
+    Text batches are formed by length for speed; rows of different lengths are zero-padded at the end of dim 1. A
+    launch splits each batch between its processes: `batch_size` is rounded up to a multiple of their number.
     """
     acc = accelerator()
     order = sorted(range(len(features)), key=lambda i: len(features[i].get("input_ids", ())))
-    size = max(EVAL_BATCH, 2 * batch_size)
+    size = -(-batch_size // acc.num_processes) * acc.num_processes
     loader = acc.prepare(DataLoader([features[i] for i in order], batch_size=size, collate_fn=collate))
     was_training = model.training
     model.eval()

@@ -19,7 +19,7 @@ from ..models import backbone, head_parameters, layer_stack_weights, load_pretra
 from ..pruning import WEIGHT, check_fits, magnitude_prune, parse_granularity, round_at, scope_rankings
 from ..store import RunStore
 from ..tasks import TASKS
-from ..train import MaskEnforcer, TrainHook, TrainResult, accelerator, predict, total_steps, train
+from ..train import MaskEnforcer, TrainHook, TrainResult, accelerator, eval_batch_size, predict, total_steps, train
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class RunContext:
         """Metrics of `model` (default: the run's) on an evaluation split."""
         features = self.features[split]
         model = self.model if model is None else model
-        batch = self.config.train.batch_size
+        batch = eval_batch_size(self.config.train.batch_size)
         outputs = predict(model, features, self.eval_collate, batch, self.task.outputs, self.task.forward)
         return self.task.score(self.examples[split], features, outputs)
 

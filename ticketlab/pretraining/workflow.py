@@ -21,7 +21,7 @@ from ..errors import TicketlabError
 from ..models.vision import LAYOUTS, ResNetConfig
 from ..store import finished, hold, seal
 from ..tasks import TASKS
-from ..train import check_processes, on_main_process, predict, train
+from ..train import check_processes, eval_batch_size, on_main_process, predict, train
 from .records import METHODS, RECORD
 
 
@@ -75,7 +75,12 @@ def pretrain(
         )
         evaluated = time.perf_counter()
         dev = predict(
-            model, features["dev"], task.collator(None, train=False), config.batch_size, task.outputs, task.forward
+            model,
+            features["dev"],
+            task.collator(None, train=False),
+            eval_batch_size(config.batch_size),
+            task.outputs,
+            task.forward,
         )
         score = task.score(examples["dev"], features["dev"], dev)
         record = {
