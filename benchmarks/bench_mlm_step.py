@@ -20,7 +20,7 @@ import torch
 from ticketlab.config import TrainConfig
 from ticketlab.models import load_pretrained, load_tokenizer, resolve_model
 from ticketlab.tasks import TASKS
-from ticketlab.train import call_model, make_optimizer, predict, training_step
+from ticketlab.train import call_model, eval_batch_size, make_optimizer, predict, training_step
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
 
     def eval_turn(name: str) -> float:
         start = time.perf_counter()
-        outputs = predict(model, dev, dev_collate, config.batch_size, task.outputs, ways[name])
+        outputs = predict(model, dev, dev_collate, eval_batch_size(config.batch_size), task.outputs, ways[name])
         elapsed = time.perf_counter() - start
         scores[name] = task.score(splits["dev"], dev, outputs)
         return elapsed

@@ -186,7 +186,7 @@ def test_grid_resumes_exactly(tiny_model_dir, reviews, corpus, tmp_path):
         "32",
         *FAST,
     ]
-    kills = [  # a run killed in a round: test_find_on_mlm_resumes_exactly_with_the_same_dynamic_masks
+    kills = [  # in its branches (a lottery run killed mid-round: the find tests, MLM's included)
         "rotten-tomatoes_*/branches/random/round_01/checkpoint.pt",
         "mlm_*/branches/transfer_*/round_01/checkpoint.pt",
     ]

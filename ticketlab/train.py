@@ -32,8 +32,9 @@ from .masks import mask_digest
 Collate = Callable[[list[dict]], dict[str, torch.Tensor]]
 Outputs = Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 T = TypeVar("T")
-EVAL_BATCH = 64  # examples per evaluation batch at least: fewer forward calls (a small model's batches of 8 took
-# longer to evaluate than to train on)
+# Examples per evaluation batch at least: fewer forward calls (a small model's batches of 8 took longer to evaluate
+# than to train on).
+EVAL_BATCH = 64
 FLOPS_ESTIMATE = "3 x forward_flops (backward: twice the forward) x steps; dense: pruned weights are multiplied too"
 CHECKPOINT_KEYS = frozenset(
     {"step", "loss_sum", "time_s", "model", "optimizer", "scheduler", "rng", "cuda_rng", "hooks"}
