@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check ticketlab tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadscope  # a worker per core (one torch thread each), a module's tests together
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_masked_step.py

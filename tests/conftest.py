@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny random BERT saved as a local Hugging Face folder (builds in well under a second), a tiny
-fake Fashion-MNIST folder, and one torch thread for the small convolutions of the vision tests."""
+fake Fashion-MNIST folder, and one torch thread for the small convolutions of the vision tests (for every test in a
+worker of `pytest -n`, as `make test` runs them: a worker per core)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from ticketlab.assets import asset_path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "PYTEST_XDIST_WORKER" in os.environ:  # `pytest -n 2`: one worker per core, each with one intra-op thread
+    torch.set_num_threads(1)
 
 
 def tiny_bert_config(**overrides) -> BertConfig:
