@@ -66,13 +66,19 @@ def train_all(setups: list[str], seeds: int, out: Path) -> None:
                 ticketlab.find(**SETUPS[setup], out=out / setup, seed=seed, **finder_options(setup, finder))
 
 
-def summary(folder: Path) -> pd.DataFrame:
-    """One row per finder: its highest matching sparsity, metric, cost, cost over IMP's and IoU with IMP's masks."""
+def load(folder: Path) -> tuple[list[Result], pd.DataFrame, pd.DataFrame, str]:
+    """A setup's results, the deciding metric's rows (arm, level, mean, std, n, matching_paper), the cost table and
+    the deciding metric's name."""
     results, deciders = load_results([folder])
     ((task, (split, metric)),) = deciders.items()
     long = make_tables(results, deciders).long
-    costs = cost_table(results)
-    deciding = long[long.decides & (long.level > 0)]
+    return results, long[long.decides], cost_table(results), f"{task}, {split} {metric}"
+
+
+def summary(results: list[Result], deciding: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
+    """One row per finder: its highest matching sparsity, metric, cost, cost over IMP's and IoU with IMP's masks."""
+    dense = deciding[(deciding.arm == "imp") & (deciding.level == 0)].iloc[0]
+    deciding = deciding[deciding.level > 0]
     rows = []
     for finder in FINDERS:
         arm = deciding[deciding.arm == finder]
@@ -92,13 +98,30 @@ def summary(folder: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     imp = frame.set_index("finder").loc["imp"]
     frame["flops_ratio"], frame["seconds_ratio"] = frame.flops / imp.flops, frame.seconds / imp.seconds
-    frame.attrs.update(task=task, decider=f"{split} {metric}", dense=dense_metric(long))
+    frame.attrs["dense"] = f"{dense['mean']:.4f} ± {dense['std']:.4f} over {dense.n} seeds"
     return frame
 
 
-def dense_metric(long: pd.DataFrame) -> str:
-    dense = long[long.decides & (long.arm == "imp") & (long.level == 0)].iloc[0]
-    return f"{dense['mean']:.4f} ± {dense['std']:.4f} over {dense.n} seeds"
+def by_level(deciding: pd.DataFrame, costs: pd.DataFrame) -> str:
+    """Every finder at every level, as markdown: the metric (mean ± std over seeds; * where it matches under the
+    paper's definition) and the cost of that ticket over IMP's at the same level (FLOPs), for setups where few levels
+    match."""
+    finders = [finder for finder in FINDERS if finder in set(deciding.arm)]
+    total = costs.set_index(["arm", "level"]).total_flops
+    lines = ["| sparsity | " + " | ".join(finders) + " |", "|---" * (len(finders) + 1) + "|"]
+    for level in sorted(set(deciding.level[deciding.level > 0])):
+        cells = []
+        for finder in finders:
+            at = deciding[(deciding.arm == finder) & (deciding.level == level)]
+            if at.empty:
+                cells.append("—")
+                continue
+            row, matching = at.iloc[0], bool(at.matching_paper.fillna(False).iloc[0])
+            star = "*" if matching else ""
+            ratio = total.get((finder, level), math.nan) / total.get(("imp", level), math.nan)
+            cells.append(f"{row['mean']:.4f} ± {row['std']:.4f}{star} ({ratio:.2f}×)")
+        lines.append(f"| {level:.1%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def mask_iou(results: list[Result], finder: str, level: float | None) -> float:
@@ -153,10 +176,13 @@ def main() -> None:
     )
     train_all(args.setups, args.seeds, args.out)
     for setup in args.setups:
-        frame = summary(args.out / setup)
-        print(f"\n{setup} ({frame.attrs['task']}, {frame.attrs['decider']}; dense {frame.attrs['dense']})")
+        results, deciding, costs, decider = load(args.out / setup)
+        frame = summary(results, deciding, costs)
+        print(f"\n{setup} ({decider}; dense {frame.attrs['dense']})")
         print(markdown(frame))
         print(verdict(frame))
+        print(f"\n{setup}, every level (* matching, paper's definition; in brackets: FLOPs over IMP's at that level)")
+        print(by_level(deciding, costs))
 
 
 if __name__ == "__main__":
