@@ -140,10 +140,12 @@ def markdown(frame: pd.DataFrame) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in frame.itertuples(index=False):
-        level = "none" if row.level is None or pd.isna(row.level) else f"{row.level:.1%}"
+        if row.level is None or pd.isna(row.level):  # no matching level: nothing to cost or compare
+            lines.append(f"| {row.finder} | none |" + " — |" * 6)
+            continue
         lines.append(
-            f"| {row.finder} | {level} | {row.metric} | {row.flops:.3g} | {row.seconds:.0f} | {row.flops_ratio:.2f} "
-            f"| {row.seconds_ratio:.2f} | {row.iou:.3f} |"
+            f"| {row.finder} | {row.level:.1%} | {row.metric} | {row.flops:.3g} | {row.seconds:.0f} "
+            f"| {row.flops_ratio:.2f} | {row.seconds_ratio:.2f} | {row.iou:.3f} |"
         )
     return "\n".join(lines)
 
