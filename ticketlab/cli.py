@@ -13,7 +13,7 @@ from typing import Sequence
 from rich.console import Console
 from rich.markdown import Markdown
 
-from .config import PruneConfig
+from .config import PRECISIONS, DistillConfig, PruneConfig
 from .controls import CONTROLS
 from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
@@ -283,6 +283,25 @@ def _add_run_options(
         "--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)"
     )
     _add_training_options(command)
+    distill = command.add_argument_group("distillation of the tickets from the same seed's dense round 0")
+    distill.add_argument(
+        "--distill",
+        action="store_true",
+        default=None,
+        help="tickets train on (1 - α)·task loss + α·T²·KL(dense ‖ ticket); the dense round itself does not",
+    )
+    distill.add_argument(
+        "--distill-alpha",
+        type=float,
+        metavar="α",
+        help=f"the distillation term's weight (default {DistillConfig.alpha})",
+    )
+    distill.add_argument(
+        "--distill-temperature",
+        type=float,
+        metavar="T",
+        help=f"the softmax temperature (default {DistillConfig.temperature}: movement pruning's)",
+    )
     if not pruning:
         return
     command.add_argument(
@@ -361,6 +380,12 @@ def _add_training_options(command: argparse.ArgumentParser) -> None:
     train.add_argument("--seed", type=int, help="the first seed (default 0)")
     train.add_argument("--weight-decay", type=float)
     train.add_argument("--warmup-ratio", type=float)
+    train.add_argument(
+        "--precision",
+        choices=("auto", *PRECISIONS),
+        help="fp32 (default); bf16: autocast, fp32 master weights; auto: bf16 where the machine runs it natively "
+        "(a GPU, a CPU with AMX or AVX512-BF16), else fp32",
+    )
 
 
 def _path(text: str) -> str:

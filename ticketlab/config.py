@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
 from .errors import TicketlabError
+from .hardware import native_bf16
 from .pruning import METHODS, check_levels, check_scope, parse_granularity
 from .pruning.schedules import sparsity_schedule
 
 T = TypeVar("T")
+PRECISIONS = ("fp32", "bf16")  # a run's resolved precision; "auto" (ticketlab.lottery.settings) picks one of them
 SEED_LIMIT = 2**32  # seeds are in [0, 2^32), numpy's range
 
 
@@ -66,6 +68,16 @@ def check_range(
         raise TicketlabError(f"{name} must be a finite number in {interval}, got {value!r}")
 
 
+def resolve_precision(precision: str | None) -> str | None:
+    """A run's precision: "auto" is bf16 where the machine runs it natively (a GPU; a CPU with AMX or AVX512-BF16),
+    fp32 elsewhere; None stays None (the default, fp32)."""
+    if precision == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    if precision is not None and precision not in PRECISIONS:
+        raise TicketlabError(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
 def from_options(cls: type[T], options: Mapping[str, Any], where: str = "") -> T:
     """`cls(**options)` for a self-checking dataclass, with one-line errors prefixed by `where` (an unknown field
     too)."""
@@ -92,9 +104,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     max_grad_norm: float = 1.0
+    precision: str = "fp32"  # or "bf16": autocast of forward passes, fp32 master weights (see PRECISIONS)
 
     def __post_init__(self) -> None:
         check_types(self)
+        if self.precision not in PRECISIONS:
+            raise TicketlabError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         counts = {
             "epochs": self.epochs,
             "batch_size": self.batch_size,
@@ -110,6 +125,10 @@ class TrainConfig:
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         check_range("max_grad_norm", self.max_grad_norm, 0.0, above_low=True)
+
+    def settings(self) -> dict[str, Any]:
+        """Its fields as stored and hashed: those added after runs were stored are left out at their defaults."""
+        return _without_defaults(self, ADDED_TRAIN_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -150,13 +169,33 @@ class PruneConfig:
         check_range("gmp_start", self.gmp_start, 0.0, 1.0)
         check_range("gmp_end", self.gmp_end, self.gmp_start, 1.0, above_low=True)
 
+    def settings(self) -> dict[str, Any]:
+        """Its fields as stored and hashed: those added after runs were stored are left out at their defaults."""
+        return _without_defaults(self, ADDED_SETTINGS)
+
     def levels(self) -> list[float]:
         """Sparsity of every round, the dense round 0 first (raises on a bad target, rate or schedule)."""
         return sparsity_schedule(self.schedule, self.rate, self.sparsity)
 
 
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation of a run's tickets from its dense round 0: each ticket trains on
+    (1 - alpha) * task loss + alpha * T^2 * KL(teacher || student) at temperature T (a regression's score: alpha *
+    MSE). Defaults: movement pruning's (Sanh et al. 2020: alpha 0.9, T 2; DistilBERT's T 2 too)."""
+
+    alpha: float = 0.9
+    temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_range("distill_alpha", self.alpha, 0.0, 1.0)
+        check_range("distill_temperature", self.temperature, 0.0, above_low=True)
+
+
 # Settings added after runs were stored: left out of a run's settings at their defaults, so that those runs keep their
 # names (hashes) and configs. Their defaults never change.
+ADDED_TRAIN_SETTINGS = ("precision",)
 ADDED_SETTINGS = (
     "granularity",
     "finder",
@@ -181,24 +220,43 @@ class RunConfig:
     data: str | None
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    distill: DistillConfig | None = None  # None: tickets train on the task's loss alone
 
     def to_dict(self) -> dict[str, Any]:
-        settings = dataclasses.asdict(self)
-        for name in ADDED_SETTINGS:
-            if getattr(self.prune, name) == getattr(PruneConfig, name):
-                del settings["prune"][name]
+        settings = {**dataclasses.asdict(self), "train": self.train.settings(), "prune": self.prune.settings()}
+        if self.distill is None:
+            del settings["distill"]
         return settings
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
-        return cls(**{**raw, "train": TrainConfig(**raw["train"]), "prune": PruneConfig(**raw["prune"])})
+        distill = raw.get("distill")
+        return cls(
+            **{
+                **raw,
+                "train": TrainConfig(**raw["train"]),
+                "prune": PruneConfig(**raw["prune"]),
+                "distill": None if distill is None else DistillConfig(**distill),
+            }
+        )
 
     def hash(self) -> str:
         return settings_hash(self.to_dict(), separators=(",", ":"))
 
     def name(self) -> str:
         """Readable prefix plus hash, e.g. rotten-tomatoes_splade-tiny_linear-0.9_3f2a9c01de (gmp-linear-0.9: another
-        finder than IMP)."""
+        finder than IMP; distill-linear-0.9: tickets distilled; bf16-linear-0.9: trained in bf16)."""
         model = self.model.rstrip("/").split("/")[-1]
         finder = "" if self.prune.finder == PruneConfig.finder else f"{self.prune.finder}-"
-        return f"{self.task}_{model}_{finder}{self.prune.schedule}-{self.prune.sparsity:g}_{self.hash()}"
+        distill = "" if self.distill is None else "distill-"
+        precision = "" if self.train.precision == TrainConfig.precision else f"{self.train.precision}-"
+        schedule = f"{self.prune.schedule}-{self.prune.sparsity:g}"
+        return f"{self.task}_{model}_{finder}{distill}{precision}{schedule}_{self.hash()}"
+
+
+def _without_defaults(settings: Any, added: tuple[str, ...]) -> dict[str, Any]:
+    """A dataclass's fields, less those of `added` at their defaults."""
+    fields = dataclasses.asdict(settings)
+    return {
+        name: value for name, value in fields.items() if name not in added or value != getattr(type(settings), name)
+    }

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .config import PruneConfig, RunConfig, TrainConfig, check_types, from_options
+from .config import DistillConfig, PruneConfig, RunConfig, TrainConfig, check_types, from_options, resolve_precision
 from .controls import CONTROLS
 from .earlybert import EarlyBirdConfig, earlybert
 from .errors import TicketlabError
@@ -59,6 +59,7 @@ class Recipe:
     transfer: float | list[float] | None = (
         None  # the sparsity (or sparsities) of the transfer grid's tickets (None: no grid)
     )
+    distill: dict[str, Any] | None = None  # DistillConfig fields ({} for its defaults; None: tickets not distilled)
     earlybert: dict[str, Any] | None = None  # EarlyBirdConfig fields ({} for EarlyBERT's defaults; None: no EarlyBERT)
     # architecture, methods (method -> TrainConfig fields of its pre-training) and tickets (TrainConfig fields of IMP on
     # the pre-training task); None: the recipe's `model` is pre-trained already
@@ -76,10 +77,15 @@ class Recipe:
             TASKS.get(task)
             if not isinstance(options.get("data") or "", str):
                 raise TicketlabError(f"{where}tasks: {task}: data must be a path, got {options['data']!r}")
-            from_options(TrainConfig, {k: v for k, v in options.items() if k != "data"}, f"{where}tasks: {task}: ")
+            training = {k: v for k, v in options.items() if k != "data"}
+            if "precision" in training:
+                training["precision"] = resolve_precision(training["precision"])
+            from_options(TrainConfig, training, f"{where}tasks: {task}: ")
         if self.seeds < 1:
             raise TicketlabError(f"{where}seeds must be at least 1, got {self.seeds}")
         from_options(PruneConfig, self.prune, f"{where}prune: ")
+        if self.distill is not None:
+            from_options(DistillConfig, self.distill, f"{where}distill: ")
         for control in self.controls:
             CONTROLS.get(control)
         if any(step < 0 for step in self.rewind_steps):
@@ -269,6 +275,7 @@ def _arguments(recipe: Recipe, task: str, seed: int, out: Path, checkpoint_every
         "out": out,
         "checkpoint_every": checkpoint_every,
         **recipe.prune,
+        **_distill_options(recipe),
         **training[task],
         "seed": seed,
     }
@@ -280,7 +287,15 @@ def _run_config(recipe: Recipe, task: str, **options: Any) -> RunConfig:
     data, training = _task_settings(recipe)
     prune = {k: v for k, v in recipe.prune.items() if k != "sparsity"}
     sparsity = recipe.prune.get("sparsity", PruneConfig.sparsity)
-    return resolve_config(recipe.model, task, data.get(task), sparsity, **{**prune, **training[task], **options})
+    options = {**prune, **_distill_options(recipe), **training[task], **options}
+    return resolve_config(recipe.model, task, data.get(task), sparsity, **options)
+
+
+def _distill_options(recipe: Recipe) -> dict[str, Any]:
+    """The options `find` takes for the recipe's `distill:` ({} where it has none)."""
+    if recipe.distill is None:
+        return {}
+    return {"distill": True, **{f"distill_{name}": value for name, value in recipe.distill.items()}}
 
 
 def universal_units(recipe: Recipe, source: str, out: Path, seeds: range, checkpoint_every: int) -> list[Unit]:

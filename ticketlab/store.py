@@ -10,6 +10,7 @@
                                                                                 derives from round XX of a run
         branches/earlybert[-random]-<hash>/round_00/  ... structure.safetensors model/  EarlyBERT's structured tickets
         branches/earlybert-<hash>/search/  search.json ticket.safetensors coefficients.safetensors COMPLETE  its search
+        teacher/round_00/ outputs.safetensors metrics.json COMPLETE        a distilled run: round 0's training outputs
 
 Every file is written under a temporary name and renamed into place; a unit (a round of the run or of a branch)
 counts only once its COMPLETE marker exists. The marker is written last and holds the SHA-256 digest of every file of
@@ -329,6 +330,10 @@ class RunStore:
     def searches(self) -> "RunStore":
         """The units a finder trains only to draw the run's masks (GMP's pruning run), beside the rounds."""
         return RunStore(self.path / "search")
+
+    def teacher(self) -> "RunStore":
+        """A distilled run's teacher unit: the dense round's training outputs (ticketlab.lottery.teacher)."""
+        return RunStore(self.path / "teacher")
 
     def branches(self) -> list[str]:
         return sorted(d.name for d in (self.path / "branches").glob("*") if d.is_dir())

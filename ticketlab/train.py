@@ -1,6 +1,7 @@
 """The one training loop (Hugging Face accelerate): hooks for new behaviour, checkpoint and bit-exact resume.
 
-fp32 on CPU, bf16 autocast on GPU; `accelerate launch` / torchrun run it data-parallel unchanged.
+fp32, or bf16 autocast with fp32 master weights (TrainConfig.precision); `accelerate launch` / torchrun run it
+data-parallel unchanged.
 """
 
 from __future__ import annotations
@@ -172,15 +173,21 @@ class TrainResult:
 
 @functools.cache
 def accelerator() -> Accelerator:
-    """The process's accelerator: bf16 autocast on GPU, plain fp32 on CPU. Launched on N processes (torchrun,
+    """The process's accelerator (its precision is each run's: `autocast`). Launched on N processes (torchrun,
     accelerate launch), a batch of `batch_size` is split among them: the recipe's batch is the global one, and the
     steps, the schedule and the examples seen do not depend on N."""
     gpu = torch.cuda.is_available()
     return Accelerator(
         cpu=not gpu,  # without a GPU, accelerate sees a torchrun launch (gloo) only when told the run is on the CPU
-        mixed_precision="bf16" if gpu else "no",
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
+
+
+def autocast(precision: str) -> torch.autocast:
+    """Forward passes in `precision`: bf16 autocast (matrix products in bf16, weights and optimizer state stay fp32,
+    so masks are always ranked from fp32 weights), or plain fp32. Per run, not per process, so it is not accelerate's
+    process-wide mixed precision."""
+    return torch.autocast(accelerator().device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def end_launch() -> None:
@@ -246,11 +253,13 @@ def training_step(
     step: int,
     forward: Forward = call_model,
     draws: Draws | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """Optimizer step number `step` (from 1), hooks included, the batch's data randomness from `draws`; returns the
-    (detached) loss."""
+    """Optimizer step number `step` (from 1), hooks included, the batch's data randomness from `draws`, the forward
+    pass in `precision`; returns the (detached) loss."""
     acc = accelerator()
-    loss = forward(model, batch, draws).loss
+    with autocast(precision):
+        loss = forward(model, batch, draws).loss
     acc.backward(loss)
     for hook in hooks:
         hook.after_backward(model)
@@ -315,7 +324,16 @@ def train(
                 step += 1
                 draws = Draws(seeded_generator(seed, "data", step), share)
                 loss = training_step(
-                    prepared, batch, optimizer, scheduler, hooks, config.max_grad_norm, step, forward, draws
+                    prepared,
+                    batch,
+                    optimizer,
+                    scheduler,
+                    hooks,
+                    config.max_grad_norm,
+                    step,
+                    forward,
+                    draws,
+                    config.precision,
                 )
                 loss_sum += loss
                 unchecked.append(loss)
@@ -466,9 +484,10 @@ def predict(
     batch_size: int,
     outputs: Outputs,
     forward: Forward = call_model,
+    precision: str = "fp32",
 ) -> dict[str, np.ndarray]:
-    """Run `model` over `features` (each batch through `forward`) and keep `outputs(model_output, batch)`
-    of every batch, rows in feature order.
+    """Run `model` over `features` (each batch through `forward`, in `precision`) and keep
+    `outputs(model_output, batch)` of every batch, rows in feature order.
 
     Text batches are formed by length for speed; rows of different lengths are zero-padded at the end of dim 1. A
     launch splits each batch between its processes: `batch_size` is rounded up to a multiple of their number.
@@ -481,7 +500,8 @@ def predict(
     model.eval()
     kept: dict[str, list[np.ndarray]] = {}
     for batch in loader:
-        out = forward(model, batch, None)
+        with autocast(precision):
+            out = forward(model, batch, None)
         rows = {k: acc.pad_across_processes(v, dim=1) if v.ndim > 1 else v for k, v in outputs(out, batch).items()}
         for name, value in acc.gather_for_metrics(rows).items():
             kept.setdefault(name, []).append(

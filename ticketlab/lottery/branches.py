@@ -55,10 +55,10 @@ def train_branch(context: RunContext, branch: Branch) -> None:
             branch.inputs(rounds.round_dir(round))
     if branch.build is None:
         model = context.model
-        trained = context.train_masked(rounds, round, branch.level, mask, [], branch.description)
+        trained = context.train_masked(rounds, round, branch.level, mask, [], branch.description, distill=True)
     else:
         model = branch.build(context.model)
-        measured = context.train_model(model, rounds, round, [], branch.description)
+        measured = context.train_model(model, rounds, round, [], branch.description, distill=True)
         trained = {"round": round, "level": branch.level, "sparsity": sparsity(mask), **measured}
     record = {"arm": branch.name, **trained, **branch.record(trained, model)}
     rounds.finish(round, record, None if branch.keep is None else lambda folder: branch.keep(model, folder))

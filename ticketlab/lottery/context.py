@@ -20,6 +20,7 @@ from ..pruning import WEIGHT, check_fits, magnitude_prune, parse_granularity, ro
 from ..store import RunStore
 from ..tasks import TASKS
 from ..train import MaskEnforcer, TrainHook, TrainResult, accelerator, eval_batch_size, predict, total_steps, train
+from .teacher import DistilledTraining, distilled_training
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class RunContext:
         self.theta0 = {k: v.detach().clone() for k, v in backbone(self.model).state_dict().items()}
         self.head0 = {k: v.detach().clone() for k, v in head_parameters(self.model).items()}
         self._dense: dict[str, torch.Tensor] | None = None
+        self._distilled: DistilledTraining | None = None
 
     def start_from_theta0(self) -> None:
         """θ0 and a fresh head (from the run's seed): how a transferred ticket and an EarlyBERT search start."""
@@ -98,6 +100,7 @@ class RunContext:
         mask: Mask,
         hooks: list[TrainHook],
         description: str,
+        distill: bool = False,
     ) -> dict[str, Any]:
         """Train the run's model from its current weights with `mask` enforced, evaluate (see `train_model`), and
         return the unit's record (with the run's granularity, unless it is single weights); a matrix the mask nearly
@@ -111,7 +114,7 @@ class RunContext:
                 ", ".join(f"{name} keeps {density:.2%}" for name, density in emptied.items()),
             )
         enforcer = MaskEnforcer(list(self.weights.values()), [mask[n] for n in self.weights])
-        record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description)
+        record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description, distill)
         low = [{"matrix": name, "kept": density} for name, density in emptied.items()]
         return {
             "round": round,
@@ -129,50 +132,75 @@ class RunContext:
         round: int,
         hooks: list[TrainHook],
         description: str,
+        distill: bool = False,
     ) -> dict[str, Any]:
         """Train `model` (this run's, or one built from it), checkpointing in `rounds`' round folder, then evaluate
-        it, unless a hook ended its training early (early-bird's round that only draws the next mask). Returns steps,
-        train loss, training time, wall time (with evaluation), every split's metrics and the cost ledger
-        (ticketlab.train.TrainResult.cost)."""
-        result = self.run_training(model, rounds.checkpoint_path(round), hooks, description, round)
+        it, unless a hook ended its training early (early-bird's round that only draws the next mask). With `distill`
+        (a ticket of a run with distillation settings) it learns from the dense round 0 too. Returns steps, train
+        loss, training time, wall time (with evaluation), every split's metrics and the cost ledger
+        (ticketlab.train.TrainResult.cost, with the teacher's FLOPs where it distils)."""
+        distilled = distill and self.config.distill is not None
+        result = self.run_training(model, rounds.checkpoint_path(round), hooks, description, round, distilled)
         evaluated = time.perf_counter()
         stopped = any(hook.should_stop() for hook in hooks)
         metrics = {} if stopped else {split: self.evaluate(split, model) for split in self.task.eval_splits}
         eval_time_s = time.perf_counter() - evaluated
+        cost = result.cost(eval_time_s)
+        if distilled:
+            cost["teacher_flops"] = self.distilled().teacher_flops_per_step * result.steps
         return {
             "steps": result.steps,
             "train_loss": result.train_loss,
             "train_time_s": result.time_s,  # over every attempt, as the wall time
             "wall_time_s": result.time_s + eval_time_s,
             **metrics,
-            "cost": result.cost(eval_time_s),
+            "cost": cost,
         }
 
     def run_training(
-        self, model: torch.nn.Module, checkpoint: Path, hooks: list[TrainHook], description: str, round: int
+        self,
+        model: torch.nn.Module,
+        checkpoint: Path,
+        hooks: list[TrainHook],
+        description: str,
+        round: int,
+        distill: bool = False,
     ) -> TrainResult:
-        """The run's recipe and training data on `model`, resumable from `checkpoint`."""
+        """The run's recipe and training data on `model`, resumable from `checkpoint`; with `distill`, the teacher's
+        outputs and the distillation loss too (ticketlab.lottery.teacher)."""
         seed = self.config.train.seed + round
+        features, collate, forward = self.features["train"], self.train_collate, self.task.forward
+        if distill:
+            distilled = self.distilled()
+            features, collate, forward = distilled.features, distilled.collate, distilled.forward
         torch.manual_seed(seed)  # this round's dropout (a checkpoint restores its own state)
         return train(
             model,
-            self.features["train"],
-            self.train_collate,
+            features,
+            collate,
             self.config.train,
             hooks=[*hooks, *self.hooks],
             checkpoint=checkpoint,
             checkpoint_every=self.checkpoint_every,
             description=description,
-            forward=self.task.forward,
+            forward=forward,
             seed=seed,  # and its data randomness
         )
+
+    def distilled(self) -> DistilledTraining:
+        """What the run's distilled units train on, made once a run (its teacher unit computed where missing)."""
+        if self._distilled is None:
+            self._distilled = distilled_training(self)
+        return self._distilled
 
     def evaluate(self, split: str, model: torch.nn.Module | None = None) -> dict[str, float]:
         """Metrics of `model` (default: the run's) on an evaluation split."""
         features = self.features[split]
         model = self.model if model is None else model
         batch = eval_batch_size(self.config.train.batch_size)
-        outputs = predict(model, features, self.eval_collate, batch, self.task.outputs, self.task.forward)
+        outputs = predict(
+            model, features, self.eval_collate, batch, self.task.outputs, self.task.forward, self.config.train.precision
+        )
         return self.task.score(self.examples[split], features, outputs)
 
     def provenance(self, round: int, mask: Mask) -> dict[str, Any]:

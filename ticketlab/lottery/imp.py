@@ -134,7 +134,8 @@ def run_round(context: RunContext, round: int, level: float, save_weights: bool 
     if watch is not None:
         hooks.append(watch)
     description = f"round {round} · sparsity {level:.1%}"
-    record = context.train_masked(store, round, level, mask, hooks, description)  # a watch that stops it: no metrics
+    # a watch that stops it: no metrics; a ticket of a distilled run learns from the dense round 0
+    record = context.train_masked(store, round, level, mask, hooks, description, distill=round > 0)
     draw = draw_head = None
     if watch is not None:
         draw, draw_head, search = watch.result(record["steps"])

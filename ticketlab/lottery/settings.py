@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..config import PruneConfig, RunConfig, TrainConfig
+from ..config import DistillConfig, PruneConfig, RunConfig, TrainConfig, from_options, resolve_precision
 from ..errors import TicketlabError
 from ..models import hidden_size, max_positions, model_fingerprint, model_reference, resolve_model
 from ..tasks import TASKS, Task
@@ -21,13 +21,18 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
     options (None: default).
 
     `rewind_epoch` E (the CV code's way to say it) is resolved to `rewind_step`: the steps of E epochs of the
-    training split."""
+    training split. `precision` "auto" is resolved to bf16 where the machine runs it natively, else fp32.
+    `distill` (with `distill_alpha`, `distill_temperature`) makes the tickets learn from the dense round 0 too."""
     model_path = resolve_model(model)
     spec = TASKS.get(task)
     recipe = spec.recipe_for(hidden_size(model_path))
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     prune_names = {f.name for f in dataclasses.fields(PruneConfig)} - {"sparsity"}
     rewind_epoch = options.pop("rewind_epoch", None)
+    distill = _distill_config(
+        spec, options.pop("distill", None), options.pop("distill_alpha", None), options.pop("distill_temperature", None)
+    )
+    options["precision"] = resolve_precision(options.get("precision"))
     unknown = sorted(set(options) - train_names - prune_names)
     if unknown:
         raise TicketlabError(f"unknown option {unknown[0]!r}")
@@ -55,7 +60,23 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
         data=str(Path(data).resolve()) if data is not None else None,
         train=train_config,
         prune=prune_config,
+        distill=distill,
     )
+
+
+def _distill_config(
+    task: Task, distill: bool | None, alpha: float | None, temperature: float | None
+) -> DistillConfig | None:
+    """The run's distillation settings (None: none), refused in one line where the task has no outputs to distill or
+    a setting comes without `distill`."""
+    given = {name: value for name, value in (("alpha", alpha), ("temperature", temperature)) if value is not None}
+    if not distill:
+        if given:
+            raise TicketlabError(f"distill_{next(iter(given))} is a setting of --distill, which this run does not use")
+        return None
+    if task.distillation is None:
+        raise TicketlabError(f"task {task.name} has no outputs a ticket can be distilled on (--distill)")
+    return from_options(DistillConfig, given)
 
 
 def _check_finder_settings(prune: PruneConfig) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import torch
 
 from ..atomic import atomic_path, remove, write_json
-from ..config import TrainConfig, settings_hash
+from ..config import TrainConfig, resolve_precision, settings_hash
 from ..errors import TicketlabError
 from ..models.vision import LAYOUTS, ResNetConfig
 from ..store import finished, hold, seal
@@ -47,7 +47,7 @@ def pretrain(
         "method": method,
         "architecture": architecture,
         "data": str(Path(data).resolve()) if data else None,
-        "train": dataclasses.asdict(config),
+        "train": config.settings(),
     }
     digest = settings_hash(settings)
     folder = Path(out) / f"{method}_{architecture}_{digest}"
@@ -81,6 +81,7 @@ def pretrain(
             eval_batch_size(config.batch_size),
             task.outputs,
             task.forward,
+            config.precision,
         )
         score = task.score(examples["dev"], features["dev"], dev)
         record = {
@@ -124,6 +125,7 @@ def pretraining_config(method: str, architecture: str, options: Mapping[str, Any
     if unknown:
         raise TicketlabError(f"unknown option {unknown[0]!r}")
     task = TASKS.get(METHODS[method][0])
+    options = {**options, "precision": resolve_precision(options.get("precision"))}
     config = dataclasses.replace(task.small_recipe, **{k: v for k, v in options.items() if v is not None})
     task.check_batch(config)
     check_processes(config)

@@ -29,8 +29,10 @@ DEFINITIONS_TEXT = (
   dense model's mean (mean ≥ dense mean − dense std; for loss and perplexity, where lower is better,
   mean ≤ dense mean + dense std).
 - **matching (strict)**: for every seed, the subnetwork is at least as good as the dense model of the same seed.
-- Ties count as matching. The dense model of a seed is round 0 of that seed's IMP run. Subnetworks are grouped by
-  their nominal sparsity level. `*` marks the metric that decides matching (`--metric TASK=[SPLIT/]METRIC`).
+- Ties count as matching. The dense model of a seed is round 0 of that seed's IMP run, trained without
+  distillation: distilled arms (`· distilled`, tickets that learned from that dense model too) are judged against
+  the same dense model as the others. Subnetworks are grouped by their nominal sparsity level. `*` marks the
+  metric that decides matching (`--metric TASK=[SPLIT/]METRIC`).
 - Cells: """
     + CELLS
     + "."

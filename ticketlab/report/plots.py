@@ -483,8 +483,8 @@ def _styles(arms: list[str]) -> list[dict]:
     tab10 = colormaps["tab10"].colors
     styles = []
     for k, arm in enumerate(arms):
-        name, granularity = split_arm(arm)  # another granularity: its arm's colour, dashed, a marker of its own
-        line = dict(ls="--", marker=MARKERS[k % len(MARKERS)]) if granularity else {}
+        name, marks = split_arm(arm)  # another granularity, or distilled: its arm's colour, dashed, a marker of its own
+        line = dict(ls="--", marker=MARKERS[k % len(MARKERS)]) if marks else {}
         if name == "imp":
             styles.append({**dict(color="black", marker="o", lw=2.2, ms=5, zorder=3), **line})
         else:

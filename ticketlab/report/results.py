@@ -21,6 +21,7 @@ from ..store import RunStore, run_folders, split_metrics
 # whole attention heads and FFN neurons removed (EarlyBERT): their sparsity is not a level of IMP's schedule
 STRUCTURED_ARMS = frozenset({"earlybert", "earlybert-random"})
 GRANULARITY_MARK = " · "  # "imp · block:8x8": an arm of a run pruned at another granularity, read beside others
+DISTILLED = "distilled"  # "imp · distilled": an arm of a run whose tickets learn from its dense round too
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,18 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
     granularity, stands as IMP's dense round unless a weight-granular run (or one read before) holds that model. A run
     of another finder than IMP (ticketlab.lottery.finders) is read as its arm ("gmp", "wanda", ...), its dense round
     likewise only where no IMP run holds that model; early-bird's rounds that only drew the next mask are no tickets
-    and are left out."""
+    and are left out. The arms of a distilled run carry DISTILLED ("imp · distilled", "random · block:8x8 ·
+    distilled"); its dense round 0, trained without distillation, is the same dense model as a plain run's, so
+    matching is decided against the dense model trained without distillation either way."""
     runs = [(store, store.config()) for store in map(RunStore.open, run_folders(paths))]
     mixed = len({config.prune.granularity for _, config in runs}) > 1
     results: list[Result] = []
     dense: set[tuple] = set()  # the dense rounds read: (task, model, seed, arm)
     for store, config in sorted(runs, key=_imp_weight_runs_first):
         granularity = config.prune.granularity if mixed and config.prune.granularity != str(WEIGHT) else None
+        marks = GRANULARITY_MARK.join(
+            ([granularity] if granularity else []) + ([DISTILLED] if config.distill is not None else [])
+        )
         dense_arm = "imp" if config.prune.rewind_step == 0 else f"imp-rewind-{config.prune.rewind_step}"
         arm = dense_arm if config.prune.finder == "imp" else config.prune.finder
         dense_key = (config.task, config.model, config.train.seed, dense_arm)
@@ -68,7 +74,7 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
             for round in rounds_store.completed_rounds():
                 is_dense_round = rounds_store is store and round == 0
                 if is_dense_round:
-                    if (granularity or config.prune.finder != "imp") and dense_key in dense:
+                    if (marks or config.prune.finder != "imp") and dense_key in dense:
                         continue
                     dense.add(dense_key)
                 rounds_store.verified(round)
@@ -79,14 +85,14 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
                     raise TicketlabError(f"{rounds_store.round_dir(round)}/metrics.json names no arm")
                 source = record.get("source")
                 name = fixed_arm or record["arm"]
-                marked = granularity and not is_dense_round and name not in STRUCTURED_ARMS
+                marked = marks and not is_dense_round and name not in STRUCTURED_ARMS
                 name = dense_arm if is_dense_round else name
                 results.append(
                     Result(
                         task=config.task,
                         model=config.model,
                         seed=config.train.seed,
-                        arm=f"{name}{GRANULARITY_MARK}{granularity}" if marked else name,
+                        arm=f"{name}{GRANULARITY_MARK}{marks}" if marked else name,
                         source=source["task"] if source else None,
                         round=round,
                         level=record.get("level", record["sparsity"]),
@@ -101,15 +107,16 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
     return results
 
 
-def _imp_weight_runs_first(run: tuple[RunStore, RunConfig]) -> tuple[bool, bool]:
-    """Sort key of runs: IMP's weight-granular runs first, their dense rounds standing for the others'."""
+def _imp_weight_runs_first(run: tuple[RunStore, RunConfig]) -> tuple[bool, bool, bool]:
+    """Sort key of runs: IMP's weight-granular runs without distillation first, their dense rounds standing for the
+    others'."""
     prune = run[1].prune
-    return prune.finder != "imp", prune.granularity != str(WEIGHT)
+    return prune.finder != "imp", prune.granularity != str(WEIGHT), run[1].distill is not None
 
 
 def split_arm(arm: str) -> tuple[str, str | None]:
-    """An arm's name and the granularity it carries: "imp · block:8x8" -> ("imp", "block:8x8"); "imp" -> ("imp",
-    None)."""
+    """An arm's name and what it carries, its granularity and distillation: "imp · block:8x8" -> ("imp", "block:8x8");
+    "imp · distilled" -> ("imp", "distilled"); "imp" -> ("imp", None)."""
     name, _, granularity = arm.partition(GRANULARITY_MARK)
     return name, granularity or None
 

@@ -41,6 +41,7 @@ class Task(ABC):
     prune_defaults: dict[str, Any] = {}  # PruneConfig fields that differ from the BERT-tickets code's for this task
     recipe: TrainConfig  # the paper's hyperparameters, for BERT-base-size models
     min_batch_size: int = 1  # contrastive objectives compare the examples of a batch with each other
+    distillation: str | None = "logits"  # how a ticket learns from the dense model (ticketlab.distillation.KINDS)
     small_recipe: TrainConfig  # for the small embedded models (hidden size under 768)
 
     def model_options(self, data: str | None = None) -> dict[str, Any]:

@@ -51,6 +51,10 @@ class GlueTask(Task):
     small_recipe = TrainConfig(epochs=3, batch_size=32, learning_rate=1e-4, max_length=128)
 
     @property
+    def distillation(self) -> str:  # type: ignore[override]
+        return "logits" if self.labels else "score"
+
+    @property
     def num_labels(self) -> int:
         return len(self.labels) or 1
 

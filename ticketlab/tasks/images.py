@@ -139,6 +139,7 @@ class ContrastivePretraining(ImageTask):
     metric = "knn_accuracy"
     auto_class = ResNetForContrastiveLearning
     min_batch_size = 2
+    distillation = None  # its outputs are features compared within a batch: nothing a ticket is distilled on
     files = FashionMnist.files
     method: str
     views: ViewRecipe

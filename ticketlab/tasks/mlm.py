@@ -40,6 +40,7 @@ class MaskedLanguageModeling(Task):
     metrics = ("accuracy", "loss", "perplexity")  # masked-token accuracy; cross-entropy and its exp on masked tokens
     metric = "accuracy"
     auto_class = AutoModelForMaskedLM
+    distillation = "masked-tokens"
     # Blocks of 128 tokens at Hugging Face run_mlm's learning rate (BERT-tickets prunes its MLM models the same way).
     recipe = TrainConfig(epochs=1, batch_size=32, learning_rate=5e-5, max_length=128)
     small_recipe = TrainConfig(epochs=1, batch_size=32, learning_rate=1e-4, max_length=128)

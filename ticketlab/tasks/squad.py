@@ -47,6 +47,7 @@ class Squad(Task):
     metrics = ("exact_match", "f1")
     metric = "f1"
     auto_class = AutoModelForQuestionAnswering
+    distillation = "spans"
     recipe = TrainConfig(epochs=2, batch_size=16, learning_rate=3e-5, max_length=384)
     small_recipe = TrainConfig(epochs=2, batch_size=16, learning_rate=1e-4, max_length=384)
     doc_stride = 128  # context tokens shared by consecutive windows of a long context
