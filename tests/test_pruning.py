@@ -101,6 +101,8 @@ def test_cannot_prune_below_the_current_sparsity():
         ("linear", 0.1, 0.9, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]),
         ("linear", 0.1, 0.25, [0.0, 0.1, 0.2, 0.25]),
         ("geometric", 0.2, 0.5, [0.0, 0.2, 0.36, 0.488, 0.5]),
+        ("0.5,0.7,0.8,0.9,0.95", 0.1, 0.95, [0.0, 0.5, 0.7, 0.8, 0.9, 0.95]),  # levels written out: rate unused
+        ("0.3", 0.2, 0.3, [0.0, 0.3]),
     ],
 )
 def test_schedules(schedule, rate, target, expected):
@@ -111,6 +113,21 @@ def test_schedules(schedule, rate, target, expected):
 def test_target_outside_open_interval_is_refused(target):
     with pytest.raises(TicketlabError, match=r"\(0, 1\)"):
         sparsity_schedule("linear", 0.1, target)
+
+
+@pytest.mark.parametrize(
+    "schedule, target, message",
+    [
+        ("0.5,0.9", 0.95, "ends at 0.9"),
+        ("0.5,0.5", 0.5, "must rise"),
+        ("0.5,1.0", 1.0 - 1e-9, "must rise, each in"),
+        ("0.5,x", 0.5, "neither linear nor geometric"),
+        ("cubic", 0.5, "unknown schedule"),
+    ],
+)
+def test_bad_levels_are_refused_in_one_line(schedule, target, message):
+    with pytest.raises(TicketlabError, match=message):
+        sparsity_schedule(schedule, 0.1, target)
 
 
 def test_a_level_written_to_three_decimals_finds_its_round():

@@ -75,6 +75,23 @@ def test_a_one_shot_method_resumes_exactly(method, tiny_model_dir, reviews, tmp_
     assert_resumes_exactly(args, ["*/round_00/checkpoint.pt", "*/round_02/checkpoint.pt"], tmp_path)
 
 
+def test_a_distilled_find_resumes_exactly_when_killed_in_its_teacher_and_its_tickets(tiny_model_dir, reviews, tmp_path):
+    args = ["find", "--model", tiny_model_dir, "--data", reviews, "--sparsity", "0.2", "--distill", *FAST]
+    kills = ["*/teacher/round_00/outputs.safetensors", "*/round_01/checkpoint.pt", "*/round_02/checkpoint.pt"]
+    resumed, _ = assert_resumes_exactly(args, kills, tmp_path)
+    assert next(resumed.glob("*/teacher/round_00/COMPLETE")).is_file()
+
+
+def test_a_distilled_mlm_find_resumes_exactly_with_its_teacher_beside_it(tiny_model_dir, corpus, tmp_path):
+    args = ["find", "--model", tiny_model_dir, "--task", "mlm", "--data", corpus, "--max-length", "32"]
+    args += ["--sparsity", "0.1", "--distill", *FAST]
+    resumed, _ = assert_resumes_exactly(args, ["*/round_01/checkpoint.pt"], tmp_path)
+    record = json.loads(next(resumed.glob("*/round_01/metrics.json")).read_text())
+    teacher_flops, steps = record["cost"]["teacher_flops"], record["steps"]
+    assert teacher_flops > 0 and teacher_flops % steps == 0  # a forward pass of the dense model per step
+    assert not list(resumed.glob("*/teacher"))  # MLM's teacher runs beside the ticket: no stored outputs
+
+
 def test_find_on_mlm_resumes_exactly_with_the_same_dynamic_masks(tiny_model_dir, corpus, tmp_path):
     args = [
         "find",

@@ -27,7 +27,7 @@ from .models.vision import LAYOUTS as ARCHITECTURES
 from .pretraining.records import METHODS as PRETRAINING_METHODS
 from .pretraining.records import pretrain_record
 from .pretraining.workflow import pretrain
-from .pruning import SCHEDULES, SCOPES, parse_granularity
+from .pruning import SCHEDULES, SCOPES, listed_levels, parse_granularity
 from .report.build import build_report, load_results
 from .report.console import (
     print_earlybert,
@@ -312,8 +312,9 @@ def _add_run_options(
     )
     prune.add_argument(
         "--schedule",
-        choices=SCHEDULES,
-        help="linear: RATE of the original weights per round; geometric: of the remaining",
+        type=_schedule,
+        help="linear: RATE of the original weights per round; geometric: of the remaining; or the levels themselves, "
+        "rising to --sparsity (e.g. 0.5,0.7,0.8,0.9,0.95)",
     )
     prune.add_argument("--rate", type=_fraction, help="fraction pruned per round (default 0.1 linear, 0.2 geometric)")
     prune.add_argument(
@@ -413,6 +414,17 @@ def _granularity(text: str) -> str:
         parse_granularity(text)
     except TicketlabError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _schedule(text: str) -> str:
+    """A schedule's name (SCHEDULES) or its levels, kept as written (a PruneConfig field)."""
+    try:
+        listed_levels(text)
+    except TicketlabError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if text not in SCHEDULES and not text[:1].isdigit():
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(SCHEDULES)}, or levels)")
     return text
 
 

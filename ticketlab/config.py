@@ -13,7 +13,7 @@ from typing import Any, Mapping, TypeVar
 
 from .errors import TicketlabError
 from .hardware import native_bf16
-from .pruning import METHODS, check_levels, check_scope, parse_granularity
+from .pruning import METHODS, check_levels, check_scope, listed_levels, parse_granularity
 from .pruning.schedules import sparsity_schedule
 
 T = TypeVar("T")
@@ -138,7 +138,8 @@ class PruneConfig:
 
     sparsity: float = 0.9  # the target
     method: str = "magnitude"  # the ranking IMP prunes by (ticketlab.pruning.METHODS)
-    schedule: str = "linear"  # linear: `rate` of the original weights per round; geometric: of the remaining
+    schedule: str = "linear"  # linear: `rate` of the original weights per round; geometric: of the remaining; or
+    # the levels themselves, "0.5,0.7,0.9" (ticketlab.pruning.schedules)
     rate: float = 0.1
     scope: str = "layers"  # or "global" (the paper's), "per-matrix": see ticketlab.pruning.SCOPES
     rewind_step: int = 0  # 0: rewind to the pre-trained weights θ0; i: to the weights after step i of round 0
@@ -250,7 +251,8 @@ class RunConfig:
         finder = "" if self.prune.finder == PruneConfig.finder else f"{self.prune.finder}-"
         distill = "" if self.distill is None else "distill-"
         precision = "" if self.train.precision == TrainConfig.precision else f"{self.train.precision}-"
-        schedule = f"{self.prune.schedule}-{self.prune.sparsity:g}"
+        schedule = "levels" if listed_levels(self.prune.schedule) else self.prune.schedule
+        schedule = f"{schedule}-{self.prune.sparsity:g}"
         return f"{self.task}_{model}_{finder}{distill}{precision}{schedule}_{self.hash()}"
 
 

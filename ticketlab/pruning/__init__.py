@@ -5,7 +5,7 @@ from ..registry import Registry
 from .granularity import WEIGHT, Granularity, check_fits, check_levels, parse_granularity
 from .magnitude import SCOPES, Rankings, check_scope, magnitude_prune, scope_rankings
 from .random import random_prune
-from .schedules import SCHEDULES, cubic_schedule, round_at, sparsity_schedule
+from .schedules import SCHEDULES, cubic_schedule, listed_levels, round_at, sparsity_schedule
 
 METHODS = Registry("pruning method")
 METHODS.register("magnitude")(magnitude_prune)
@@ -21,6 +21,7 @@ __all__ = [
     "check_levels",
     "check_scope",
     "cubic_schedule",
+    "listed_levels",
     "magnitude_prune",
     "parse_granularity",
     "random_prune",

@@ -11,10 +11,17 @@ def sparsity_schedule(schedule: str, rate: float, target: float) -> list[float]:
     """Sparsity of every round, starting with the dense round 0 and ending at `target`.
 
     linear: `rate` of the ORIGINAL weights per round (0.1, 0.2, ... as in the BERT-tickets code);
-    geometric: `rate` of the REMAINING weights per round (1 - (1 - rate)^r, as in open_lth and the CV code).
+    geometric: `rate` of the REMAINING weights per round (1 - (1 - rate)^r, as in open_lth and the CV code);
+    or the levels themselves, rising and ending at `target` ("0.5,0.7,0.8,0.9,0.95": the levels a deployment
+    compares), whatever `rate`.
     """
     if not 0.0 < target < 1.0:
         raise TicketlabError(f"target sparsity must be in (0, 1), got {target:g}")
+    listed = listed_levels(schedule)
+    if listed is not None:
+        if listed[-1] != target:
+            raise TicketlabError(f"the schedule {schedule} ends at {listed[-1]:g}: its target sparsity, not {target:g}")
+        return [0.0, *listed]
     if not 0.0 < rate < 1.0:
         raise TicketlabError(f"pruning rate must be in (0, 1), got {rate:g}")
     if schedule not in SCHEDULES:
@@ -24,6 +31,21 @@ def sparsity_schedule(schedule: str, rate: float, target: float) -> list[float]:
         r = len(levels)
         level = r * rate if schedule == "linear" else 1.0 - (1.0 - rate) ** r
         levels.append(min(round(level, 12), target))
+    return levels
+
+
+def listed_levels(schedule: str) -> list[float] | None:
+    """The levels of a schedule written as them ("0.5,0.7,0.9": rising, each in (0, 1)); None for a named one."""
+    if schedule in SCHEDULES or not schedule[:1].isdigit():
+        return None
+    try:
+        levels = [float(text) for text in schedule.split(",")]
+    except ValueError:
+        raise TicketlabError(
+            f"schedule {schedule!r} is neither {' nor '.join(SCHEDULES)} nor levels like 0.5,0.9"
+        ) from None
+    if not all(0.0 < level < 1.0 for level in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
+        raise TicketlabError(f"the levels of schedule {schedule} must rise, each in (0, 1)")
     return levels
 
 
