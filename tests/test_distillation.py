@@ -22,6 +22,8 @@ from ticketlab.lottery import resolve_config, run_controls, run_lottery, teacher
 from ticketlab.masks import load_mask
 from ticketlab.models import layer_stack_weights, load_pretrained, prunable_weights
 from ticketlab.pruning import magnitude_prune, scope_rankings
+from ticketlab.report.cost import unit_costs
+from ticketlab.report.results import collect
 from ticketlab.store import RunStore, file_digest
 from ticketlab.tasks import TASKS
 from ticketlab.train import Draws, seeded_generator
@@ -173,7 +175,6 @@ def test_masks_are_ranked_from_fp32_weights_under_bf16(tiny_model_dir, reviews, 
         **QUICK,
     )
 
-
     store = RunStore(result.path)
     trained = load_file(str(store.weights_path(1)))
     assert all(value.dtype == torch.float32 for value in trained.values())
@@ -226,3 +227,11 @@ def test_a_distilled_ticket_differs_from_a_plain_one_and_its_dense_round_is_the_
     assert distilled.rounds[0]["train_loss"] == plain.rounds[0]["train_loss"]  # round 0 copied: no distillation
     assert distilled.rounds[1]["train_loss"] != plain.rounds[1]["train_loss"]
     assert math.isfinite(distilled.rounds[1]["train_loss"])
+    results = collect([tmp_path])
+    arms = {result.arm for result in results}
+    assert {"imp", "imp · distilled"} <= arms  # the distilled run's arms beside the plain run's, one dense model
+    costs = unit_costs(results).set_index(["arm", "level"])
+    teacher_unit = RunStore(distilled.path).teacher().metrics(0)["cost"]
+    expected = distilled.rounds[1]["cost"]["train_flops"] + teacher_unit["teacher_flops"]
+    assert costs.loc[("imp · distilled", 0.1), "train_flops"] == expected
+    assert costs.loc[("imp", 0.1), "train_flops"] == plain.rounds[1]["cost"]["train_flops"]

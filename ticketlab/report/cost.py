@@ -42,7 +42,10 @@ are multiplied too); seconds are training time, evaluation excluded. — : a uni
 - random re-init, shuffled and noisy θ0: what the run's mask of that round took; inverted mask: what its mask at
   sparsity 1 − s took.
 - transfer: what the source's ticket took, divided by the number of tasks it is transferred to in these runs.
-- EarlyBERT: its search (from θ0: it needs no dense round)."""
+- EarlyBERT: its search (from θ0: it needs no dense round).
+- distilled arms: their training adds their teacher's forward passes: the dense round's outputs on the training
+  split, computed once a run and counted in full in each ticket (FLOPs and seconds); MLM's, the dense model beside
+  every step (FLOPs)."""
 
 
 class Units:
@@ -197,9 +200,10 @@ def unit_costs(results: Iterable[Result]) -> pd.DataFrame:
             "seed": r.seed,
             "sparsity": r.sparsity,
         }
+        teaching = _teaching(r)
         for unit, key in MEASURES.items():
             row[f"find_{unit}"] = sum(share * _measure(ledger, key) for ledger, share in spent)
-            row[f"train_{unit}"] = _measure(r.record.get("cost"), key)
+            row[f"train_{unit}"] = _measure(r.record.get("cost"), key) + teaching[unit]
             row[f"total_{unit}"] = row[f"find_{unit}"] + row[f"train_{unit}"]
         rows.append(row)
     return pd.DataFrame(rows, columns=[*KEYS, "seed", "sparsity", *COSTS])
@@ -253,6 +257,21 @@ def cost_views(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
             view.insert(0, "model", [Path(model).name for model in rows.model])
         views[task] = view
     return views
+
+
+def _teaching(result: Result) -> dict[str, float]:
+    """What a distilled unit's teacher cost it, per MEASURES unit: the teacher FLOPs of its own ledger (MLM: the dense
+    model beside every step) and the run's teacher unit's one pass over the training split (FLOPs and seconds),
+    counted in full for each ticket, as one ticket alone would pay it; nothing for a unit trained without one."""
+    own = result.record.get("cost") or {}
+    if "teacher_flops" not in own:
+        return {unit: 0.0 for unit in MEASURES}
+    teachers = RunStore(result.run).teacher()
+    stored: Ledger = {}
+    if teachers.is_complete(0):
+        teachers.verified(0)
+        stored = teachers.metrics(0)["cost"]
+    return {"flops": own["teacher_flops"] + stored.get("teacher_flops", 0), "s": stored.get("eval_time_s", 0.0)}
 
 
 def _measure(ledger: Ledger | None, key: str) -> float:
