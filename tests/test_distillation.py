@@ -23,6 +23,7 @@ from ticketlab.masks import load_mask
 from ticketlab.models import layer_stack_weights, load_pretrained, prunable_weights
 from ticketlab.pruning import magnitude_prune, scope_rankings
 from ticketlab.report.cost import unit_costs
+from ticketlab.report.earlybert import earlybert_groups
 from ticketlab.report.results import collect
 from ticketlab.store import RunStore, file_digest
 from ticketlab.tasks import TASKS
@@ -235,3 +236,14 @@ def test_a_distilled_ticket_differs_from_a_plain_one_and_its_dense_round_is_the_
     expected = distilled.rounds[1]["cost"]["train_flops"] + teacher_unit["teacher_flops"]
     assert costs.loc[("imp · distilled", 0.1), "train_flops"] == expected
     assert costs.loc[("imp", 0.1), "train_flops"] == plain.rounds[1]["cost"]["train_flops"]
+
+
+def test_earlybert_tickets_distil_and_report_as_their_own_group(tiny_model_dir, reviews, tmp_path):
+    settings = ticketlab.EarlyBirdConfig(draw_every=1, window=2, threshold=0.2)
+    options = dict(data=str(reviews), out=tmp_path, settings=settings, **QUICK)
+    plain = ticketlab.earlybert(str(tiny_model_dir), "rotten-tomatoes", **options)
+    distilled = ticketlab.earlybert(str(tiny_model_dir), "rotten-tomatoes", distill=True, **options)
+    assert "teacher_flops" in distilled.earlybert["cost"] and "teacher_flops" not in plain.earlybert["cost"]
+    assert distilled.earlybert["train_loss"] != plain.earlybert["train_loss"]
+    labels = [group.settings for group in earlybert_groups(collect([tmp_path]))]
+    assert len(labels) == 2 and sum(label.endswith(" · distilled") for label in labels) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -74,18 +75,34 @@ def earlybert_groups(results: Iterable[Result]) -> list[Group]:
     results = list(results)
     structured = sorted((r for r in results if r.arm in STRUCTURED_ARMS), key=lambda r: (r.seed, str(r.run)))
     settings = {
-        (r.run, branch_settings(r)): settings_label(r.record["search"]) for r in structured if r.arm == EARLYBERT
+        (r.run, branch_settings(r)): settings_label(r.record["search"]) + _distilled(r.run)
+        for r in structured
+        if r.arm == EARLYBERT
     }
     dense = {r.run: r for r in results if r.branch is None and r.round == 0}
+    trained = {_training(run): result for run, result in dense.items()}  # for a run whose round 0 is read elsewhere
     found: dict[tuple[str, str, str], dict[str, list[Result]]] = defaultdict(lambda: defaultdict(list))
     for r in structured:
-        if r.run not in dense:
+        reference = dense.get(r.run) or trained.get(_training(r.run))
+        if reference is None:
             raise TicketlabError(f"{r.run} has EarlyBERT branches but no complete round 0 (its dense model)")
         arms = found[r.task, r.model, settings.get((r.run, branch_settings(r)), f"settings {branch_settings(r)}")]
         _add(arms[r.arm], r)
-        if not any(other.run == r.run for other in arms["dense"]):
-            _add(arms["dense"], dense[r.run])
+        if not any(other is reference for other in arms["dense"]):
+            _add(arms["dense"], reference)
     return [Group(*key, {arm: arms[arm] for arm in ARMS if arm in arms}) for key, arms in sorted(found.items())]
+
+
+def _training(run: Path) -> tuple:
+    """What decides a run's dense round 0: its model, data, task and recipe (a distilled run's is the plain run's,
+    which the report reads in its place)."""
+    config = RunStore(run).config()
+    return config.model, config.model_hash, config.task, config.data, config.train
+
+
+def _distilled(run: Path) -> str:
+    """" · distilled" for a run whose tickets learn from its dense round too (ticketlab.distillation), else ""."""
+    return " · distilled" if RunStore(run).config().distill is not None else ""
 
 
 def settings_label(search: Mapping[str, Any]) -> str:
