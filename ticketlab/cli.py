@@ -181,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     report_cmd.add_argument("runs", type=_path, nargs="+", help="run folders, or folders of runs")
     report_cmd.add_argument("--out", type=_folder, help="report folder (default: report/ beside the runs)")
     report_cmd.add_argument(
+        "--exports",
+        type=_path,
+        nargs="+",
+        default=(),
+        metavar="FOLDER",
+        help="exports of these runs' tickets (ticketlab export), or folders of them: the accuracy/latency frontier",
+    )
+    report_cmd.add_argument(
         "--metric",
         action="append",
         type=_assignment,
@@ -476,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _report(args: dict) -> None:
     metrics = dict(args["metric"])
-    out = build_report(args["runs"], args["out"], metrics)
+    out = build_report(args["runs"], args["out"], metrics, args["exports"])
     print_tables(args["runs"], metrics)
     print(out / "report.md")
 

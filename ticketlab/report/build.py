@@ -18,6 +18,7 @@ from .cost import TEXT as COST_TEXT
 from .cost import cost_table, cost_views
 from .earlybert import CELLS_TEXT as EARLYBERT_TEXT
 from .earlybert import earlybert_table, earlybert_views
+from .frontier import draw_frontier, frontier_table, frontier_view, timed_exports
 from .plots import draw_all
 from .results import Result, collect
 from .tables import Deciders, Tables, gaps_view, make_tables, matching_view, task_views, transfer_views
@@ -38,6 +39,11 @@ DEFINITIONS_TEXT = (
     + "."
 )
 
+FRONTIER_TEXT = (
+    "Each exported ticket's held-out metric (mean ± std over seeds) beside its speedup over the fastest dense way to "
+    "run the same model on this machine (fp32, bf16 where native, INT8: export.json's latency), each seed's fastest "
+    "format; frontier: no other ticket is both faster and better. Timings are the machine's that exported them."
+)
 FILES = {
     "results.csv": "every metric of every arm and level: n, mean, std, min, max over seeds; "
     "matching flags on the deciding metric",
@@ -53,6 +59,8 @@ FILES = {
     "what they keep, the draw step and the times (only with EarlyBERT results)",
     "cost.csv": "per task, arm and level: the cost to find each ticket, to train it and in total, training FLOPs and "
     "seconds, mean over seeds (NaN where a unit was stored without its ledger)",
+    "frontier.csv": "per task, batch and exported ticket: the held-out metric over seeds, the speedup over the fastest "
+    "dense export, the format, and whether it is on the Pareto frontier (only with --exports)",
 }
 
 
@@ -71,27 +79,35 @@ def load_results(paths: Iterable[str | Path], metrics: dict[str, str] | None = N
 
 
 def build_report(
-    paths: Iterable[str | Path], out: str | Path | None = None, metrics: dict[str, str] | None = None
+    paths: Iterable[str | Path],
+    out: str | Path | None = None,
+    metrics: dict[str, str] | None = None,
+    exports: Iterable[str | Path] = (),
 ) -> Path:
-    """Write report.md, the CSV tables and the plots into `out` (default: report/ beside the runs); returns `out`."""
+    """Write report.md, the CSV tables and the plots into `out` (default: report/ beside the runs); returns `out`.
+    `exports`: folders holding exports of these runs' tickets, drawn as the accuracy/latency frontier."""
     results, deciders = load_results(paths, metrics)
     tables, earlybert = make_tables(results, deciders), earlybert_table(results, deciders)
     cost = cost_table(results)
+    exports = list(exports)
+    frontier = frontier_table(results, timed_exports(exports), deciders) if exports else pd.DataFrame()
     runs = sorted({r.run.resolve() for r in results})
     out = Path(out) if out is not None else Path(os.path.commonpath([run.parent for run in runs])) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    for name, frame in csv_files(tables, earlybert, cost).items():
+    for name, frame in csv_files(tables, earlybert, cost, frontier).items():
         with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False)
-    plots = draw_all(results, deciders, out)
+    plots = draw_all(results, deciders, out) + (draw_frontier(frontier, out) if not frontier.empty else [])
     with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(markdown(tables, earlybert, cost, deciders, runs, plots, out))
+        tmp.write_text(markdown(tables, earlybert, cost, frontier, deciders, runs, plots, out))
     return out
 
 
-def csv_files(tables: Tables, earlybert: pd.DataFrame, cost: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The CSV files of a report by name (FILES); gaps.csv, nearly_empty.csv and earlybert.csv only where they have
-    rows."""
+def csv_files(
+    tables: Tables, earlybert: pd.DataFrame, cost: pd.DataFrame, frontier: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """The CSV files of a report by name (FILES); gaps.csv, nearly_empty.csv, earlybert.csv and frontier.csv only
+    where they have rows."""
     frames = dict(
         zip(
             FILES,
@@ -104,10 +120,11 @@ def csv_files(tables: Tables, earlybert: pd.DataFrame, cost: pd.DataFrame) -> di
                 tables.nearly_empty,
                 earlybert,
                 cost,
+                frontier,
             ),
         )
     )
-    optional = {"gaps.csv", "nearly_empty.csv", "earlybert.csv"}
+    optional = {"gaps.csv", "nearly_empty.csv", "earlybert.csv", "frontier.csv"}
     return {name: frame for name, frame in frames.items() if name not in optional or not frame.empty}
 
 
@@ -115,6 +132,7 @@ def markdown(
     tables: Tables,
     earlybert: pd.DataFrame,
     cost: pd.DataFrame,
+    frontier: pd.DataFrame,
     deciders: Deciders,
     runs: list[Path],
     plots: list[Path],
@@ -183,13 +201,23 @@ def markdown(
         lines += ["## EarlyBERT", "", EARLYBERT_TEXT, ""]
         for (task, model), view in earlybert_views(earlybert, deciders).items():
             lines += [f"### {task} · {model}", "", markdown_table(view), ""]
+    if not frontier.empty:
+        lines += [
+            "## Shipped tickets: accuracy against speed",
+            "",
+            FRONTIER_TEXT,
+            "",
+            markdown_table(frontier_view(frontier)),
+            "",
+        ]
     if cost.train_flops.notna().any():  # runs stored before the ledger have none
         lines += ["## Cost", "", COST_TEXT, ""]
         for task, view in cost_views(cost).items():
             lines += [f"### {task}", "", markdown_table(view), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{plot.stem}]({_relative(plot, out)})\n" for plot in plots]
-    lines += ["## Files", ""] + [f"- [{name}]({name}): {FILES[name]}" for name in csv_files(tables, earlybert, cost)]
+    files = csv_files(tables, earlybert, cost, frontier)
+    lines += ["## Files", ""] + [f"- [{name}]({name}): {FILES[name]}" for name in files]
     lines += ["", "## Runs", ""] + [f"- `{_relative(run, out)}`" for run in runs]
     return "\n".join(lines) + "\n"
 
