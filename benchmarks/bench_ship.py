@@ -20,15 +20,24 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+from torch import nn
+
 import ticketlab
 from ticketlab.config import resolve_precision
-from ticketlab.hardware import cpu_features, cpu_name
+from ticketlab.export.latency import against_dense, dense_variants, text_inputs
+from ticketlab.hardware import cpu_features, cpu_name, native_bf16
 from ticketlab.lottery import resolve_config, run_lottery
+from ticketlab.models import load_pretrained, prunable_weights, resolve_model
+from ticketlab.report.build import build_report
+from ticketlab.store import RunStore
+from ticketlab.tasks import TASKS
 
 LEVELS = "0.5,0.7,0.8,0.9,0.95"
 EPOCHS = (1, 2)
 RECIPE = dict(model="minilm-l6", task="rotten-tomatoes", learning_rate=1e-4, precision="auto")  # the minilm preset's lr
 METHODS = ("imp", "wanda", "gmp")
+SHAPES = ((1, 128), (32, 128))  # batch x tokens the frontier is measured at
 
 
 def dense_config(epochs: int, seed: int):
@@ -77,9 +86,53 @@ def train(out: Path, epochs: int, seeds: list[int], methods: list[str], distill:
                     )
 
 
+def ship(out: Path) -> None:
+    """Every ticket of the trained runs exported in each sparse format at each of SHAPES (resumable: an export folder
+    that exists is complete), then the report with the frontier."""
+    formats = ["sparse", "sparse-int8"] + (["sparse-bf16"] if native_bf16("cpu") else [])
+    for run in sorted((out / "tickets").glob("*/config.json")):
+        store = RunStore(run.parent)
+        for round in store.completed_rounds():
+            if round == 0 or not store.weights_path(round).is_file():
+                continue
+            for (batch, length), form in [(shape, form) for shape in SHAPES for form in formats]:
+                folder = out / "exports" / store.path.name / f"round_{round:02d}" / f"{form}-b{batch}"
+                if not folder.exists():
+                    folder.parent.mkdir(parents=True, exist_ok=True)
+                    ticketlab.export_ticket(f"{store.path}:{round}", folder, form, batch_size=batch, length=length)
+                    print(f"exported {folder.relative_to(out)}")
+    report = build_report([out / "tickets"], out / "report", exports=[out / "exports"])
+    print((report / "frontier.csv").read_text())
+
+
+def ceiling() -> None:
+    """The speed bound of any ticket: minilm-l6 with every prunable linear layer free (its bias alone), against the
+    fastest dense way to run the whole model, at each of SHAPES."""
+    task = TASKS.get(RECIPE["task"])
+    model = load_pretrained(resolve_model(RECIPE["model"]), task.auto_class, seed=0, **task.model_options()).eval()
+    dense = dense_variants(model)
+    for name in prunable_weights(model):
+        layer = model.get_submodule(f"{model.base_model_prefix}.{name.removesuffix('.weight')}")
+        layer.forward = _free(layer)
+    for batch, length in SHAPES:
+        timed = against_dense(model, dense, text_inputs(model.config.vocab_size, batch, length))
+        print(f"ceiling at {batch} x {length}: {timed['speedup']:.2f}x over {timed['fastest dense']} ({timed})")
+
+
+def _free(layer: nn.Linear):
+    """A linear layer that costs nothing: its output is its bias, broadcast."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return layer.bias.expand(*x.shape[:-1], layer.out_features)
+
+    return forward
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stages", nargs="+", default=["epochs", "train"], choices=("epochs", "train", "ship"))
+    parser.add_argument(
+        "--stages", nargs="+", default=["epochs", "train", "ship"], choices=("epochs", "train", "ship", "ceiling")
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--distill", nargs="+", default=["off", "on"], choices=("off", "on"))
@@ -96,6 +149,10 @@ def main() -> None:
     )
     if "train" in args.stages:
         train(args.out, epochs, args.seeds, args.methods, [d == "on" for d in args.distill], args.granularities)
+    if "ship" in args.stages:
+        ship(args.out)
+    if "ceiling" in args.stages:
+        ceiling()
 
 
 if __name__ == "__main__":
