@@ -20,12 +20,12 @@ import os
 import platform
 
 import torch
-from racing import race
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModel
 
 from ticketlab.earlybert import compact, layer_shapes, scale_structures
 from ticketlab.earlybert.draw import draw_structure
+from ticketlab.export.latency import race
 from ticketlab.models import load_pretrained, resolve_model
 
 HEADS_PRUNED, FFN_PRUNED = 0.33, 0.4

@@ -10,9 +10,10 @@ from transformers import BertForSequenceClassification, BertModel
 import ticketlab
 from ticketlab.cli import main
 from ticketlab.errors import TicketlabError
-from ticketlab.export import FORMATS, export_ticket, load_sparse
+from ticketlab.export import FORMATS, export_ticket, formats, load_sparse
 from ticketlab.export.kernels import INT8, available_kernels, block_shape, compiled_library, square_block
 from ticketlab.export.sparse import SparseLinear, apply_plan, sparsify
+from ticketlab.hardware import native_bf16
 from ticketlab.masks import load_mask
 
 
@@ -127,6 +128,17 @@ def test_an_exact_export_gives_the_masked_dense_models_outputs(trained_run, tmp_
         assert set(record["kernels"]) == {name.rpartition(".")[0] for name in mask}
         sparse = [entry for entry in record["kernels"].values() if entry["kernel"] != "dense"]
         assert sum(isinstance(m, SparseLinear) for m in shipped.modules()) == len(sparse)
+        assert_raced_against_dense(record["latency"])
+    else:
+        assert "latency" not in record
+
+
+def assert_raced_against_dense(latency):
+    """Every dense way this machine has was timed, and the speedup is over the fastest of them."""
+    dense = latency["dense ms"]
+    assert set(dense) == {"fp32", "int8", *(["bf16 weights", "bf16 autocast"] if native_bf16("cpu") else [])}
+    assert latency["fastest dense"] == min(dense, key=dense.get)
+    assert latency["speedup"] == pytest.approx(min(dense.values()) / latency["exported ms"], rel=1e-2)
 
 
 def test_int8_exports_record_their_dev_metrics_and_stay_close(trained_run, tmp_path):
@@ -134,10 +146,28 @@ def test_int8_exports_record_their_dev_metrics_and_stay_close(trained_run, tmp_p
         folder = export_ticket(trained_run, tmp_path / format, format=format, batch_size=2, length=16)
         record = json.loads((folder / "export.json").read_text())
         assert set(record["dev"]) == {"masked dense", "exported"}
+        assert_raced_against_dense(record["latency"])
         plain = BertForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
         batch = random_batch(plain.config.vocab_size, torch.Generator().manual_seed(2))
         with torch.no_grad():
             assert (load_sparse(folder)(**batch).logits - plain(**batch).logits).abs().max() < 0.05
+
+
+def test_a_bf16_export_stays_close_where_the_cpu_runs_bf16_and_is_refused_elsewhere(trained_run, tmp_path, monkeypatch):
+    if native_bf16("cpu"):
+        folder = export_ticket(trained_run, tmp_path / "bf16", format="sparse-bf16", batch_size=2, length=16)
+        record = json.loads((folder / "export.json").read_text())
+        tried = [set(entry["ms"]) for entry in record["kernels"].values()]
+        assert all("dense" not in ms and {"dense-bf16", "compiled-bf16"} <= ms for ms in tried)
+        assert_raced_against_dense(record["latency"])
+        plain = BertForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+        batch = random_batch(plain.config.vocab_size, torch.Generator().manual_seed(4))
+        with torch.no_grad():
+            assert (load_sparse(folder)(**batch).logits - plain(**batch).logits).abs().max() < 0.05
+    monkeypatch.setattr(formats, "native_bf16", lambda device: False)
+    with pytest.raises(TicketlabError, match="sparse-bf16 needs a CPU with native bf16"):
+        export_ticket(trained_run, tmp_path / "refused", format="sparse-bf16")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_an_onnx_export_runs_on_onnx_runtime(trained_run, tmp_path):
@@ -151,6 +181,19 @@ def test_a_mask_file_exports_the_ticket_on_the_pretrained_weights(trained_run, t
     ticket = export_ticket(folder / "mask.safetensors", tmp_path / "theta0", format="sparse", model=str(tiny_model_dir))
     record = json.loads((ticket / "export.json").read_text())
     assert "pre-trained" in record["weights"] and "dev" not in record
+
+
+def test_an_export_without_the_compiled_kernel_uses_the_others(trained_run, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("TICKETLAB_CACHE", str(tmp_path / "a-file" / "cache"))  # unwritable, even by root
+    compiled_library.cache_clear()
+    try:
+        folder = export_ticket(trained_run, tmp_path / "sparse", format="sparse", batch_size=2, length=16)
+        plan = json.loads((folder / "export.json").read_text())["kernels"]
+        assert all(set(entry["ms"]) == {"dense", "torch-csr"} for entry in plan.values())  # no square blocks here
+        assert load_sparse(folder) is not None
+    finally:
+        compiled_library.cache_clear()  # the next test builds it again where it can
 
 
 def test_bad_exports_say_so_in_one_line_and_write_nothing(trained_run, tmp_path):
@@ -170,6 +213,7 @@ def test_the_export_command_prints_the_kernels_and_the_dev_metrics(trained_run, 
     assert main(["export", str(trained_run), "--format", "sparse", "--length", "16", "--out", str(tmp_path / "x")]) == 0
     printed = capsys.readouterr().out
     assert "pruned linear layers on 1 x 16 tokens" in printed and "exported: dev_accuracy" in printed
+    assert "whole model on 1 x 16 tokens: exported" in printed and "the fastest dense (" in printed
     assert set(FORMATS) >= {"dense", "sparse", "int8", "onnx"}
 
 

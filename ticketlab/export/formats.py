@@ -3,7 +3,8 @@
 Every export folder holds the model in the save_pretrained layout with the pruned weights zeroed (any Hugging Face
 tool reads it as a dense model), the tokenizer, mask.safetensors, and export.json: the format, where the weights
 come from, the deployment shape, per layer the kernel chosen and the time of every kernel tried (sparse formats),
-and the dev metrics measured at export (trained weights). `load_sparse` rebuilds the same model from it.
+the whole model's latency against the fastest dense way to run it (fp32, bf16 where native, INT8; formats in RACED,
+text models) and the dev metrics measured at export (trained weights). `load_sparse` rebuilds the same model from it.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from typing import Any
 import torch
 import transformers
 from torch import nn
-from torch.ao.quantization import quantize_dynamic
 
 from ..atomic import atomic_path, write_json
 from ..earlybert.hf import is_compact_folder, load_compact
 from ..errors import TicketlabError
+from ..hardware import cpu_features, native_bf16
 from ..masks import load_mask, save_mask
 from ..models import load_tokenizer
-from .kernels import INT8, available_kernels, torch_notices_silenced
+from .kernels import INT8, available_kernels, bf16_kernels, quantize, torch_notices_silenced
+from .latency import against_dense, dense_variants, text_inputs
 from .onnx import write_onnx
 from .source import Source, load_source
 from .sparse import apply_plan, sparsify
@@ -32,10 +34,13 @@ FORMATS = {
     "sparse": "each pruned linear layer through the fastest kernel on this machine (same outputs to 1e-5)",
     "int8": "dense, every linear layer dynamically quantized to INT8",
     "sparse-int8": "sparse, with INT8 instead of fp32 for the layers that run dense",
+    "sparse-bf16": "sparse, with bf16 kernels besides the exact ones, bf16 for the layers that run dense (a CPU with "
+    "native bf16: AMX-BF16 or AVX512-BF16; close to fp32, not exact)",
     "onnx": "dense, as model.onnx for ONNX Runtime",
 }
-SPARSE = ("sparse", "sparse-int8")
+SPARSE = ("sparse", "sparse-int8", "sparse-bf16")
 QUANTIZED = ("int8", "sparse-int8")
+RACED = ("sparse", "int8", "sparse-int8", "sparse-bf16")  # made to run faster: a text model's export races dense
 RECORD = "export.json"
 
 
@@ -56,6 +61,9 @@ def export_ticket(
         raise TicketlabError(f"{out} exists already; choose a new folder")
     if batch_size < 1 or length < 1:
         raise TicketlabError(f"batch size and length must be at least 1, got {batch_size} and {length}")
+    if format == "sparse-bf16" and not native_bf16("cpu"):
+        features = ", ".join(cpu_features()) or "no vector features known"
+        raise TicketlabError(f"sparse-bf16 needs a CPU with native bf16 (AMX-BF16 or AVX512-BF16), not {features}")
     source = load_source(ticket, model)
     record: dict[str, Any] = {
         "format": format,
@@ -64,11 +72,15 @@ def export_ticket(
         "tokens": [batch_size, length],
         "threads": torch.get_num_threads(),
     }
+    vocab_size = getattr(getattr(source.model, "config", None), "vocab_size", None)
     with atomic_path(out) as tmp:
         _write_model(source, tmp)
         if source.evaluate is not None:
             record["dev"] = {"masked dense": source.evaluate(source.model)}
+        dense = dense_variants(source.model) if format in RACED and vocab_size else None  # before any conversion
         shipped = _convert(source.model, source.mask, format, batch_size * length, record)
+        if dense is not None:
+            record["latency"] = against_dense(shipped, dense, text_inputs(vocab_size, batch_size, length))
         if source.evaluate is not None and format != "dense":
             record["dev"]["exported"] = source.evaluate(shipped)
         if format == "onnx":
@@ -117,18 +129,14 @@ def _convert(model: nn.Module, mask, format: str, tokens: int, record: dict[str,
     return model
 
 
-def quantize(model: nn.Module) -> None:
-    """Dynamic INT8 quantization of every nn.Linear left in the model (torch.ao), in place."""
-    with torch_notices_silenced():
-        quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
-
-
 def kernels_for(format: str) -> dict:
-    """The kernels a sparse format may choose from: exact ones for `sparse`, INT8 in place of dense for the other."""
+    """The kernels a sparse format may choose from: exact ones for `sparse`, INT8 in place of dense for `sparse-int8`,
+    and for `sparse-bf16` the bf16 kernels besides, bf16 dense in place of dense (where the CPU runs bf16)."""
     kernels = available_kernels()
-    if format == "sparse-int8":
+    replacements = {"sparse-int8": {INT8.name: INT8}, "sparse-bf16": bf16_kernels()}.get(format)
+    if replacements:
         kernels.pop("dense")
-        kernels[INT8.name] = INT8
+        kernels.update(replacements)
     return kernels
 
 

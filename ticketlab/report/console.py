@@ -181,17 +181,29 @@ def print_export(folder: Path) -> None:
     if plan:
         chosen = Counter(entry["kernel"] for entry in plan.values())
         fastest = sum(entry["ms"][entry["kernel"]] for entry in plan.values())
-        dense = "dense" if all("dense" in entry["ms"] for entry in plan.values()) else "int8"  # sparse-int8: no fp32
+        # the dense kernel of the format: fp32, or what replaced it (sparse-int8, sparse-bf16)
+        dense = next(k for k in ("dense", "int8", "dense-bf16") if all(k in entry["ms"] for entry in plan.values()))
         baseline = sum(entry["ms"][dense] for entry in plan.values())
         print(
             f"  {len(plan)} pruned linear layers on {batch} x {length} tokens, {record['threads']} threads: "
             + ", ".join(f"{count} {kernel}" for kernel, count in chosen.most_common())
             + f"; {fastest:.2f} ms against {baseline:.2f} ms all {dense} ({baseline / fastest:.2f}x)"
         )
+    if "latency" in record:
+        print(f"  whole model on {batch} x {length} tokens: {latency_line(record['latency'])}")
     for name, metrics in record.get("dev", {}).items():
         print(f"  {name}: " + ", ".join(f"{metric} {value:.4f}" for metric, value in metrics.items()))
     if "onnx_max_abs_error" in record:
         print(f"  model.onnx: max |ONNX Runtime - torch| {record['onnx_max_abs_error']:.1e}")
+
+
+def latency_line(latency: dict) -> str:
+    """An export's latency against every dense way to run it, and the speedup over the fastest, in one line."""
+    dense = ", ".join(f"{name} {ms:.2f}" for name, ms in latency["dense ms"].items())
+    return (
+        f"exported {latency['exported ms']:.2f} ms against dense {dense} ms: "
+        f"{latency['speedup']:.2f}x the fastest dense ({latency['fastest dense']})"
+    )
 
 
 def print_ticket(source: str) -> None:
