@@ -86,14 +86,16 @@ def train(out: Path, epochs: int, seeds: list[int], methods: list[str], distill:
                     )
 
 
-def ship(out: Path) -> None:
-    """Every ticket of the trained runs exported in each sparse format at each of SHAPES (resumable: an export folder
-    that exists is complete), then the report with the frontier."""
-    formats = ["sparse", "sparse-int8"] + (["sparse-bf16"] if native_bf16("cpu") else [])
+def ship(out: Path, formats: list[str], levels: list[float] | None) -> None:
+    """Every ticket of the trained runs (`levels`: only those; None: all) exported in each of `formats` at each of
+    SHAPES (resumable: an export folder that exists is complete), then the report with the frontier."""
+    formats = [form for form in formats if form != "sparse-bf16" or native_bf16("cpu")]
     for run in sorted((out / "tickets").glob("*/config.json")):
         store = RunStore(run.parent)
         for round in store.completed_rounds():
-            if round == 0 or not store.weights_path(round).is_file():
+            level = store.metrics(round)["level"]
+            chosen = levels is None or any(abs(level - wanted) < 1e-6 for wanted in levels)
+            if round == 0 or not chosen or not store.weights_path(round).is_file():
                 continue
             for (batch, length), form in [(shape, form) for shape in SHAPES for form in formats]:
                 folder = out / "exports" / store.path.name / f"round_{round:02d}" / f"{form}-b{batch}"
@@ -138,6 +140,8 @@ def main() -> None:
     parser.add_argument("--distill", nargs="+", default=["off", "on"], choices=("off", "on"))
     parser.add_argument("--granularities", nargs="+", default=["weight"])
     parser.add_argument("--out", type=Path, default=Path("runs/ship"))
+    parser.add_argument("--formats", nargs="+", default=["sparse", "sparse-int8", "sparse-bf16"], help="ship: formats")
+    parser.add_argument("--levels", nargs="+", type=float, help="ship: only the tickets at these levels (default all)")
     args = parser.parse_args()
     print(f"CPU: {cpu_name()}; features: {', '.join(cpu_features())}; precision auto -> {resolve_precision('auto')}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +154,7 @@ def main() -> None:
     if "train" in args.stages:
         train(args.out, epochs, args.seeds, args.methods, [d == "on" for d in args.distill], args.granularities)
     if "ship" in args.stages:
-        ship(args.out)
+        ship(args.out, args.formats, args.levels)
     if "ceiling" in args.stages:
         ceiling()
 
