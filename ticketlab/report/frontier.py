@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from ..errors import TicketlabError
 from ..tasks import TASKS
@@ -166,12 +167,19 @@ def draw_frontier(table: pd.DataFrame, out: Path) -> list[Path]:
         for axis, (batch, length) in zip(axes[0], shapes):
             panel = rows[(rows.batch == batch) & (rows.length == length)]
             for arm, points in panel.groupby("arm", sort=False):
+                for speedup, mean, level in zip(points.speedup, points["mean"], points.level):
+                    if arm != "dense":
+                        axis.annotate(
+                            f"{level:.0%}", (speedup, mean), textcoords="offset points", xytext=(4, 4), fontsize=7
+                        )
                 axis.errorbar(
                     points.speedup, points["mean"], yerr=points["std"], fmt="o", capsize=3, label=arm_label(arm)
                 )
             front = panel[panel.frontier].sort_values("speedup")
             axis.plot(front.speedup, front["mean"], "k--", lw=1, label="Pareto frontier")
             axis.set(xscale="log", xlabel="speedup over the fastest dense export", title=f"batch {batch} x {length}")
+            for axis_format in (axis.xaxis.set_major_formatter, axis.xaxis.set_minor_formatter):
+                axis_format(FuncFormatter(lambda value, _: f"{value:g}x"))
             axis.set_ylabel(rows.metric.iloc[0])
             axis.legend(fontsize=7)
         figure.suptitle(f"{task}: accuracy against speed of the shipped tickets")
