@@ -80,10 +80,9 @@ def earlybert_groups(results: Iterable[Result]) -> list[Group]:
         if r.arm == EARLYBERT
     }
     dense = {r.run: r for r in results if r.branch is None and r.round == 0}
-    trained = {_training(run): result for run, result in dense.items()}  # for a run whose round 0 is read elsewhere
     found: dict[tuple[str, str, str], dict[str, list[Result]]] = defaultdict(lambda: defaultdict(list))
     for r in structured:
-        reference = dense.get(r.run) or trained.get(_training(r.run))
+        reference = dense.get(r.run) or _same_training(r.run, dense)
         if reference is None:
             raise TicketlabError(f"{r.run} has EarlyBERT branches but no complete round 0 (its dense model)")
         arms = found[r.task, r.model, settings.get((r.run, branch_settings(r)), f"settings {branch_settings(r)}")]
@@ -93,16 +92,27 @@ def earlybert_groups(results: Iterable[Result]) -> list[Group]:
     return [Group(*key, {arm: arms[arm] for arm in ARMS if arm in arms}) for key, arms in sorted(found.items())]
 
 
-def _training(run: Path) -> tuple:
-    """What decides a run's dense round 0: its model, data, task and recipe (a distilled run's is the plain run's,
-    which the report reads in its place)."""
+def _same_training(run: Path, dense: dict[Path, Result]) -> Result | None:
+    """The dense round 0 of another run trained as `run`'s is (the same model, data, task and recipe): a distilled
+    run's, which the report reads from the plain run beside it."""
+    training = _training(run)
+    if training is None:
+        return None
+    return next((result for other, result in dense.items() if _training(other) == training), None)
+
+
+def _training(run: Path) -> tuple | None:
+    """What decides a run's dense round 0: its model, data, task and recipe (None: no settings to read)."""
+    if not (run / "config.json").is_file():
+        return None
     config = RunStore(run).config()
     return config.model, config.model_hash, config.task, config.data, config.train
 
 
 def _distilled(run: Path) -> str:
     """" · distilled" for a run whose tickets learn from its dense round too (ticketlab.distillation), else ""."""
-    return " · distilled" if RunStore(run).config().distill is not None else ""
+    distilled = (run / "config.json").is_file() and RunStore(run).config().distill is not None
+    return " · distilled" if distilled else ""
 
 
 def settings_label(search: Mapping[str, Any]) -> str:
