@@ -36,6 +36,8 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_sparse_latency.py
 	$(PY) benchmarks/bench_time_to_ticket.py
 	$(PY) benchmarks/bench_executor.py
+	$(PY) benchmarks/bench_precision.py
+	$(PY) benchmarks/bench_ship.py  # hours: resumable, run it again to go on
 
 clean:
 	rm -rf $(VENV) runs
