@@ -8,7 +8,6 @@ runs beside each ticket instead, and each unit's ledger counts those forward pas
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
     from .context import RunContext
 
 OUTPUTS = "outputs.safetensors"
-log = logging.getLogger(__name__)
 
 
 @dataclass
