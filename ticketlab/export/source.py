@@ -91,6 +91,7 @@ def _compact_source(folder: Path) -> Source:
 def _scorer(context, split: str) -> Evaluate:
     def evaluate(model: nn.Module) -> dict[str, float]:
         with torch.no_grad():
-            return {f"{split}_{name}": value for name, value in context.evaluate(split, model).items()}
+            # an export runs in fp32 (its sparse kernels take fp32 inputs), whatever the run trained in
+            return {f"{split}_{name}": value for name, value in context.evaluate(split, model, "fp32").items()}
 
     return evaluate

@@ -193,14 +193,15 @@ class RunContext:
             self._distilled = distilled_training(self)
         return self._distilled
 
-    def evaluate(self, split: str, model: torch.nn.Module | None = None) -> dict[str, float]:
-        """Metrics of `model` (default: the run's) on an evaluation split."""
+    def evaluate(
+        self, split: str, model: torch.nn.Module | None = None, precision: str | None = None
+    ) -> dict[str, float]:
+        """Metrics of `model` (default: the run's) on an evaluation split, in `precision` (default: the run's)."""
         features = self.features[split]
         model = self.model if model is None else model
         batch = eval_batch_size(self.config.train.batch_size)
-        outputs = predict(
-            model, features, self.eval_collate, batch, self.task.outputs, self.task.forward, self.config.train.precision
-        )
+        precision = precision or self.config.train.precision
+        outputs = predict(model, features, self.eval_collate, batch, self.task.outputs, self.task.forward, precision)
         return self.task.score(self.examples[split], features, outputs)
 
     def provenance(self, round: int, mask: Mask) -> dict[str, Any]:
