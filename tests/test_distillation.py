@@ -3,6 +3,7 @@ carry the teacher's outputs, the teacher unit (computed once, reused, damage red
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -247,3 +248,13 @@ def test_earlybert_tickets_distil_and_report_as_their_own_group(tiny_model_dir, 
     assert distilled.earlybert["train_loss"] != plain.earlybert["train_loss"]
     labels = [group.settings for group in earlybert_groups(collect([tmp_path]))]
     assert len(labels) == 2 and sum(label.endswith(" · distilled") for label in labels) == 1
+
+
+def test_a_bf16_runs_ticket_exports_and_scores_in_fp32(tiny_model_dir, reviews, tmp_path):
+    result = ticketlab.find(
+        str(tiny_model_dir), "rotten-tomatoes", data=str(reviews), sparsity=0.5, schedule="0.5", out=tmp_path / "runs",
+        precision="bf16", **QUICK,
+    )  # fmt: skip
+    folder = ticketlab.export_ticket(f"{result.path}:1", tmp_path / "shipped", "sparse", length=16)
+    record = json.loads((folder / "export.json").read_text())
+    assert record["dev"]["exported"] == pytest.approx(record["dev"]["masked dense"])
