@@ -258,3 +258,15 @@ def test_a_bf16_runs_ticket_exports_and_scores_in_fp32(tiny_model_dir, reviews, 
     folder = ticketlab.export_ticket(f"{result.path}:1", tmp_path / "shipped", "sparse", length=16)
     record = json.loads((folder / "export.json").read_text())
     assert record["dev"]["exported"] == pytest.approx(record["dev"]["masked dense"])
+
+
+def test_a_transferred_ticket_learns_from_the_target_runs_dense_round(tiny_model_dir, reviews, tmp_path):
+    source = ticketlab.find(
+        str(tiny_model_dir), "rotten-tomatoes", data=str(reviews), sparsity=0.1, out=tmp_path, **QUICK
+    )
+    record = ticketlab.transfer(
+        f"{source.path}:1", "rotten-tomatoes", data=str(reviews), sparsity=0.1, out=tmp_path, distill=True, **QUICK
+    )
+    assert record["cost"]["teacher_flops"] == 0  # read from the target run's teacher unit
+    (target,) = tmp_path.glob("*_distill-*")
+    assert RunStore(target).teacher().is_complete(0) and not RunStore(source.path).teacher().is_complete(0)
