@@ -110,7 +110,7 @@ def _training(run: Path) -> tuple | None:
 
 
 def _distilled(run: Path) -> str:
-    """" · distilled" for a run whose tickets learn from its dense round too (ticketlab.distillation), else ""."""
+    """ " · distilled" for a run whose tickets learn from its dense round too (ticketlab.distillation), else ""."""
     distilled = (run / "config.json").is_file() and RunStore(run).config().distill is not None
     return " · distilled" if distilled else ""
 
