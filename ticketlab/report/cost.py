@@ -61,6 +61,7 @@ class Units:
                 targets[self.source(r)].add(r.task)
         self.targets = {ticket: len(tasks) for ticket, tasks in targets.items()}
         self.finders: dict[Path, str | None] = {}
+        self.teachers: dict[Path, Ledger] = {}
 
     def source(self, result: Result) -> tuple[Path | None, int | None]:
         """The run (None: not among the reported ones) and the round a transferred ticket was found at, as its record
@@ -76,6 +77,16 @@ class Units:
             settings = run / "config.json"
             self.finders[run] = RunStore(run).config().prune.finder if settings.is_file() else None
         return self.finders[run]
+
+    def teacher_ledger(self, run: Path) -> Ledger:
+        """The ledger of `run`'s teacher unit (ticketlab.lottery.teacher), read and verified once ({} where it has
+        none: MLM's teacher runs beside each ticket)."""
+        if run not in self.teachers:
+            teachers = RunStore(run).teacher()
+            if teachers.is_complete(0):
+                teachers.verified(0)
+            self.teachers[run] = teachers.metrics(0)["cost"] if teachers.is_complete(0) else {}
+        return self.teachers[run]
 
     def mask_cost(self, run: Path | None, round: int | None, share: float = 1.0) -> list[Spent]:
         """What the mask of `run` at `round` took to find (MASK_COST of its finder), each unit with `share`."""
@@ -200,7 +211,7 @@ def unit_costs(results: Iterable[Result]) -> pd.DataFrame:
             "seed": r.seed,
             "sparsity": r.sparsity,
         }
-        teaching = _teaching(r)
+        teaching = _teaching(r, units)
         for unit, key in MEASURES.items():
             row[f"find_{unit}"] = sum(share * _measure(ledger, key) for ledger, share in spent)
             row[f"train_{unit}"] = _measure(r.record.get("cost"), key) + teaching[unit]
@@ -259,18 +270,14 @@ def cost_views(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return views
 
 
-def _teaching(result: Result) -> dict[str, float]:
+def _teaching(result: Result, units: Units) -> dict[str, float]:
     """What a distilled unit's teacher cost it, per MEASURES unit: the teacher FLOPs of its own ledger (MLM: the dense
     model beside every step) and the run's teacher unit's one pass over the training split (FLOPs and seconds),
     counted in full for each ticket, as one ticket alone would pay it; nothing for a unit trained without one."""
     own = result.record.get("cost") or {}
     if "teacher_flops" not in own:
         return {unit: 0.0 for unit in MEASURES}
-    teachers = RunStore(result.run).teacher()
-    stored: Ledger = {}
-    if teachers.is_complete(0):
-        teachers.verified(0)
-        stored = teachers.metrics(0)["cost"]
+    stored = units.teacher_ledger(result.run)
     return {"flops": own["teacher_flops"] + stored.get("teacher_flops", 0), "s": stored.get("eval_time_s", 0.0)}
 
 
