@@ -10,8 +10,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_bert_config
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+from transformers import AutoTokenizer, BertForMaskedLM
 from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput
 
 import ticketlab
@@ -122,15 +123,9 @@ def test_mlm_teacher_sees_the_students_masks():
     """MLM draws its masks in the forward: the teacher, run beside the student, must mask the same positions."""
     tokenizer = AutoTokenizer.from_pretrained(asset_path("splade-tiny"))
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    config = tiny_bert_config(
+        vocab_size=tokenizer.vocab_size, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )  # no dropout: the student's forward is drawn once more below
     student, dense = BertForMaskedLM(config), BertForMaskedLM(config).eval()
     task = TASKS.get("mlm")
     features = task.encode(tokenizer, [" ".join(["a quick brown fox jumps over the lazy dog"] * 8)], 12)
