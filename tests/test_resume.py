@@ -82,6 +82,11 @@ def test_a_distilled_find_resumes_exactly_when_killed_in_its_teacher_and_its_tic
     assert next(resumed.glob("*/teacher/round_00/COMPLETE")).is_file()
 
 
+def test_a_bf16_find_resumes_exactly(tiny_model_dir, reviews, tmp_path):
+    args = ["find", "--model", tiny_model_dir, "--data", reviews, "--sparsity", "0.1", "--precision", "bf16", *FAST]
+    assert_resumes_exactly(args, ["*/round_00/checkpoint.pt", "*/round_01/checkpoint.pt"], tmp_path)
+
+
 def test_a_distilled_mlm_find_resumes_exactly_with_its_teacher_beside_it(tiny_model_dir, corpus, tmp_path):
     args = ["find", "--model", tiny_model_dir, "--task", "mlm", "--data", corpus, "--max-length", "32"]
     args += ["--sparsity", "0.1", "--distill", *FAST]
