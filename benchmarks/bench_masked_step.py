@@ -20,7 +20,8 @@ from ticketlab.masks import apply_mask, ones_like
 from ticketlab.models import load_pretrained, load_tokenizer, prunable_weights, resolve_model
 from ticketlab.pruning import magnitude_prune
 from ticketlab.tasks import TASKS
-from ticketlab.train import MaskEnforcer, make_optimizer, training_step
+from ticketlab.train.hooks import MaskEnforcer
+from ticketlab.train.loop import make_optimizer, training_step
 
 
 def main() -> None:

@@ -20,7 +20,9 @@ import torch
 from ticketlab.config import TrainConfig
 from ticketlab.models import load_pretrained, load_tokenizer, resolve_model
 from ticketlab.tasks import TASKS
-from ticketlab.train import call_model, eval_batch_size, make_optimizer, predict, training_step
+from ticketlab.train.batches import call_model
+from ticketlab.train.evaluate import eval_batch_size, predict
+from ticketlab.train.loop import make_optimizer, training_step
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from ticketlab.config import TrainConfig
 from ticketlab.hardware import cpu_features, cpu_name, native_bf16
 from ticketlab.models import load_pretrained, load_tokenizer, resolve_model
 from ticketlab.tasks import TASKS
-from ticketlab.train import make_optimizer, training_step
+from ticketlab.train.loop import make_optimizer, training_step
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -11,8 +11,10 @@ from accelerate.utils import gather_object
 
 from ticketlab.config import TrainConfig
 from ticketlab.errors import TicketlabError
-from ticketlab.pretraining.workflow import pretrain
-from ticketlab.train import accelerator, check_same_mask, end_launch, predict, train
+from ticketlab.pretrain import pretrain
+from ticketlab.train.evaluate import predict
+from ticketlab.train.launch import accelerator, check_same_mask, end_launch
+from ticketlab.train.loop import train
 
 FEATURES = [{"x": torch.tensor([float(i)])} for i in range(13)]  # 13: no batch splits evenly over 2 processes
 

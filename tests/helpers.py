@@ -25,7 +25,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from ticketlab.train import TrainHook
+from ticketlab.store.records import RoundRecord, Trained
+from ticketlab.train.hooks import TrainHook
 
 # Children fork from a server that has imported ticketlab once: a run starts in milliseconds, not the seconds an import
 # of torch and transformers takes, and it is still a process of its own that SIGKILL ends wherever it is.
@@ -408,3 +409,23 @@ def fake_fashion(
         write_idx(root / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
         written[split] = (images, labels)
     return written
+
+
+# --- A tiny ResNet ----------------------------------------------------------------------------------------------------
+
+
+TINY_RESNET = dict(
+    block="basic", layers=[1, 1], widths=[4, 8], in_channels=1, small_stem=True, queue_size=32, projection_dim=8
+)
+TINY_RESNET_PRUNABLE = {  # the conv weights IMP prunes in the tiny layout: every conv but the stem's conv1
+    "layer1.0.conv1.weight",
+    "layer1.0.conv2.weight",
+    "layer2.0.conv1.weight",
+    "layer2.0.conv2.weight",
+    "layer2.0.downsample.0.weight",
+}
+
+
+def trained_record(round: int, level: float, metrics: dict[str, dict[str, float]]) -> RoundRecord:
+    """The record of a unit trained 10 steps at `level` that measured `metrics` and spent nothing recorded."""
+    return RoundRecord(round, level, level, Trained(10, 0.5, 1.0, 1.0, metrics, {}))

@@ -29,7 +29,7 @@ from ticketlab.config import PruneConfig, RunConfig, TrainConfig
 from ticketlab.masks import Mask, ones_like, save_mask, sparsity
 from ticketlab.pruning import magnitude_prune, random_prune
 from ticketlab.store import RunStore
-from ticketlab.train import FLOPS_ESTIMATE
+from ticketlab.train.flops import FLOPS_ESTIMATE
 
 SEEDS = (0, 1, 2)
 LEVELS = (0.0, 0.2, 0.4, 0.6)
@@ -194,7 +194,7 @@ def write_earlybert(root: Path) -> Path:
     """
     for (task, seed), seconds in DENSE_TRAIN_S.items():
         store = RunStore(root / config(task, seed).name())
-        store.complete(0, {**store.metrics(0), "train_time_s": seconds})
+        store.unit(0).seal({**store.metrics(0), "train_time_s": seconds})
     for (task, name, seed), (ticket, search, random_ticket) in EARLYBERT.items():
         store = RunStore(root / config(task, seed).name())
         settings = EARLYBERT_SETTINGS[name]
@@ -237,7 +237,7 @@ def write_costs(root: Path) -> Path:
                 record["cost"] = ledger(config.task, config.train.seed)
                 if "search" in record:
                     record["search"]["cost"] = ledger(config.task, config.train.seed, SEARCH_SHARE)
-                rounds.complete(r, record)
+                rounds.unit(r).seal(record)
     return root
 
 
@@ -246,7 +246,7 @@ SEARCH_SHARE = 0.25
 
 
 def ledger(task: str, seed: int, share: float = 1.0) -> dict:
-    """A cost ledger as ticketlab.train.TrainResult.cost writes it, with the numbers write_costs gives."""
+    """A cost ledger as ticketlab.train.loop.TrainResult.cost writes it, with the numbers write_costs gives."""
     flops = (seed + 1) * UNIT_FLOPS[task] * share
     return {
         "steps": 10,
@@ -374,8 +374,7 @@ def _complete(store: RunStore, round: int, level: float, mask: Mask, record: dic
         mask,
         {"format": "ticketlab-mask/1", "round": round, "sparsity": f"{sparsity(mask):.6f}"},
     )
-    store.complete(
-        round,
+    store.unit(round).seal(
         {
             "round": round,
             "level": level,

@@ -627,6 +627,7 @@ def untouched(inputs) -> dict[Path, str]:
     return snapshot(inputs["root"])
 
 
+@pytest.mark.slow  # a lottery run in its inputs, then every case through the CLI
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_gets_one_line_and_changes_nothing(case, inputs, untouched, tmp_path, monkeypatch, capfd, caplog):
     work = tmp_path / "work"  # the current folder: nothing may appear in it (--out is work/out unless a case says)

@@ -19,7 +19,7 @@ from ticketlab.masks import load_mask, ones_like, sparsity
 from ticketlab.models import backbone, load_pretrained, prunable_weights
 from ticketlab.pruning import magnitude_prune
 from ticketlab.store import RunStore
-from ticketlab.train import TrainHook
+from ticketlab.train.hooks import TrainHook
 
 FAST = dict(train_examples=32, batch_size=16, epochs=1, learning_rate=1e-3, seed=5, rate=0.2)
 

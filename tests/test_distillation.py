@@ -29,7 +29,7 @@ from ticketlab.report.earlybert import earlybert_groups
 from ticketlab.report.results import collect
 from ticketlab.store import RunStore, file_digest
 from ticketlab.tasks import TASKS
-from ticketlab.train import Draws, seeded_generator
+from ticketlab.train.batches import Draws, seeded_generator
 
 QUICK = dict(epochs=1, batch_size=8, train_examples=32)
 

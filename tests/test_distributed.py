@@ -15,9 +15,10 @@ from pathlib import Path
 import psutil
 import pytest
 from distributed_probe import noisy_training
-from helpers import assert_same_outputs
+from helpers import TIMEOUT_S, assert_same_outputs
 
-TIMEOUT_S = 240
+pytestmark = pytest.mark.slow  # torchrun launches of two processes
+
 RUN = ["find", "--train-examples", "64", "--batch-size", "8", "--epochs", "1", "--sparsity", "0.1"]
 RUN += ["--controls", "random", "--checkpoint-every", "1"]
 

@@ -14,13 +14,13 @@ from transformers import AutoModelForSequenceClassification
 
 from ticketlab.cli import main
 from ticketlab.earlybert import EarlyBirdConfig, earlybert, layer_shapes, load_compact, structure_mask
-from ticketlab.earlybert.draw import EarlyBird
 from ticketlab.earlybert.search import EarlyBirdSearch, slimming
 from ticketlab.export import export_ticket, load_sparse
 from ticketlab.lottery import RunContext
 from ticketlab.masks import load_mask, sparsity
+from ticketlab.pruning.settle import SettleTest
 from ticketlab.store import RunStore, verify
-from ticketlab.train import TrainHook
+from ticketlab.train.hooks import TrainHook
 
 FAST = dict(train_examples=64, batch_size=16, epochs=4, learning_rate=1e-3, seed=3)
 SETTINGS = EarlyBirdConfig(draw_every=1, window=3, threshold=0.2)
@@ -149,7 +149,7 @@ def test_the_l1_penalty_changes_only_the_coefficients_gradients(tiny_model_dir):
         for l1 in (0.0, 0.5):
             model.zero_grad()
             model(**batch).loss.backward()
-            EarlyBirdSearch(coefficients, 1 / 3, 0.4, l1, 1, EarlyBird()).after_backward(model)
+            EarlyBirdSearch(coefficients, 1 / 3, 0.4, l1, 1, SettleTest()).after_backward(model)
             gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
         signs = {f"ticketlab_slimming.{name}": torch.sign(p.detach()) for name, p in coefficients.named_parameters()}
     plain, penalized = gradients

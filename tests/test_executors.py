@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from helpers import assert_same_outputs
+from helpers import MLM_WORDS, assert_same_outputs
 
 from ticketlab.errors import TicketlabError
 from ticketlab.executors import RayExecutor, Unit, run_units
-from ticketlab.experiment import Recipe, recipe_units, run_experiment
-from ticketlab.lottery import find, grid_units
-
-WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
+from ticketlab.experiment import run_experiment
+from ticketlab.lottery import find
+from ticketlab.plan import grid_units, recipe_units
+from ticketlab.recipe import Recipe
 
 
 def test_units_must_come_after_what_they_read(monkeypatch):
@@ -51,7 +51,7 @@ def recipe(tiny_model_dir, reviews, tmp_path):
     """Two tasks, a control, a rewinding run and the transfer grid between the tasks: 10 units."""
     rng = np.random.default_rng(0)
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(" ".join(rng.choice(WORDS, 40)) for _ in range(20)), encoding="utf-8")
+    corpus.write_text("\n".join(" ".join(rng.choice(MLM_WORDS, 40)) for _ in range(20)), encoding="utf-8")
     return Recipe(
         name="tiny",
         model=str(tiny_model_dir),
@@ -100,6 +100,7 @@ def kill_worker_when(pattern: str, out: Path, unit: str, killed: list) -> thread
     return thread
 
 
+@pytest.mark.slow
 def test_ray_writes_the_store_one_process_writes_even_when_a_worker_is_killed(recipe, tmp_path, one_thread, capfd):
     # one round per run, no rewinding run: the units still wait on each other (control and grid after IMP)
     recipe = dataclasses.replace(recipe, prune={**recipe.prune, "sparsity": 0.2}, rewind_steps=[])

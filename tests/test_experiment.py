@@ -7,7 +7,8 @@ from helpers import run_cli
 from store_fixture import write_store
 
 from ticketlab.errors import TicketlabError
-from ticketlab.experiment import RECIPES, Recipe, load_recipe, presets, run_experiment
+from ticketlab.experiment import run_experiment
+from ticketlab.recipe import RECIPES, Recipe, load_recipe, presets
 from ticketlab.store import RunStore
 
 

@@ -91,12 +91,10 @@ def test_early_bird_stops_a_round_once_its_draws_settle():
         steps += 1
         watch.after_step(steps, None)
     assert steps == 12
-    mask, head, record = watch.result(steps)
+    mask, head, draw = watch.result(steps)
     assert (~mask["w"]).nonzero().flatten().tolist() == [4, 6] and int(head["draws"]) == 6  # the head of that step
-    assert record == {
-        "draw": {"step": 12, "settled": True, "distances": [None, None, 0.4, 0.4, 0.2, 0.0]},
-        "search_only": True,
-    }
+    assert draw == {"step": 12, "settled": True, "distances": [None, None, 0.4, 0.4, 0.2, 0.0]}
+    assert watch.should_stop()  # the round only drew the next mask: its record says search_only
 
 
 def test_early_bird_never_stops_on_draws_that_keep_changing_and_then_takes_the_final_draw():
@@ -104,11 +102,11 @@ def test_early_bird_never_stops_on_draws_that_keep_changing_and_then_takes_the_f
     for step in range(1, 17):
         watch.after_step(step, None)
         assert not watch.should_stop()
-    mask, head, record = watch.result(16)
+    mask, head, draw = watch.result(16)
     assert (~mask["w"]).nonzero().flatten().tolist() == [8, 9]  # the draw of the weights the round ended with
     assert int(head["draws"]) == 9  # and their head
-    assert record["draw"]["settled"] is False and record["draw"]["step"] == 16
-    assert "search_only" not in record  # it trained in full: a ticket like any (evaluated, reported)
+    assert draw["settled"] is False and draw["step"] == 16
+    assert not watch.should_stop()  # it trained in full: a ticket like any (evaluated, reported)
 
 
 def test_a_watch_that_does_not_stop_keeps_the_settled_draw_while_the_round_trains_on():
@@ -116,9 +114,9 @@ def test_a_watch_that_does_not_stop_keeps_the_settled_draw_while_the_round_train
     for step in range(1, 11):
         watch.after_step(step, None)
         assert not watch.should_stop()
-    mask, head, record = watch.result(10)
+    mask, head, draw = watch.result(10)
     assert (~mask["w"]).nonzero().flatten().tolist() == [0, 1] and int(head["draws"]) == 3
-    assert record == {"draw": {"step": 6, "settled": True, "distances": [None, None, 0.0]}}
+    assert draw == {"step": 6, "settled": True, "distances": [None, None, 0.0]}
 
 
 def test_a_gmp_run_trains_each_crossed_mask_from_theta0_as_a_round(tiny_model_dir, reviews, tmp_path, caplog):

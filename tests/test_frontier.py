@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_cli
+from helpers import run_cli, trained_record
 
 from ticketlab.errors import TicketlabError
 from ticketlab.report.frontier import frontier_table, timed_exports
@@ -18,6 +18,7 @@ DECIDERS = {"rotten-tomatoes": ("dev", "accuracy")}
 
 def result(arm: str, level: float, seed: int, test: float, round: int) -> Result:
     run = Path(f"/runs/rotten-tomatoes_m_levels-0.9_{arm}{seed}hash")  # a run per seed, named by its settings' hash
+    metrics = {"dev": {"accuracy": test}, "test": {"accuracy": test}}
     return Result(
         task="rotten-tomatoes",
         model="m",
@@ -27,9 +28,10 @@ def result(arm: str, level: float, seed: int, test: float, round: int) -> Result
         round=round,
         level=level,
         sparsity=level,
-        metrics={"dev": {"accuracy": test}, "test": {"accuracy": test}},
+        metrics=metrics,
         mask=run / f"round_{round:02d}" / "mask.safetensors",
         run=run,
+        record=trained_record(round, level, metrics),
     )
 
 

@@ -22,7 +22,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from ticketlab.config import TrainConfig
 from ticketlab.errors import TicketlabError
 from ticketlab.tasks.glue import GLUE_TASKS, glue_metrics
-from ticketlab.train import predict, train
+from ticketlab.train.evaluate import predict
+from ticketlab.train.loop import train
 
 TASKS = {task.name: task for task in GLUE_TASKS}
 

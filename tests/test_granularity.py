@@ -11,16 +11,17 @@ import torch
 import yaml
 
 import ticketlab
-from ticketlab.cli import build_parser
+from ticketlab.arms import arm_label, arm_order
+from ticketlab.cli.parser import build_parser
 from ticketlab.config import PruneConfig, RunConfig, TrainConfig
 from ticketlab.errors import TicketlabError
-from ticketlab.experiment import load_recipe
 from ticketlab.masks import load_mask, ones_like
 from ticketlab.pruning import magnitude_prune, parse_granularity, random_prune, scope_rankings, sparsity_schedule
 from ticketlab.pruning.granularity import Blocks, NOfM
-from ticketlab.report.plots import curve_figure
+from ticketlab.recipe import load_recipe
+from ticketlab.report.plots.curve import curve_figure
 from ticketlab.report.results import collect
-from ticketlab.report.tables import arm_label, arm_order, make_tables
+from ticketlab.report.tables import make_tables
 from ticketlab.store import RunStore
 from ticketlab.tasks import TASKS
 

@@ -8,6 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_RESNET
 
 from ticketlab.errors import TicketlabError
 from ticketlab.models import ResNetConfig, ResNetForContrastiveLearning, ResNetModel
@@ -15,13 +16,9 @@ from ticketlab.pretraining import augment_view
 from ticketlab.tasks import TASKS
 from ticketlab.tasks.image_files import ImageSet, sklearn_digits
 from ticketlab.tasks.images import KNN_NEIGHBOURS, held_out, knn_accuracy, resized, with_channels
-from ticketlab.train import Draws
+from ticketlab.train.batches import Draws
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY = dict(
-    block="basic", layers=[1, 1], widths=[4, 8], in_channels=1, small_stem=True, queue_size=32, projection_dim=8
-)
 
 
 # --- knn_accuracy -----------------------------------------------------------------------------------------------------
@@ -156,7 +153,7 @@ def test_images_get_the_channels_of_the_model():
 
 def test_processors_refuse_a_model_of_the_other_kind(tmp_path, tiny_model_dir):
     resnet = tmp_path / "resnet"
-    ResNetModel(ResNetConfig(**{**TINY, "in_channels": 3})).save_pretrained(resnet)
+    ResNetModel(ResNetConfig(**{**TINY_RESNET, "in_channels": 3})).save_pretrained(resnet)
     assert TASKS.get("digits").processor(resnet) == 3
     features = TASKS.get("digits").encode(3, TASKS.get("digits").splits(None)["dev"][:2], 128)
     assert features[0]["pixel_values"].shape == (3, 28, 28)
@@ -175,7 +172,7 @@ def contrastive_models():
     for name in ("fashion-mnist-simclr", "fashion-mnist-moco"):
         torch.manual_seed(0)
         options = {**TASKS.get(name).model_options(), "queue_size": 32}
-        models[name] = ResNetForContrastiveLearning(ResNetConfig(**{**TINY, **options}))
+        models[name] = ResNetForContrastiveLearning(ResNetConfig(**{**TINY_RESNET, **options}))
     return models
 
 

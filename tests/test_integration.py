@@ -5,7 +5,7 @@ import pytest
 import ticketlab
 from ticketlab.masks import sparsity
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MAJORITY_CLASS_DEV_ACCURACY = 0.5576  # "fresh" share of the dev split
 

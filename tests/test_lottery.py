@@ -13,7 +13,7 @@ from ticketlab.masks import sparsity
 from ticketlab.models import head_parameters, layer_stack_weights, load_pretrained, prunable_weights
 from ticketlab.pruning import sparsity_schedule
 from ticketlab.store import RunStore
-from ticketlab.train import TrainHook
+from ticketlab.train.hooks import TrainHook
 
 FAST = dict(train_examples=48, batch_size=16, epochs=1, learning_rate=1e-3, seed=3)
 

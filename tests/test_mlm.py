@@ -25,17 +25,10 @@ from ticketlab.models import layer_stack_weights, load_pretrained, prunable_weig
 from ticketlab.store import RunStore
 from ticketlab.tasks import TASKS
 from ticketlab.tasks.mlm import _dynamic_masks, _plain_text
-from ticketlab.train import (
-    Draws,
-    EpochShuffle,
-    TrainHook,
-    call_model,
-    make_optimizer,
-    predict,
-    seeded_generator,
-    train,
-    training_step,
-)
+from ticketlab.train.batches import Draws, EpochShuffle, call_model, seeded_generator
+from ticketlab.train.evaluate import predict
+from ticketlab.train.hooks import TrainHook
+from ticketlab.train.loop import make_optimizer, train, training_step
 
 MLM = TASKS.get("mlm")
 mlm_module = sys.modules["ticketlab.tasks.mlm"]

@@ -1,11 +1,14 @@
 import numpy as np
 import pytest
 import torch
+from helpers import trained_record
 from transformers import BertConfig
 
 from ticketlab.masks import save_mask
 from ticketlab.report.anatomy import head_kept, layer_type_sparsity, matrix_of, overlap_grid, random_iou
-from ticketlab.report.plots import diverging_norm, draw_all, transfer_figure, transfer_matrix
+from ticketlab.report.plots.draw import draw_all
+from ticketlab.report.plots.style import diverging_norm
+from ticketlab.report.plots.transfer import transfer_figure, transfer_matrix
 from ticketlab.report.results import Result
 
 SHAPES = {
@@ -46,7 +49,18 @@ def make_results(tmp_path, model_dir, transfers=True) -> list[Result]:
         split, metric = DECIDERS[task]
         results.append(
             Result(
-                task, str(model_dir), seed, arm, source, round, level, level, {split: {metric: value}}, path, tmp_path
+                task,
+                str(model_dir),
+                seed,
+                arm,
+                source,
+                round,
+                level,
+                level,
+                {split: {metric: value}},
+                path,
+                tmp_path,
+                trained_record(round, level, {split: {metric: value}}),
             )
         )
 

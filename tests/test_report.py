@@ -261,7 +261,7 @@ def test_nearly_emptied_matrices_are_listed(store, build, tmp_path):
     shutil.copytree(store, tmp_path / "runs")
     run = RunStore(tmp_path / "runs" / config("rotten-tomatoes", 1).name())
     record = {**run.metrics(3), "nearly_empty": [{"matrix": "pooler.dense.weight", "kept": 0.0043}]}
-    run.complete(3, record)
+    run.unit(3).seal(record)
     out = build.build_report([tmp_path / "runs"])
     (row,) = pd.read_csv(out / "nearly_empty.csv").to_dict("records")
     assert row == {

@@ -13,7 +13,7 @@ import pytest
 from store_fixture import SEARCH_SHARE, SEEDS, UNIT_FLOPS, config, write_costs, write_earlybert, write_store
 
 from ticketlab.report.cost import cost_table, unit_costs
-from ticketlab.report.plots import cost_figure
+from ticketlab.report.plots.cost import cost_figure
 from ticketlab.report.results import collect
 from ticketlab.store import RunStore
 

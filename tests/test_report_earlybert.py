@@ -19,7 +19,7 @@ from ticketlab.report.earlybert import (
     heads_kept_grid,
     split_settings,
 )
-from ticketlab.report.plots import draw_all
+from ticketlab.report.plots.draw import draw_all
 from ticketlab.report.tables import make_tables
 
 PRUNABLE = {"rotten-tomatoes": 17408, "mlm": 16384}  # weights the fixture's masks cover (mlm: no pooler)

@@ -9,12 +9,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import assert_same_outputs, kill_when, resume_after_kills, run, run_ok
+from helpers import MLM_WORDS, assert_same_outputs, kill_when, resume_after_kills, run, run_ok
 
-from ticketlab.train import usable_checkpoint
+from ticketlab.train.checkpoint import usable_checkpoint
+
+pytestmark = pytest.mark.slow  # each test runs a workflow in child processes, kills and reruns it
 
 FAST = ["--checkpoint-every", "1", "--epochs", "1", "--batch-size", "4", "--train-examples", "32"]
-WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex every jovial bold knight".split()
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def corpus(tmp_path_factory):
     """30 documents of 40 words, one per line: MLM's --data (27 train, 3 held out)."""
     rng = np.random.default_rng(0)
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n".join(" ".join(rng.choice(WORDS, 40)) for _ in range(30)), encoding="utf-8")
+    path.write_text("\n".join(" ".join(rng.choice(MLM_WORDS, 40)) for _ in range(30)), encoding="utf-8")
     return path
 
 

@@ -25,7 +25,8 @@ from ticketlab.tasks.squad import (
     read_squad,
     squad_metrics,
 )
-from ticketlab.train import predict, train
+from ticketlab.train.evaluate import predict
+from ticketlab.train.loop import train
 
 MAX_LENGTH, STRIDE = 64, 16
 

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from ticketlab.config import TrainConfig
-from ticketlab.earlybert.draw import EarlyBird, check_ratios, draw_structure, random_structure, structure_shapes
+from ticketlab.earlybert.draw import check_ratios, draw_structure, random_structure, structure_shapes
 from ticketlab.errors import TicketlabError
 from ticketlab.masks import hamming
-from ticketlab.train import TrainHook, train
+from ticketlab.pruning.settle import SettleTest
+from ticketlab.train.hooks import TrainHook
+from ticketlab.train.loop import train
 
 
 def scores_of(heads: list[list[float]], ffn: list[list[float]]) -> dict[str, torch.Tensor]:
@@ -92,7 +94,7 @@ def test_hamming_distance_is_the_fraction_of_flipped_entries():
 
 def run_trace(trace: list[dict[str, torch.Tensor]], window: int = 5, threshold: float = 0.1):
     """Feed coefficient snapshots to the early-bird test; the index of the draw it stops at, or None."""
-    bird = EarlyBird(window, threshold)
+    bird = SettleTest(window, threshold)
     for index, scores in enumerate(trace):
         if bird.is_found(bird.observe(index, draw_structure(scores, heads=1 / 3, ffn=0.4))):
             return index
@@ -127,9 +129,9 @@ def test_early_bird_never_stops_on_a_trace_that_keeps_changing():
 
 def test_early_bird_settings_are_checked():
     with pytest.raises(TicketlabError, match="window"):
-        EarlyBird(window=0)
+        SettleTest(window=0)
     with pytest.raises(TicketlabError, match="threshold"):
-        EarlyBird(threshold=1.5)
+        SettleTest(threshold=1.5)
 
 
 class StopAt(TrainHook):

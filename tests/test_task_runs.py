@@ -103,6 +103,7 @@ def test_bad_data_or_metric_is_one_line_and_writes_nothing(tiny_model_dir, tmp_p
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_the_embedded_wikipedia_is_plain_text_with_a_fixed_held_out_split():
     splits = TASKS.get("mlm").splits(None)
     assert (len(splits["train"]), len(splits["dev"])) == (95, 11)

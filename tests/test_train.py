@@ -14,7 +14,10 @@ from ticketlab.errors import TicketlabError
 from ticketlab.masks import ones_like
 from ticketlab.models import prunable_weights
 from ticketlab.pruning import magnitude_prune
-from ticketlab.train import CHECKPOINT_KEYS, MaskEnforcer, forward_flops, train, usable_checkpoint
+from ticketlab.train.checkpoint import CHECKPOINT_KEYS, usable_checkpoint
+from ticketlab.train.flops import forward_flops
+from ticketlab.train.hooks import MaskEnforcer
+from ticketlab.train.loop import train
 
 
 def test_masked_weights_stay_exactly_zero_under_adamw_with_weight_decay():

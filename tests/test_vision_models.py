@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TINY_RESNET, TINY_RESNET_PRUNABLE
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
@@ -29,24 +30,13 @@ from ticketlab.pretraining import info_nce, nt_xent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dict(
-    block="basic", layers=[1, 1], widths=[4, 8], in_channels=1, small_stem=True, queue_size=32, projection_dim=8
-)
-# the conv weights IMP prunes in the tiny layout: every conv but the stem's conv1
-TINY_PRUNABLE = {
-    "layer1.0.conv1.weight",
-    "layer1.0.conv2.weight",
-    "layer2.0.conv1.weight",
-    "layer2.0.conv2.weight",
-    "layer2.0.downsample.0.weight",
-}
 MOCO = dict(contrastive="moco", queue_size=32, momentum=0.9, loss_temperature=0.2)
 
 
 def save_tiny_resnet(path):
     """The tiny backbone, seeded, with BatchNorm statistics that are not the defaults (so loading them shows)."""
     torch.manual_seed(0)
-    model = ResNetModel(ResNetConfig(**TINY))
+    model = ResNetModel(ResNetConfig(**TINY_RESNET))
     randomize_batchnorm(model)
     model.save_pretrained(path)
     return path
@@ -192,7 +182,7 @@ def test_classifier_from_a_backbone_folder(tiny_dir):
     assert backbone.keys() == saved.keys() and all(torch.equal(backbone[name], value) for name, value in saved.items())
     assert tuple(model.fc.weight.shape) == (3, 8) and tuple(model.fc.bias.shape) == (3,)
     assert set(head_parameters(model)) == {"fc.weight", "fc.bias"}
-    assert set(prunable_weights(model)) == TINY_PRUNABLE == set(layer_stack_weights(model))
+    assert set(prunable_weights(model)) == TINY_RESNET_PRUNABLE == set(layer_stack_weights(model))
 
     # the fresh classifier is drawn from the seed: the same seed, the same fc; another seed, another
     first, again = (load_pretrained(tiny_dir, AutoModelForImageClassification, 5, num_labels=3) for _ in range(2))
@@ -217,7 +207,9 @@ def test_classifier_from_a_backbone_folder(tiny_dir):
 
 def test_simclr_loss_is_nt_xent_of_the_projected_views(tiny_dir):
     torch.manual_seed(0)
-    model = ResNetForContrastiveLearning(ResNetConfig(**{**TINY, "contrastive": "simclr", "loss_temperature": 0.3}))
+    model = ResNetForContrastiveLearning(
+        ResNetConfig(**{**TINY_RESNET, "contrastive": "simclr", "loss_temperature": 0.3})
+    )
     assert not hasattr(model, "momentum_resnet") and not hasattr(model, "queue")
     generator = torch.Generator().manual_seed(1)
     x1, x2 = torch.rand(6, 1, 12, 12, generator=generator), torch.rand(6, 1, 12, 12, generator=generator)
@@ -333,7 +325,7 @@ def test_moco_heads_and_queue_are_outside_the_backbone(tiny_dir):
     assert "projection.0.weight" in head
     assert not any(name.startswith(("resnet.", "momentum_")) for name in head)
     assert {"momentum_projection.2.bias", "momentum_resnet.layer2.0.conv2.weight"} <= set(model.state_dict())
-    assert set(prunable_weights(model)) == TINY_PRUNABLE
+    assert set(prunable_weights(model)) == TINY_RESNET_PRUNABLE
     assert {"queue.keys", "queue.pointer", "momentum_started"} <= set(model.state_dict())
     torch.testing.assert_close(model.queue.keys.norm(dim=1), torch.ones(32))
 
@@ -364,7 +356,7 @@ def test_a_loaded_moco_models_momentum_encoder_is_frozen(tiny_dir):
 
 def test_a_built_moco_model_is_frozen_unstarted_and_copies_at_its_first_step():
     torch.manual_seed(0)
-    model = ResNetForContrastiveLearning(ResNetConfig(**{**TINY, **MOCO}))
+    model = ResNetForContrastiveLearning(ResNetConfig(**{**TINY_RESNET, **MOCO}))
     assert not bool(model.momentum_started)
     assert not [*model.momentum_resnet.parameters(), *model.momentum_projection.parameters()]
     model.train()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import StopAfter, assert_same_outputs, flip, truncate
+from helpers import TINY_RESNET, TINY_RESNET_PRUNABLE, StopAfter, assert_same_outputs, flip, truncate
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForImageClassification
 
@@ -21,31 +21,21 @@ import ticketlab
 from ticketlab.api import read_ticket
 from ticketlab.cli import main
 from ticketlab.errors import TicketlabError
-from ticketlab.experiment import Recipe, load_recipe, run_experiment
+from ticketlab.experiment import run_experiment
 from ticketlab.export import export_pruned
 from ticketlab.lottery import resolve_config, transfer
 from ticketlab.masks import load_mask
 from ticketlab.models import ResNetConfig, ResNetModel, head_parameters, load_pretrained
-from ticketlab.pretraining.records import METHODS, pretrain_record
-from ticketlab.pretraining.workflow import pretrain
+from ticketlab.pretrain import PRETRAINING_METHODS, pretrain, pretrain_record
 from ticketlab.pruning import sparsity_schedule
+from ticketlab.recipe import Recipe, load_recipe
 from ticketlab.report.build import build_report
 from ticketlab.store import RunStore
-from ticketlab.train import TrainHook
+from ticketlab.train.hooks import TrainHook
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-PRETRAIN_MODULE = sys.modules["ticketlab.pretraining.workflow"]
-TINY = dict(
-    block="basic", layers=[1, 1], widths=[4, 8], in_channels=1, small_stem=True, queue_size=32, projection_dim=8
-)
-TINY_PRUNABLE = {
-    "layer1.0.conv1.weight",
-    "layer1.0.conv2.weight",
-    "layer2.0.conv1.weight",
-    "layer2.0.conv2.weight",
-    "layer2.0.downsample.0.weight",
-}
+PRETRAIN_MODULE = sys.modules["ticketlab.pretrain"]
 FAST = dict(train_examples=64, batch_size=16, epochs=1, seed=3)
 PRUNE = dict(schedule="geometric", rate=0.2)
 PRETRAIN = dict(architecture="resnet-small", train_examples=32, batch_size=16, epochs=1)
@@ -56,7 +46,7 @@ DEV_METRIC = {"supervised": "accuracy", "simclr": "knn_accuracy", "moco": "knn_a
 def tiny_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-resnet")
     torch.manual_seed(0)
-    ResNetModel(ResNetConfig(**TINY)).save_pretrained(path)
+    ResNetModel(ResNetConfig(**TINY_RESNET)).save_pretrained(path)
     return path
 
 
@@ -97,7 +87,7 @@ def test_imp_on_digits_prunes_convs_only_and_rewinds_to_theta0(tiny_dir, tmp_pat
     previous = None
     for r, level in enumerate(levels):
         mask = ticketlab.load_ticket(result.path, round=r)
-        assert set(mask) == TINY_PRUNABLE  # no stem conv1, no fc, no BatchNorm
+        assert set(mask) == TINY_RESNET_PRUNABLE  # no stem conv1, no fc, no BatchNorm
         assert sum(m.numel() for m in mask.values()) == total
         assert sum(int((~m).sum()) for m in mask.values()) == round(level * total)
         assert result.rounds[r]["sparsity"] == pytest.approx(round(level * total) / total)
@@ -140,7 +130,7 @@ def test_a_simclr_ticket_transfers_to_mnist_and_digits(simclr_transfers):
     out, source, records = simclr_transfers
     assert [r["round"] for r in source.rounds] == [0, 1] and 0.0 <= source.rounds[1]["dev"]["knn_accuracy"] <= 1.0
     ticket, provenance = read_ticket(f"{source.path}:1")
-    assert provenance["task"] == "fashion-mnist-simclr" and set(ticket) == TINY_PRUNABLE
+    assert provenance["task"] == "fashion-mnist-simclr" and set(ticket) == TINY_RESNET_PRUNABLE
     for task, record in records.items():
         assert record["arm"] == "transfer" and record["source"]["task"] == "fashion-mnist-simclr"
         assert record["source"]["round"] == "1" and record["level"] == pytest.approx(0.2) and record["round"] == 1
@@ -213,10 +203,10 @@ def test_rewinding_to_an_epoch_is_rewinding_to_its_last_step(tiny_dir):
 @pytest.fixture(scope="module")
 def pretrained(fashion_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrained")
-    return out, {method: pretrain(method, data=str(fashion_dir), out=out, **PRETRAIN) for method in METHODS}
+    return out, {method: pretrain(method, data=str(fashion_dir), out=out, **PRETRAIN) for method in PRETRAINING_METHODS}
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(PRETRAINING_METHODS))
 def test_pretrain_writes_a_model_folder_with_its_record(method, pretrained, fashion_dir):
     out, folders = pretrained
     folder = folders[method]
@@ -225,7 +215,9 @@ def test_pretrain_writes_a_model_folder_with_its_record(method, pretrained, fash
     assert not list(out.glob(".*checkpoint*"))  # the checkpoint goes once the model is saved
     record = pretrain_record(folder)
     assert (
-        record["method"] == method and record["task"] == METHODS[method][0] and record["architecture"] == "resnet-small"
+        record["method"] == method
+        and record["task"] == PRETRAINING_METHODS[method][0]
+        and record["architecture"] == "resnet-small"
     )
     assert (
         record["steps"] == 2
@@ -243,7 +235,7 @@ def test_pretrain_writes_a_model_folder_with_its_record(method, pretrained, fash
     assert json.loads((folder / "config.json").read_text())["model_type"] == "ticketlab-resnet"
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", list(PRETRAINING_METHODS))
 def test_pretrain_again_trains_nothing(method, pretrained, fashion_dir, monkeypatch):
     out, folders = pretrained
 
@@ -343,7 +335,7 @@ def test_a_recipe_with_pretraining_writes_the_summary(fashion_dir, tmp_path):
         assert row.dense == pytest.approx(store.metrics(0)["dev"][metric])
         assert row.imp_ticket == pytest.approx(store.metrics(1)["dev"][metric])
         if universal:
-            (branch,) = [b for b in store.branches() if b.startswith(f"transfer_{METHODS[method][0]}_")]
+            (branch,) = [b for b in store.branches() if b.startswith(f"transfer_{PRETRAINING_METHODS[method][0]}_")]
             assert row.universal_ticket == pytest.approx(store.branch(branch).metrics(1)["dev"]["accuracy"])
     text = summary.read_text()
     assert "## supervised" in text and "## moco" in text and "fashion-mnist-moco" in text

@@ -8,7 +8,7 @@ from .lottery import LotteryResult, find, transfer
 from .models import (
     import_resnet,  # importing models (and earlybert) registers ResNets (compact models) with the Auto classes
 )
-from .pretraining.workflow import pretrain
+from .pretrain import pretrain
 
 __all__ = [
     "EarlyBertResult",

@@ -11,10 +11,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
+from .arms import IMP
 from .errors import TicketlabError
 from .hardware import native_bf16
-from .pruning import METHODS, check_levels, check_scope, listed_levels, parse_granularity
+from .pruning import PRUNING_METHODS, check_levels, check_scope, listed_levels, parse_granularity
 from .pruning.schedules import sparsity_schedule
+from .pruning.settle import SETTLE_THRESHOLD, SETTLE_WINDOW
 
 T = TypeVar("T")
 PRECISIONS = ("fp32", "bf16")  # a run's resolved precision; "auto" (`resolve_precision`) picks one of them
@@ -135,7 +137,7 @@ class PruneConfig:
     code's IMP), and the settings of the other finders (ticketlab.lottery.finders)."""
 
     sparsity: float = 0.9  # the target
-    method: str = "magnitude"  # the ranking IMP prunes by (ticketlab.pruning.METHODS)
+    method: str = "magnitude"  # the ranking IMP prunes by (ticketlab.pruning.PRUNING_METHODS)
     schedule: str = "linear"  # linear: `rate` of the original weights per round; geometric: of the remaining; or
     # the levels themselves, "0.5,0.7,0.9" (ticketlab.pruning.schedules)
     rate: float = 0.1
@@ -143,10 +145,10 @@ class PruneConfig:
     rewind_step: int = 0  # 0: rewind to the pre-trained weights θ0; i: to the weights after step i of round 0
     rewind_head: bool = False  # the paper's code keeps the task head's trained values across rounds
     granularity: str = "weight"  # or "block:RxC", "N:M": see ticketlab.pruning.granularity
-    finder: str = "imp"  # how each round's mask is drawn: ticketlab.lottery.finders.FINDERS
+    finder: str = IMP  # how each round's mask is drawn: ticketlab.lottery.finders.FINDERS
     draw_every: int = 10  # early-bird: steps between two draws of the next round's mask
-    settle_window: int = 5  # early-bird: the draws the newest must lie close to
-    settle_threshold: float = 0.1  # early-bird: the normalized Hamming distance counted as close
+    settle_window: int = SETTLE_WINDOW  # early-bird: the draws the newest must lie close to
+    settle_threshold: float = SETTLE_THRESHOLD  # early-bird: the normalized Hamming distance counted as close
     final_only: bool = False  # early-bird: only the target's ticket is trained in full; earlier rounds stop settled
     gmp_start: float = 0.0  # gmp: the fraction of the run's steps where pruning starts
     gmp_end: float = 0.75  # gmp: ... and where it reaches the target
@@ -156,7 +158,7 @@ class PruneConfig:
     def __post_init__(self) -> None:
         check_types(self)
         levels = self.levels()
-        METHODS.get(self.method)
+        PRUNING_METHODS.get(self.method)
         check_scope(self.scope)
         check_levels(parse_granularity(self.granularity), levels)
         if self.rewind_step < 0:

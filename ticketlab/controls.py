@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from .arms import INVERTED, NOISE, ONE_SHOT, RANDOM, RANDOM_PER_MATRIX, REINIT, SHUFFLE
 from .masks import Mask, ones_like
 from .pruning import Granularity, Rankings, magnitude_prune, random_prune
 from .registry import Registry
@@ -89,20 +90,20 @@ def _noisy(theta0: Weights, parent: Parent, rng: torch.Generator) -> Weights:
     }
 
 
-CONTROLS.register("one-shot")(
+CONTROLS.register(ONE_SHOT)(
     Control("one-shot magnitude pruning of the fine-tuned dense weights, rewound to θ0", _one_shot)
 )
-CONTROLS.register("random")(Control("a random mask, uniform over all prunable weights", _random(per_matrix=False)))
-CONTROLS.register("random-per-matrix")(
+CONTROLS.register(RANDOM)(Control("a random mask, uniform over all prunable weights", _random(per_matrix=False)))
+CONTROLS.register(RANDOM_PER_MATRIX)(
     Control("a random mask, every matrix at the same sparsity", _random(per_matrix=True))
 )
-CONTROLS.register("reinit")(
+CONTROLS.register(REINIT)(
     Control("the IMP mask; kept weights drawn afresh from the model's initializer", _imp, _reinitialized)
 )
-CONTROLS.register("shuffle")(Control("the IMP mask; θ0 shuffled within each matrix", _imp, _shuffled))
-CONTROLS.register("noise")(
+CONTROLS.register(SHUFFLE)(Control("the IMP mask; θ0 shuffled within each matrix", _imp, _shuffled))
+CONTROLS.register(NOISE)(
     Control(f"the IMP mask; θ0 plus Gaussian noise of {NOISE_SCALE:g} std of each matrix", _imp, _noisy)
 )
-CONTROLS.register("inverted")(
+CONTROLS.register(INVERTED)(
     Control("the complement of the IMP mask at sparsity 1 - s (IMP's kept weights pruned)", _inverted)
 )

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DistillConfig
-from .train import Collate, Draws, Forward
+from .train.batches import Collate, Draws, Forward
 
 TEACHER = "teacher"  # the batch key (and feature key) of the teacher's outputs
 KINDS: dict[str, tuple[str, ...]] = {  # kind -> the model outputs it distills

@@ -1,5 +1,5 @@
-"""Structured tickets (EarlyBERT): whole attention heads and FFN neurons, drawn from slimming coefficients,
-and the early-bird test that says when the drawn ticket has stopped changing.
+"""Structured tickets (EarlyBERT): whole attention heads and FFN neurons, drawn from slimming coefficients (the
+early-bird test that says when the drawn ticket has stopped changing is ticketlab.pruning.settle's).
 
 A structure is a Mask with, for every transformer layer i, "heads.{i}" (one bool per attention head) and
 "ffn.{i}" (one bool per FFN neuron); True = kept. Drawing is a pure function: scores in, structure out.
@@ -7,13 +7,12 @@ A structure is a Mask with, for every transformer layer i, "heads.{i}" (one bool
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
 from ..errors import TicketlabError
-from ..masks import Mask, hamming
+from ..masks import Mask
 
 Structure = Mask
 Shapes = Sequence[tuple[int, int]]  # (heads, FFN neurons) of each layer
@@ -76,42 +75,3 @@ def _keep_largest(values: torch.Tensor, count: int) -> torch.Tensor:
     keep = torch.zeros(values.numel(), dtype=torch.bool)
     keep[order[:count]] = True
     return keep
-
-
-@dataclass(frozen=True)
-class Draw:
-    """One draw of the search: its step, its distance to the previous draw, and the largest distance to each of
-    the previous `window` draws (None until there are that many)."""
-
-    step: int
-    distance: float | None
-    window: float | None
-
-
-class EarlyBird:
-    """The early-bird test: a ticket is found once the newest draw lies within `threshold` (normalized Hamming
-    distance) of each of the previous `window` draws."""
-
-    def __init__(self, window: int = 5, threshold: float = 0.1):
-        if window < 1:
-            raise TicketlabError(f"the early-bird window must be at least 1 draw, got {window}")
-        if not 0.0 < threshold < 1.0:
-            raise TicketlabError(f"the early-bird threshold is a distance in (0, 1), got {threshold:g}")
-        self.window, self.threshold = window, threshold
-        self.recent: list[Structure] = []  # the last `window` draws before the newest
-
-    def observe(self, step: int, structure: Structure) -> Draw:
-        """Record a draw and measure how far it moved."""
-        distance = hamming(structure, self.recent[-1]) if self.recent else None
-        window = max(hamming(structure, old) for old in self.recent) if len(self.recent) == self.window else None
-        self.recent = [*self.recent, structure][-self.window :]
-        return Draw(step, distance, window)
-
-    def is_found(self, draw: Draw) -> bool:
-        return draw.window is not None and draw.window < self.threshold
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"recent": self.recent}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.recent = list(state["recent"])

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from ..errors import TicketlabError
-from ..train import TrainHook
-from .draw import Draw, EarlyBird, Shapes, Structure, draw_structure
+from ..pruning.settle import Draw, SettleTest
+from ..train.hooks import TrainHook
+from .draw import Shapes, Structure, draw_structure
 from .layers import check_keys, layer_modules, layer_shapes
 
 ATTRIBUTE = "ticketlab_slimming"  # the coefficients' submodule while the search runs
@@ -122,7 +123,7 @@ class EarlyBirdSearch(TrainHook):
         ffn: float,
         l1: float,
         draw_every: int,
-        early_bird: EarlyBird,
+        early_bird: SettleTest,
     ):
         self.coefficients, self.heads, self.ffn, self.l1 = coefficients, heads, ffn, l1
         self.draw_every, self.early_bird = draw_every, early_bird

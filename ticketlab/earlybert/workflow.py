@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -24,20 +23,27 @@ from typing import Any, Iterable, Sequence
 import torch
 from safetensors.torch import save_file
 
-from ..atomic import atomic_path, write_json
+from ..arms import EARLYBERT, EARLYBERT_RANDOM
+from ..atomic import atomic_path
 from ..config import PruneConfig, check_range, check_types, settings_hash
 from ..errors import TicketlabError
 from ..lottery import Branch, RunContext, resolve_config, run_lottery, train_branch
 from ..masks import load_mask, save_mask, sparsity
 from ..models import config_values, resolve_model
-from ..store import MARKER, RunStore, finished, seal
-from ..train import TrainHook, on_main_process, seeded_generator, total_steps, usable_checkpoint
+from ..pruning.settle import SETTLE_THRESHOLD, SETTLE_WINDOW, SettleTest
+from ..store import RunStore, Unit, make
+from ..store.records import EarlyBertSearch, RoundRecord
+from ..train.batches import seeded_generator
+from ..train.checkpoint import usable_checkpoint
+from ..train.hooks import TrainHook
+from ..train.launch import on_main_process
+from ..train.loop import total_steps
 from .compact import compact, structure_mask
-from .draw import EarlyBird, Structure, check_ratios, random_structure
+from .draw import Structure, check_ratios, random_structure
 from .hf import save_compact
 from .search import EarlyBirdSearch, slimming
 
-ARMS = ("earlybert", "earlybert-random")
+ARMS = (EARLYBERT, EARLYBERT_RANDOM)
 DRAWS_PER_TRAINING = 100  # the default draw interval: 1% of the training steps
 
 
@@ -50,13 +56,13 @@ class EarlyBirdConfig:
     ffn: float = 0.4  # fraction of all FFN neurons pruned, ranked globally
     l1: float = 1e-4  # coefficient of the L1 penalty on the slimming coefficients
     draw_every: int | None = None  # steps between draws (None: 1% of the training steps)
-    window: int = 5  # the early-bird test compares a draw with this many previous ones
-    threshold: float = 0.1  # ... and is passed when every normalized Hamming distance is below this
+    window: int = SETTLE_WINDOW  # the early-bird test compares a draw with this many previous ones
+    threshold: float = SETTLE_THRESHOLD  # ... and is passed when every normalized Hamming distance is below this
 
     def __post_init__(self) -> None:
         check_types(self)
         check_ratios([], self.heads, self.ffn)
-        EarlyBird(self.window, self.threshold)
+        SettleTest(self.window, self.threshold)
         check_range("--l1", self.l1, 0.0)
         if self.draw_every is not None and self.draw_every < 1:
             raise TicketlabError(f"--draw-every must be at least 1 step, got {self.draw_every}")
@@ -99,13 +105,13 @@ def earlybert(
     run_lottery(config, Path(out), checkpoint_every=checkpoint_every, hooks=hooks, last_round=0)
     store = RunStore(Path(out) / config.name())
     branches = {arm: store.branch(settings.branch(arm)) for arm in ARMS}
-    search_dir = branches["earlybert"].path / "search"
+    search_dir = branches[EARLYBERT].path / "search"
     with store.lock():
         if not on_main_process(lambda: _complete(branches.values(), search_dir)):
             context = RunContext(config, store, checkpoint_every, hooks)
             ticket, search = _search(context, settings, search_dir)
-            random = random_structure(ticket, seeded_generator(config.train.seed, "earlybert-random", settings.hash()))
-            for arm, structure, found_by in (("earlybert", ticket, search), ("earlybert-random", random, None)):
+            random = random_structure(ticket, seeded_generator(config.train.seed, EARLYBERT_RANDOM, settings.hash()))
+            for arm, structure, found_by in ((EARLYBERT, ticket, search), (EARLYBERT_RANDOM, random, None)):
                 if not branches[arm].is_complete(0):
                     _train_ticket(context, settings.branch(arm), arm, structure, found_by)
     return EarlyBertResult(store.path, store.metrics(0), *(branches[arm].metrics(0) for arm in ARMS))
@@ -114,62 +120,61 @@ def earlybert(
 def _complete(branches: Iterable[RunStore], search_dir: Path) -> bool:
     """On the main process: whether the search and both tickets are complete and intact (what is damaged is reported
     and reopened, leftovers of a kill swept)."""
-    searched = finished(search_dir, search_dir / "search.pt", "searching again")
+    searched = _search_unit(search_dir).intact()
     return all([rounds.intact(0) for rounds in branches]) and searched
 
 
-def _search(context: RunContext, settings: EarlyBirdConfig, folder: Path) -> tuple[Structure, dict[str, Any]]:
-    """The early-bird ticket and the search's record, kept in `folder` (a unit of its own, sealed like a round:
+def _search_unit(folder: Path) -> Unit:
+    """The search as a unit of the store: its record is search.json, its checkpoint search.pt."""
+    return Unit(folder, {"search": True}, folder / "search.pt", "search.json", again="searching again")
+
+
+def _search(context: RunContext, settings: EarlyBirdConfig, folder: Path) -> tuple[Structure, EarlyBertSearch]:
+    """The early-bird ticket and the search's record, made as a unit of its own in `folder` (ticketlab.store.units:
     a complete search is not repeated)."""
-    if (folder / MARKER).exists():
-        return load_mask(folder / "ticket.safetensors")[0], json.loads((folder / "search.json").read_text())
+    unit = _search_unit(folder)
+    if unit.is_complete():
+        return load_mask(folder / "ticket.safetensors")[0], EarlyBertSearch.from_json(unit.record())
     config = context.config
     draw_every = settings.draw_every or max(
-        1, round(total_steps(len(context.features["train"]), config.train) / DRAWS_PER_TRAINING)
+        1, round(total_steps(len(context.data.features["train"]), config.train) / DRAWS_PER_TRAINING)
     )
-    context.start_from_theta0()
-    with slimming(context.model) as coefficients:
-        search = EarlyBirdSearch(
-            coefficients,
-            settings.heads,
-            settings.ffn,
-            settings.l1,
-            draw_every,
-            EarlyBird(settings.window, settings.threshold),
-        )
-        result = context.run_training(context.model, folder / "search.pt", [search], "EarlyBERT search", round=0)
-        if not search.found and (not search.draws or search.draws[-1].step != result.steps):
-            search.draw(result.steps)  # no early bird: the ticket of the whole training
-        scores = {name: c.detach().cpu() for name, c in coefficients.scales().items()}
-    record = {
-        **dataclasses.asdict(settings),
-        "draw_every": draw_every,
-        "steps": result.steps,
-        "time_s": result.time_s,
-        "draw_step": search.draws[-1].step,
-        "early_bird": search.found,
-        "draws": [dataclasses.asdict(d) for d in search.draws],
-        "cost": result.cost(eval_time_s=0.0),  # what finding the ticket spent: the report's cost to find it
-    }
+    found: dict[str, Any] = {}  # what the search leaves for `keep`: itself and its coefficients
 
-    def write() -> None:
+    def trained() -> EarlyBertSearch:
+        with slimming(context.model) as coefficients:
+            test = SettleTest(settings.window, settings.threshold)
+            search = EarlyBirdSearch(coefficients, settings.heads, settings.ffn, settings.l1, draw_every, test)
+            result = context.run_training(context.model, unit.checkpoint, [search], "EarlyBERT search", round=0)
+            if not search.found and (not search.draws or search.draws[-1].step != result.steps):
+                search.draw(result.steps)  # no early bird: the ticket of the whole training
+            found.update(search=search, scores={name: c.detach().cpu() for name, c in coefficients.scales().items()})
+        return EarlyBertSearch(
+            settings={**dataclasses.asdict(settings), "draw_every": draw_every},
+            steps=result.steps,
+            time_s=result.time_s,
+            draw_step=search.draws[-1].step,
+            early_bird=search.found,
+            draws=[dataclasses.asdict(d) for d in search.draws],
+            cost=result.cost(eval_time_s=0.0),  # what finding the ticket spent: the report's cost to find it
+        )
+
+    def keep(folder: Path) -> None:
+        search = found["search"]
         metadata = {
             **_provenance(context, structure_mask(context.model, search.ticket)),
-            "draw_step": record["draw_step"],
+            "draw_step": search.draws[-1].step,
         }
         with atomic_path(folder / "coefficients.safetensors") as tmp:
-            save_file(scores, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+            save_file(found["scores"], str(tmp), metadata={k: str(v) for k, v in metadata.items()})
         save_mask(folder / "ticket.safetensors", search.ticket, metadata)
-        write_json(folder / "search.json", record)
-        seal(folder, {"search": True})
-        finished(folder, folder / "search.pt", "searching again")  # its checkpoint and an earlier kill's temporaries go
 
-    on_main_process(write)
-    return search.ticket, record
+    record = make(unit, start=context.start_from_theta0, train=trained, keep=keep)
+    return found["search"].ticket, record
 
 
 def _train_ticket(
-    context: RunContext, branch: str, arm: str, structure: Structure, search: dict[str, Any] | None
+    context: RunContext, branch: str, arm: str, structure: Structure, search: EarlyBertSearch | None
 ) -> None:
     """Cut `structure` out of θ0, train the smaller model with the run's recipe, keep it (model/) and record it
     with the `search` that found it (None for the random ticket), whose time counts in the time ratio. A resumed
@@ -187,7 +192,7 @@ def _train_ticket(
         context.start_from_theta0()  # a resumed training too: the checkpoint then loads into this shape
         return compact(copy.deepcopy(model), structure)
 
-    def record(trained: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    def record(trained: RoundRecord, model: torch.nn.Module) -> dict[str, Any]:
         dense_time = context.store.metrics(0).get("train_time_s")
         layers = len(structure) // 2
         return {
@@ -200,9 +205,9 @@ def _train_ticket(
                 "params": sum(p.numel() for p in model.parameters()),
                 "dense_params": dense_params,
             },
-            **({"search": search} if search else {}),
+            "search": search,
             "dense_train_time_s": dense_time,
-            "time_ratio": ((search["time_s"] if search else 0.0) + trained["train_time_s"]) / dense_time
+            "time_ratio": ((search.time_s if search else 0.0) + trained.trained.train_time_s) / dense_time
             if dense_time
             else None,
         }
@@ -219,7 +224,7 @@ def _train_ticket(
             provenance={**metadata, "format": "ticketlab-mask/1"},
             inputs=lambda folder: save_mask(rounds.structure_path(0), structure, metadata),
             build=build,
-            keep=lambda model, folder: save_compact(model, folder / "model", context.processor),
+            keep=lambda model, folder: save_compact(model, folder / "model", context.data.processor),
             record=record,
         ),
     )

@@ -24,6 +24,7 @@ from ..errors import TicketlabError
 from ..masks import Mask, load_mask
 from ..models import is_resnet, load_pretrained, resolve_model
 from ..store import RunStore
+from ..tasks.data import TaskData
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
 
@@ -62,36 +63,33 @@ def load_source(ticket: str | Path, model: str | None = None, trained: bool = Tr
 
 
 def _trained_source(store: RunStore, round: int) -> Source:
-    from ..lottery.context import RunContext  # the lottery imports export's neighbours: import it when used
-
     store.verified(round)  # the mask and the weights are intact
     mask, metadata = load_mask(store.mask_path(round))
-    context = RunContext(store.config(), store, checkpoint_every=0, hooks=[])
-    load_weights(context.model, str(store.weights_path(round)))
-    model = apply_ticket(context.model.to("cpu"), mask).eval()
-    split = context.task.eval_splits[0]
+    config, path = store.config(), resolve_model(store.config().model)
+    data = TaskData(config)
+    model = load_pretrained(path, data.task.auto_class, config.train.seed, **data.task.model_options(config.data))
+    load_weights(model, str(store.weights_path(round)))
     origin = f"round {round}'s fine-tuned weights ({store.path.name})"
-    path = resolve_model(context.config.model)
-    return Source(model, mask, metadata, origin, None if is_resnet(path) else path, _scorer(context, split))
+    pruned = apply_ticket(model, mask).eval()
+    return Source(pruned, mask, metadata, origin, None if is_resnet(path) else path, _scorer(data))
 
 
 def _compact_source(folder: Path) -> Source:
-    from ..lottery.context import RunContext
-
     model = load_compact(folder).eval()
     run = next((parent for parent in folder.parents if (parent / "config.json").is_file() and parent != folder), None)
     evaluate = None
     if run is not None and (run / "round_00").is_dir():
-        store = RunStore.open(run)
-        context = RunContext(store.config(), store, checkpoint_every=0, hooks=[])
-        evaluate = _scorer(context, context.task.eval_splits[0])
+        evaluate = _scorer(TaskData(RunStore.open(run).config()))
     return Source(model, {}, {"model": str(folder)}, f"the compacted EarlyBERT model {folder}", folder, evaluate)
 
 
-def _scorer(context, split: str) -> Evaluate:
+def _scorer(data: TaskData) -> Evaluate:
+    """Metrics of a model on the task's first evaluation split (dev), named `<split>_<metric>`."""
+    split = data.task.eval_splits[0]
+
     def evaluate(model: nn.Module) -> dict[str, float]:
         with torch.no_grad():
             # an export runs in fp32 (its sparse kernels take fp32 inputs), whatever the run trained in
-            return {f"{split}_{name}": value for name, value in context.evaluate(split, model, "fp32").items()}
+            return {f"{split}_{name}": value for name, value in data.evaluate(split, model, "fp32").items()}
 
     return evaluate

@@ -4,7 +4,7 @@ each is trained, recorded and sealed in branches/<name>/round_XX/ of the run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,8 +16,11 @@ from ..controls import CONTROLS, Control
 from ..errors import TicketlabError
 from ..masks import Mask, apply_mask, save_mask, sparsity
 from ..models import backbone
-from ..store import RunStore
-from ..train import TrainHook, accelerator, check_same_mask, on_main_process, seeded_generator, usable_checkpoint
+from ..store import RunStore, make
+from ..store.records import RoundRecord
+from ..train.batches import seeded_generator
+from ..train.hooks import TrainHook
+from ..train.launch import check_same_mask, on_main_process
 from .context import RunContext
 
 
@@ -37,31 +40,43 @@ class Branch:
         None  # the model it trains (default: the run's, masked)
     )
     keep: Callable[[torch.nn.Module, Path], None] | None = None  # writes the trained model's files into its folder
-    record: Callable[[dict[str, Any], torch.nn.Module], dict[str, Any]] = lambda trained, model: {}  # more of its
-    # record, from the trained record and model ("arm" defaults to the branch's name)
+    # fields of its record (ticketlab.store.records.RoundRecord) set from the trained record and model; its arm is the
+    # branch's name unless they set it
+    record: Callable[[RoundRecord, torch.nn.Module], dict[str, Any]] = lambda trained, model: {}
 
 
 def train_branch(context: RunContext, branch: Branch) -> None:
-    """Train `branch` on the run of `context` (resuming its checkpoint), record it and seal it."""
+    """Make `branch` a unit of the run of `context` (ticketlab.store.units): its mask and inputs written, its start
+    weights set (unless its checkpoint resumes it), trained, recorded and sealed."""
     rounds, round, mask = context.store.branch(branch.name), branch.round, branch.mask
     check_same_mask(mask, f"{branch.name} at round {round}")
-    if not usable_checkpoint(rounds.checkpoint_path(round)):
+    model = context.model if branch.build is None else None
+
+    def inputs() -> None:
+        def write() -> None:
+            metadata = branch.provenance or {**context.provenance(round, mask), "branch": branch.name}
+            save_mask(rounds.mask_path(round), mask, metadata)
+            if branch.inputs is not None:
+                branch.inputs(rounds.round_dir(round))
+
+        on_main_process(write)
+
+    def start() -> None:
         branch.start()
         apply_mask(context.weights, mask)
-    if accelerator().is_main_process:
-        metadata = branch.provenance or {**context.provenance(round, mask), "branch": branch.name}
-        save_mask(rounds.mask_path(round), mask, metadata)
-        if branch.inputs is not None:
-            branch.inputs(rounds.round_dir(round))
-    if branch.build is None:
-        model = context.model
-        trained = context.train_masked(rounds, round, branch.level, mask, [], branch.description, distill=True)
-    else:
-        model = branch.build(context.model)
-        measured = context.train_model(model, rounds, round, [], branch.description, distill=True)
-        trained = {"round": round, "level": branch.level, "sparsity": sparsity(mask), **measured}
-    record = {"arm": branch.name, **trained, **branch.record(trained, model)}
-    rounds.finish(round, record, None if branch.keep is None else lambda folder: branch.keep(model, folder))
+
+    def trained() -> RoundRecord:
+        nonlocal model
+        if branch.build is None:
+            record = context.train_masked(rounds, round, branch.level, mask, [], branch.description, distill=True)
+        else:
+            model = branch.build(context.model)
+            measured = context.train_model(model, rounds, round, [], branch.description, distill=True)
+            record = RoundRecord(round, branch.level, sparsity(mask), measured)
+        return replace(record, **{"arm": branch.name, **branch.record(record, model)})
+
+    keep = None if branch.keep is None else lambda folder: branch.keep(model, folder)
+    make(rounds.unit(round), inputs=inputs, start=start, train=trained, keep=keep)
 
 
 def run_controls(

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..arms import EARLY_BIRD
 from ..atomic import atomic_path
 from ..config import RunConfig
 from ..errors import TicketlabError
@@ -18,8 +19,11 @@ from ..masks import LOW_DENSITY, Mask, fit_mask, load_mask, nearly_empty, sparsi
 from ..models import backbone, head_parameters, layer_stack_weights, load_pretrained, prunable_weights, resolve_model
 from ..pruning import WEIGHT, check_fits, magnitude_prune, parse_granularity, round_at, scope_rankings
 from ..store import RunStore
-from ..tasks import TASKS
-from ..train import MaskEnforcer, TrainHook, TrainResult, accelerator, eval_batch_size, predict, total_steps, train
+from ..store.records import RoundRecord, Trained
+from ..tasks.data import TaskData
+from ..train.hooks import MaskEnforcer, TrainHook
+from ..train.launch import accelerator
+from ..train.loop import TrainResult, total_steps, train
 from .teacher import DistilledTraining, distilled_training
 
 log = logging.getLogger(__name__)
@@ -32,36 +36,32 @@ def save_head(path: Path, head: Mapping[str, torch.Tensor], provenance: Mapping[
         save_file({k: v.cpu().contiguous() for k, v in head.items()}, str(tmp), metadata=metadata)
 
 
+def check_round_steps(config: RunConfig, steps: int) -> None:
+    """One line, before anything is trained, where a setting needs more than the `steps` of a round: a rewind step,
+    or early-bird draws that cannot settle in time."""
+    prune = config.prune
+    if prune.rewind_step > steps:
+        raise TicketlabError(f"--rewind-step {prune.rewind_step} is past the {steps} steps of a round")
+    settled = prune.draw_every * (prune.settle_window + 1)  # the first step early-bird's test can pass at
+    if prune.finder == EARLY_BIRD and settled > steps:
+        raise TicketlabError(
+            f"early-bird's draws cannot settle before step {settled} (--draw-every {prune.draw_every} × "
+            f"(--settle-window {prune.settle_window} + 1)), past the {steps} steps of a round"
+        )
+
+
 class RunContext:
-    """The state shared by the units of one run: data, model, θ0, the fresh head, the pruning rankings and
-    granularity."""
+    """The model state shared by the units of one run, beside its data (`data`: ticketlab.tasks.data.TaskData): the
+    model, θ0, the fresh head, the pruning rankings and granularity; training and evaluating one unit on them, the
+    provenance its masks carry."""
 
     def __init__(self, config: RunConfig, store: RunStore, checkpoint_every: int, hooks: Sequence[TrainHook]):
         self.config, self.store, self.checkpoint_every, self.hooks = config, store, checkpoint_every, list(hooks)
         self.levels = config.prune.levels()
-        self.task = TASKS.get(config.task)
-        model_path = resolve_model(config.model)
-        self.processor = processor = self.task.processor(model_path)  # a tokenizer, or an image task's input format
-        self.examples = self.task.splits(config.data)
-        self.examples["train"] = self.examples["train"][: config.train.train_examples]
-        self.features = {
-            name: self.task.encode(processor, examples, config.train.max_length)
-            for name, examples in self.examples.items()
-        }
-        self.train_collate = self.task.collator(processor, train=True)
-        self.eval_collate = self.task.collator(processor, train=False)
-        steps = total_steps(len(self.features["train"]), config.train)
-        prune = config.prune
-        if prune.rewind_step > steps:
-            raise TicketlabError(f"--rewind-step {prune.rewind_step} is past the {steps} steps of a round")
-        settled = prune.draw_every * (prune.settle_window + 1)  # the first step early-bird's test can pass at
-        if prune.finder == "early-bird" and settled > steps:
-            raise TicketlabError(
-                f"early-bird's draws cannot settle before step {settled} (--draw-every {prune.draw_every} × "
-                f"(--settle-window {prune.settle_window} + 1)), past the {steps} steps of a round"
-            )
-        options = self.task.model_options(config.data)
-        self.model = load_pretrained(model_path, self.task.auto_class, config.train.seed, **options)
+        self.data = data = TaskData(config)
+        check_round_steps(config, total_steps(len(data.features["train"]), config.train))
+        options = data.task.model_options(config.data)
+        self.model = load_pretrained(resolve_model(config.model), data.task.auto_class, config.train.seed, **options)
         self.model.to(accelerator().device)
         self.weights = prunable_weights(self.model)
         self.rankings = scope_rankings(config.prune.scope, list(self.weights), layer_stack_weights(self.model))
@@ -101,7 +101,7 @@ class RunContext:
         hooks: list[TrainHook],
         description: str,
         distill: bool = False,
-    ) -> dict[str, Any]:
+    ) -> RoundRecord:
         """Train the run's model from its current weights with `mask` enforced, evaluate (see `train_model`), and
         return the unit's record (with the run's granularity, unless it is single weights); a matrix the mask nearly
         empties is named in one line and recorded."""
@@ -114,16 +114,15 @@ class RunContext:
                 ", ".join(f"{name} keeps {density:.2%}" for name, density in emptied.items()),
             )
         enforcer = MaskEnforcer(list(self.weights.values()), [mask[n] for n in self.weights])
-        record = self.train_model(self.model, rounds, round, [enforcer, *hooks], description, distill)
-        low = [{"matrix": name, "kept": density} for name, density in emptied.items()]
-        return {
-            "round": round,
-            "level": level,
-            "sparsity": sparsity(mask),
-            **({} if self.granularity == WEIGHT else {"granularity": str(self.granularity)}),  # weight: as before
-            **record,
-            **({"nearly_empty": low} if low else {}),
-        }
+        trained = self.train_model(self.model, rounds, round, [enforcer, *hooks], description, distill)
+        return RoundRecord(
+            round=round,
+            level=level,
+            sparsity=sparsity(mask),
+            trained=trained,
+            granularity=None if self.granularity == WEIGHT else str(self.granularity),
+            nearly_empty=[{"matrix": name, "kept": density} for name, density in emptied.items()] or None,
+        )
 
     def train_model(
         self,
@@ -133,29 +132,28 @@ class RunContext:
         hooks: list[TrainHook],
         description: str,
         distill: bool = False,
-    ) -> dict[str, Any]:
+    ) -> Trained:
         """Train `model` (this run's, or one built from it), checkpointing in `rounds`' round folder, then evaluate
         it, unless a hook ended its training early (early-bird's round that only draws the next mask). With `distill`
-        (a ticket of a run with distillation settings) it learns from the dense round 0 too. Returns steps, train
-        loss, training time, wall time (with evaluation), every split's metrics and the cost ledger
-        (ticketlab.train.TrainResult.cost, with the teacher's FLOPs where it distils)."""
+        (a ticket of a run with distillation settings) it learns from the dense round 0 too. The cost ledger is
+        ticketlab.train's, with the teacher's FLOPs where it distils."""
         distilled = distill and self.config.distill is not None
         result = self.run_training(model, rounds.checkpoint_path(round), hooks, description, round, distilled)
         evaluated = time.perf_counter()
         stopped = any(hook.should_stop() for hook in hooks)
-        metrics = {} if stopped else {split: self.evaluate(split, model) for split in self.task.eval_splits}
+        metrics = {} if stopped else {split: self.evaluate(split, model) for split in self.data.task.eval_splits}
         eval_time_s = time.perf_counter() - evaluated
         cost = result.cost(eval_time_s)
         if distilled:
             cost["teacher_flops"] = self.distilled().teacher_flops_per_step * result.steps
-        return {
-            "steps": result.steps,
-            "train_loss": result.train_loss,
-            "train_time_s": result.time_s,  # over every attempt, as the wall time
-            "wall_time_s": result.time_s + eval_time_s,
-            **metrics,
-            "cost": cost,
-        }
+        return Trained(
+            steps=result.steps,
+            train_loss=result.train_loss,
+            train_time_s=result.time_s,
+            wall_time_s=result.time_s + eval_time_s,
+            splits=metrics,
+            cost=cost,
+        )
 
     def run_training(
         self,
@@ -169,7 +167,7 @@ class RunContext:
         """The run's recipe and training data on `model`, resumable from `checkpoint`; with `distill`, the teacher's
         outputs and the distillation loss too (ticketlab.lottery.teacher)."""
         seed = self.config.train.seed + round
-        features, collate, forward = self.features["train"], self.train_collate, self.task.forward
+        features, collate, forward = self.data.features["train"], self.data.train_collate, self.data.task.forward
         if distill:
             distilled = self.distilled()
             features, collate, forward = distilled.features, distilled.collate, distilled.forward
@@ -196,13 +194,8 @@ class RunContext:
     def evaluate(
         self, split: str, model: torch.nn.Module | None = None, precision: str | None = None
     ) -> dict[str, float]:
-        """Metrics of `model` (default: the run's) on an evaluation split, in `precision` (default: the run's)."""
-        features = self.features[split]
-        model = self.model if model is None else model
-        batch = eval_batch_size(self.config.train.batch_size)
-        precision = precision or self.config.train.precision
-        outputs = predict(model, features, self.eval_collate, batch, self.task.outputs, self.task.forward, precision)
-        return self.task.score(self.examples[split], features, outputs)
+        """Metrics of `model` (default: the run's) on an evaluation split (see TaskData.evaluate)."""
+        return self.data.evaluate(split, self.model if model is None else model, precision)
 
     def provenance(self, round: int, mask: Mask) -> dict[str, Any]:
         """What a mask of this run carries: base model and weights hash, task, round, level, sparsity, seed, config."""

@@ -1,6 +1,6 @@
 """Early-bird IMP: while a round trains, the mask the next pruning would draw is drawn again every few steps; once the
 newest draw lies within a normalized Hamming distance of each of the previous few (the test EarlyBERT's search uses,
-ticketlab.earlybert.draw.EarlyBird), it is the next round's mask, the task head of that step is the next round's
+ticketlab.pruning.settle.SettleTest), it is the next round's mask, the task head of that step is the next round's
 starting head, and a round that only searches stops there. Training up to that step is the same whether the round stops
 there or trains on, so both draw the same masks and start the next round alike."""
 
@@ -12,10 +12,10 @@ from typing import Any, Callable
 import torch
 
 from ..config import PruneConfig
-from ..earlybert.draw import EarlyBird
 from ..masks import Mask
+from ..pruning.settle import SettleTest
 from ..store import RunStore
-from ..train import TrainHook
+from ..train.hooks import TrainHook
 
 Head = dict[str, torch.Tensor]  # a task head's values by parameter name
 
@@ -37,7 +37,7 @@ class SettleWatch(TrainHook):
 
     def __init__(self, draw: Callable[[], Mask], head: Callable[[], Head], settings: PruneConfig, stop: bool):
         self.draw, self.head, self.every, self.stop = draw, head, settings.draw_every, stop
-        self.test = EarlyBird(settings.settle_window, settings.settle_threshold)
+        self.test = SettleTest(settings.settle_window, settings.settle_threshold)
         self.found: Mask | None = None
         self.found_head: Head | None = None
         self.step: int | None = None  # the step whose draw passed the test
@@ -55,14 +55,13 @@ class SettleWatch(TrainHook):
         return self.stop and self.found is not None
 
     def result(self, steps: int) -> tuple[Mask, Head, dict[str, Any]]:
-        """The next round's mask and starting head, and what the round records of its search (`steps`: the steps it
+        """The next round's mask and starting head, and what the round records of its draw (`steps`: the steps it
         trained): where the draw settled, or, where it never did, the draw and head of the final weights, as IMP's. A
-        round the watch stopped only drew the next mask (`search_only`); one whose draw never settled trained in full
+        round the watch stopped (`should_stop`) only drew the next mask; one whose draw never settled trained in full
         and is a ticket like any."""
         settled = self.found is not None
         mask, head = (self.found, self.found_head) if settled else (self.draw(), self.head())
-        record = {"step": self.step if settled else steps, "settled": settled, "distances": self.distances}
-        return mask, head, {"draw": record, **({"search_only": True} if self.should_stop() else {})}
+        return mask, head, {"step": self.step if settled else steps, "settled": settled, "distances": self.distances}
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -26,18 +26,19 @@ import torch
 from accelerate.utils import send_to_device
 from safetensors.torch import load_file
 
+from ..arms import EARLY_BIRD, GMP, IMP, ONE_SHOT, WANDA
 from ..masks import Mask, load_mask
-from ..pruning import METHODS
+from ..pruning import PRUNING_METHODS
 from ..pruning.wanda import input_norms, row_prune, wanda_scores
 from ..registry import Registry
-from ..train import accelerator
+from ..train.launch import accelerator
 from .context import RunContext
 from .early_bird import Head, SettleWatch, draw_head_path, draw_path
 from .gmp import gmp_head_path, gmp_mask_path, run_gmp_search
 
 log = logging.getLogger(__name__)
 _dense_norms: WeakKeyDictionary[RunContext, dict[str, torch.Tensor]] = WeakKeyDictionary()  # Wanda's, once a run
-Draw = Callable[[RunContext, int, float, Mask], Mask]  # (run, round, level, previous round's mask) -> round's mask
+DrawMask = Callable[[RunContext, int, float, Mask], Mask]  # (run, round, level, previous round's mask) -> round's mask
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Finder:
     another moment (unless the run rewinds the head)."""
 
     description: str
-    draw: Draw
+    draw: DrawMask
     source: Callable[[int], int]
     search: Callable[[RunContext], None] | None = None  # trains what every pruned round's mask needs, first (where
     # the store holds no complete and intact one)
@@ -68,7 +69,7 @@ def _dense(round: int) -> int:
 
 
 def _imp(context: RunContext, round: int, level: float, previous: Mask) -> Mask:
-    prune = METHODS.get(context.config.prune.method)
+    prune = PRUNING_METHODS.get(context.config.prune.method)
     return prune(context.weights, previous, level, context.rankings, context.granularity)
 
 
@@ -78,20 +79,22 @@ def _one_shot(context: RunContext, round: int, level: float, previous: Mask) -> 
 
 def _wanda(context: RunContext, round: int, level: float, previous: Mask) -> Mask:
     if context not in _dense_norms:  # the dense round's model: the same calibration every round
-        _dense_norms[context] = input_norms(context.model, context.weights, _calibration(context), context.task.forward)
+        _dense_norms[context] = input_norms(
+            context.model, context.weights, _calibration(context), context.data.task.forward
+        )
     return row_prune(wanda_scores(context.weights, _dense_norms[context]), previous, level, context.granularity)
 
 
 def _calibration(context: RunContext) -> Iterator[dict[str, torch.Tensor]]:
     """The first `calibration_examples` training examples, in batches as evaluation sees them (all of them, said in
     one line, where the training split holds fewer)."""
-    wanted, features = context.config.prune.calibration_examples, context.features["train"]
+    wanted, features = context.config.prune.calibration_examples, context.data.features["train"]
     if wanted > len(features):
         log.warning("wanda: calibrating on all %d training examples (--calibration-examples %d)", len(features), wanted)
     features = features[:wanted]
     size = context.config.train.batch_size
     for start in range(0, len(features), size):
-        yield send_to_device(context.eval_collate(features[start : start + size]), accelerator().device)
+        yield send_to_device(context.data.eval_collate(features[start : start + size]), accelerator().device)
 
 
 def _gmp(context: RunContext, round: int, level: float, previous: Mask) -> Mask:
@@ -118,8 +121,8 @@ def _settle_watch(context: RunContext, round: int) -> SettleWatch:
     return SettleWatch(lambda: _imp(context, round + 1, level, current), context.head_values, settings, stop)
 
 
-FINDERS.register("imp")(Finder("iterative magnitude pruning, each round from the last one's weights", _imp, _previous))
-FINDERS.register("early-bird")(
+FINDERS.register(IMP)(Finder("iterative magnitude pruning, each round from the last one's weights", _imp, _previous))
+FINDERS.register(EARLY_BIRD)(
     Finder(
         "IMP whose rounds take the next mask once its draw has settled",
         _early_bird,
@@ -129,8 +132,8 @@ FINDERS.register("early-bird")(
         settings=("draw_every", "settle_window", "settle_threshold", "final_only"),
     )
 )
-FINDERS.register("one-shot")(Finder("magnitude pruning of the fine-tuned dense weights", _one_shot, _dense))
-FINDERS.register("wanda")(
+FINDERS.register(ONE_SHOT)(Finder("magnitude pruning of the fine-tuned dense weights", _one_shot, _dense))
+FINDERS.register(WANDA)(
     Finder(
         "|w| x input norm per output row, on the fine-tuned dense model",
         _wanda,
@@ -138,7 +141,7 @@ FINDERS.register("wanda")(
         settings=("calibration_examples",),
     )
 )
-FINDERS.register("gmp")(
+FINDERS.register(GMP)(
     Finder(
         "the masks one gradual magnitude pruning run crosses",
         _gmp,

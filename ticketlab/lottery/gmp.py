@@ -13,11 +13,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from ..arms import GMP
 from ..masks import Mask, ones_like, save_mask, sparsity
 from ..pruning import cubic_schedule
 from ..pruning.granularity import NOfM
-from ..store import RunStore
-from ..train import MaskEnforcer, TrainHook, total_steps, usable_checkpoint
+from ..store import RunStore, make
+from ..store.records import GmpSearchRecord
+from ..train.hooks import MaskEnforcer, TrainHook
+from ..train.loop import total_steps
 from .context import RunContext, save_head
 from .early_bird import Head
 
@@ -37,7 +40,7 @@ def gmp_head_path(store: RunStore, round: int) -> Path:
 class GradualPruning(TrainHook):
     """Prunes `weights` to `schedule[step]` after each step it names (`prune`: (mask, sparsity) -> the weights'
     magnitude mask), taking the mask of every level of `levels` (round -> sparsity) crossed on the way and the task
-    head then (`head`: its values now); enforces the mask in between (as ticketlab.train.MaskEnforcer)."""
+    head then (`head`: its values now); enforces the mask in between (as ticketlab.train.hooks.MaskEnforcer)."""
 
     def __init__(
         self,
@@ -85,7 +88,7 @@ def run_gmp_search(context: RunContext) -> None:
     """The pruning run of a gmp run's store (resuming its checkpoint): it writes the mask of every pruned round's level
     and the head it was taken with (see `gmp_mask_path`, `gmp_head_path`)."""
     searches, settings = context.store.searches(), context.config.prune
-    steps = total_steps(len(context.features["train"]), context.config.train)
+    steps = total_steps(len(context.data.features["train"]), context.config.train)
     initial = context.granularity.least_sparsity if isinstance(context.granularity, NOfM) else 0.0  # N:M's constraint
     schedule = cubic_schedule(
         steps, settings.gmp_start, settings.gmp_end, settings.gmp_prunings, settings.sparsity, initial
@@ -93,28 +96,25 @@ def run_gmp_search(context: RunContext) -> None:
     hook = GradualPruning(
         context.weights, schedule, _levels(context.levels), context.prune_by_magnitude, context.head_values
     )
-    checkpoint = searches.checkpoint_path(0)
-    if not usable_checkpoint(checkpoint):
-        context.start_from_theta0()
-    result = context.run_training(context.model, checkpoint, [hook], "gmp · pruning run", 0)
-    record = {
-        "round": 0,
-        "arm": "gmp-search",
-        "steps": result.steps,
-        "train_loss": result.train_loss,
-        "train_time_s": result.time_s,
-        "sparsity": sparsity(hook.mask),
-        "schedule": {str(step): level for step, level in schedule.items()},
-        "cost": result.cost(0.0),
-    }
+
+    def trained() -> GmpSearchRecord:
+        result = context.run_training(context.model, searches.checkpoint_path(0), [hook], "gmp · pruning run", 0)
+        return GmpSearchRecord(
+            steps=result.steps,
+            train_loss=result.train_loss,
+            train_time_s=result.time_s,
+            sparsity=sparsity(hook.mask),
+            schedule={str(step): level for step, level in schedule.items()},
+            cost=result.cost(0.0),
+        )
 
     def keep(folder: Path) -> None:
         for round, mask in hook.found.items():
-            provenance = {**context.provenance(round, mask), "search": "gmp"}
+            provenance = {**context.provenance(round, mask), "search": GMP}
             save_mask(gmp_mask_path(context.store, round), mask, provenance)
             save_head(gmp_head_path(context.store, round), hook.heads[round], provenance)
 
-    searches.finish(0, record, keep)
+    make(searches.unit(0), start=context.start_from_theta0, train=trained, keep=keep)
 
 
 def _levels(levels: Sequence[float]) -> dict[int, float]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file, save_model
 from safetensors.torch import load_model as load_weights
 
+from ..arms import EARLY_BIRD
 from ..atomic import atomic_path
 from ..config import PruneConfig, RunConfig
 from ..controls import CONTROLS
@@ -23,11 +24,13 @@ from ..errors import TicketlabError
 from ..masks import Mask, apply_mask, load_mask, ones_like, save_mask
 from ..models import backbone
 from ..pruning import WEIGHT
-from ..store import RunStore
-from ..train import TrainHook, accelerator, check_same_mask, on_main_process, usable_checkpoint
+from ..store import RunStore, make
+from ..store.records import RoundRecord
+from ..train.hooks import TrainHook
+from ..train.launch import accelerator, check_same_mask, on_main_process
 from .branches import run_controls
 from .context import RunContext, save_head
-from .early_bird import draw_head_path, draw_path
+from .early_bird import Head, draw_head_path, draw_path
 from .finders import FINDERS, Finder
 from .settings import resolve_config
 
@@ -119,37 +122,48 @@ def _plan(store: RunStore, config: RunConfig, rounds: range, finder: Finder) -> 
 
 
 def run_round(context: RunContext, round: int, level: float, save_weights: bool = False) -> None:
-    """Round `round`: draw its mask at `level` (IMP: prune the previous round's trained weights), rewind, train,
-    record."""
+    """Round `round`, made as a unit (ticketlab.store.units): its mask drawn at `level` (IMP: prune the previous
+    round's trained weights) and its starting head, the kept weights rewound, trained, recorded and sealed."""
     store, prune = context.store, context.config.prune
     finder = FINDERS.get(prune.finder)
-    if not _inputs_ready(store, round):
-        _prepare(context, finder, round, level)
-    mask = load_mask(store.mask_path(round))[0]
-    if not usable_checkpoint(store.checkpoint_path(round)):
-        _rewind(context, round, mask)
     rewinding = round == 0 and prune.rewind_step > 0
-    hooks: list[TrainHook] = [_SaveRewindPoint(prune.rewind_step, store.rewind_path())] if rewinding else []
-    watch = finder.watch(context, round) if round + 1 < len(context.levels) else None
-    if watch is not None:
-        hooks.append(watch)
-    description = f"round {round} · sparsity {level:.1%}"
-    # a watch that stops it: no metrics; a ticket of a distilled run learns from the dense round 0
-    record = context.train_masked(store, round, level, mask, hooks, description, distill=round > 0)
-    draw = draw_head = None
-    if watch is not None:
-        draw, draw_head, search = watch.result(record["steps"])
-        record.update(search)
+    draws: list[tuple[Mask, Head]] = []  # the next round's mask and head, where the finder watches this one train
+
+    def inputs() -> None:
+        if not _inputs_ready(store, round):
+            _prepare(context, finder, round, level)
+
+    def trained() -> RoundRecord:
+        hooks: list[TrainHook] = [_SaveRewindPoint(prune.rewind_step, store.rewind_path())] if rewinding else []
+        watch = finder.watch(context, round) if round + 1 < len(context.levels) else None  # reads the round's mask
+        if watch is not None:
+            hooks.append(watch)
+        mask = load_mask(store.mask_path(round))[0]
+        # a watch that stops it: no metrics; a ticket of a distilled run learns from the dense round 0
+        description = f"round {round} · sparsity {level:.1%}"
+        record = context.train_masked(store, round, level, mask, hooks, description, distill=round > 0)
+        if watch is not None:
+            draw, draw_head, settled = watch.result(record.trained.steps)
+            draws.append((draw, draw_head))
+            record = replace(record, draw=settled, search_only=watch.should_stop())
+        return record
 
     def keep(folder: Path) -> None:
         with atomic_path(store.weights_path(round)) as tmp:
             save_model(context.model, str(tmp))
-        if draw is not None:
+        for draw, draw_head in draws:
             provenance = context.provenance(round + 1, draw)
             save_mask(draw_path(store, round), draw, provenance)
             save_head(draw_head_path(store, round), draw_head, provenance)
 
-    store.finish(round, record, keep, extra=[store.rewind_path()] if rewinding else [])
+    make(
+        store.unit(round),
+        inputs=inputs,
+        start=lambda: _rewind(context, round),
+        train=trained,
+        keep=keep,
+        extra=[store.rewind_path()] if rewinding else [],
+    )
     if round > 1 and not save_weights:
         _discard_weights(store, [round - 1])  # the dense round 0 stays: the one-shot control prunes it
 
@@ -194,24 +208,22 @@ def _copy_dense_round(context: RunContext, source: RunStore) -> None:
     same whichever runs finished first, as on Ray); the log names the run."""
     store = context.store
 
-    def copy() -> None:
+    def copy(folder: Path) -> None:
         log.info("round 0: the dense model %s trained, copied", source.path.name)
         mask = ones_like(context.weights)
         save_mask(store.mask_path(0), mask, context.provenance(0, mask))
         for path in (source.head_path(0), source.weights_path(0)):
-            with atomic_path(store.round_dir(0) / path.name) as tmp:
+            with atomic_path(folder / path.name) as tmp:
                 shutil.copyfile(path, tmp)
-        record = {key: value for key, value in source.metrics(0).items() if key != "granularity"}
-        if context.granularity != WEIGHT:
-            record["granularity"] = str(context.granularity)
-        store.complete(0, record)
 
-    on_main_process(copy)
+    record = RoundRecord.from_json(source.metrics(0), context.data.task.eval_splits)
+    granularity = None if context.granularity == WEIGHT else str(context.granularity)
+    store.unit(0).seal(replace(record, granularity=granularity), copy)
 
 
 def _dense_round_alone(config: RunConfig) -> bool:
     """Whether a run's round 0 is only the dense model (no rewinding point saved in it, no early-bird draw)."""
-    return config.prune.rewind_step == 0 and config.prune.finder != "early-bird"
+    return config.prune.rewind_step == 0 and config.prune.finder != EARLY_BIRD
 
 
 def _reopen_sources(store: RunStore, rounds: range, finder: Finder) -> None:
@@ -254,9 +266,11 @@ def _prepare(context: RunContext, finder: Finder, round: int, level: float) -> N
     on_main_process(write)
 
 
-def _rewind(context: RunContext, round: int, mask: Mask) -> None:
-    """Start weights of a round: θ0 (or θi) for the backbone, the kept weights only, and the round's starting head."""
+def _rewind(context: RunContext, round: int) -> None:
+    """Start weights of a round: θ0 (or θi) for the backbone, the kept weights only (its mask), and the round's
+    starting head."""
     store = context.store
+    mask = load_mask(store.mask_path(round))[0]
     rewind = store.rewind_path() if round > 0 and context.config.prune.rewind_step else None
     backbone(context.model).load_state_dict(load_file(str(rewind)) if rewind else context.theta0)
     context.model.load_state_dict(load_file(str(store.head_path(round))), strict=False)

@@ -10,7 +10,8 @@ from ..config import DistillConfig, PruneConfig, RunConfig, TrainConfig, from_op
 from ..errors import TicketlabError
 from ..models import hidden_size, max_positions, model_fingerprint, model_reference, resolve_model
 from ..tasks import TASKS, Task
-from ..train import check_processes, total_steps
+from ..train.launch import check_processes
+from ..train.loop import total_steps
 from .finders import FINDERS
 
 DEFAULT_RATES = {"linear": 0.1, "geometric": 0.2}

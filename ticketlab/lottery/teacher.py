@@ -20,17 +20,11 @@ from safetensors.torch import load_model as load_weights
 
 from ..atomic import atomic_path
 from ..distillation import KINDS, ONLINE, DistilledForward, attach_teacher, collate_with_teacher
-from ..train import (
-    Collate,
-    Draws,
-    Forward,
-    accelerator,
-    eval_batch_size,
-    forward_flops,
-    on_main_process,
-    predict,
-    seeded_generator,
-)
+from ..store.records import TeacherRecord
+from ..train.batches import Collate, Draws, Forward, seeded_generator
+from ..train.evaluate import eval_batch_size, predict
+from ..train.flops import forward_flops
+from ..train.launch import accelerator, on_main_process
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -51,19 +45,19 @@ class DistilledTraining:
 
 def distilled_training(context: RunContext) -> DistilledTraining:
     """The training inputs of `context`'s distilled units (its run has `distill` settings)."""
-    kind, settings = context.task.distillation, context.config.distill
+    kind, settings = context.data.task.distillation, context.config.distill
     assert kind is not None and settings is not None  # resolve_config refuses a run that cannot distil
-    features = context.features["train"]
+    features = context.data.features["train"]
     if kind in ONLINE:
         teacher = dense_model(context)
-        forward = DistilledForward(context.task.forward, kind, settings, teacher)
-        probe = context.train_collate(features[: context.config.train.batch_size])
-        return DistilledTraining(features, context.train_collate, forward, _flops(context, teacher, probe))
+        forward = DistilledForward(context.data.task.forward, kind, settings, teacher)
+        probe = context.data.train_collate(features[: context.config.train.batch_size])
+        return DistilledTraining(features, context.data.train_collate, forward, _flops(context, teacher, probe))
     outputs = teacher_outputs(context)
     return DistilledTraining(
         attach_teacher(features, kind, outputs),
-        collate_with_teacher(context.train_collate, kind),
-        DistilledForward(context.task.forward, kind, settings),
+        collate_with_teacher(context.data.train_collate, kind),
+        DistilledForward(context.data.task.forward, kind, settings),
         0,
     )
 
@@ -88,31 +82,31 @@ def teacher_outputs(context: RunContext) -> dict[str, torch.Tensor]:
 def _compute(context: RunContext) -> None:
     """Run the dense model over the training split in evaluation mode and seal what it outputs, with its cost."""
     started = time.perf_counter()
-    model, features = dense_model(context), context.features["train"]
-    names = KINDS[context.task.distillation]
+    model, features = dense_model(context), context.data.features["train"]
+    names = KINDS[context.data.task.distillation]
     batch = eval_batch_size(context.config.train.batch_size)
     kept = predict(
         model,
         features,
-        context.train_collate,
+        context.data.train_collate,
         batch,
         lambda output, _: {name: output[name].float() for name in names},
-        context.task.forward,
+        context.data.task.forward,
         context.config.train.precision,
     )
-    flops = _flops(context, model, context.train_collate(features[:batch])) * math.ceil(len(features) / batch)
+    flops = _flops(context, model, context.data.train_collate(features[:batch])) * math.ceil(len(features) / batch)
     outputs = {name: torch.from_numpy(kept[name]).contiguous() for name in names}
     cost = {"examples": len(features), "eval_time_s": time.perf_counter() - started, "teacher_flops": flops}
-    record = {"kind": context.task.distillation, "cost": cost}
+    record = TeacherRecord(kind=context.data.task.distillation, cost=cost)
 
     def keep(folder) -> None:
         with atomic_path(folder / OUTPUTS) as tmp:
             save_file(outputs, str(tmp))
 
-    context.store.teacher().finish(0, record, keep)
+    context.store.teacher().unit(0).seal(record, keep)
 
 
 def _flops(context: RunContext, teacher: torch.nn.Module, batch: dict[str, torch.Tensor]) -> int:
     """The FLOPs of the teacher's forward pass of a training `batch` (with the draws the ledger's probe takes)."""
     draws = Draws(seeded_generator(context.config.train.seed, "flops"))
-    return forward_flops(teacher, send_to_device(batch, accelerator().device), context.task.forward, draws)
+    return forward_flops(teacher, send_to_device(batch, accelerator().device), context.data.task.forward, draws)

@@ -1,4 +1,5 @@
-"""Transfer: a ticket found on one task, trained on another from θ0; the grid of every source x target pair.
+"""Transfer: a ticket found on one task, trained on another from θ0; a transfer grid's lottery runs (ticketlab.plan
+lists the grid).
 
 A transfer is a branch of the target task's lottery run (same model, recipe and seed), so the target's dense
 round 0, its IMP tickets and its controls sit beside it and the report compares them directly.
@@ -8,17 +9,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..api import read_ticket
+from ..arms import RANDOM, TRANSFER
 from ..config import PruneConfig, RunConfig
 from ..errors import TicketlabError
-from ..executors import RayExecutor, Unit, run_units
-from ..models import model_reference
-from ..pruning import round_at
 from ..store import RunStore
 from ..tasks import TASKS
-from ..train import on_main_process
+from ..train.launch import on_main_process
 from .branches import Branch, run_controls, train_branch
 from .context import RunContext
 from .imp import run_lottery
@@ -67,7 +66,7 @@ def transfer(
             source = {key: provenance[key] for key in ("task", "round", "config_hash", "sparsity")}
             level = float(provenance.get("level", provenance["sparsity"]))
             description = f"{branch} · sparsity {level:.1%}"
-            record = {"arm": "transfer", "source": source}
+            record = {"arm": TRANSFER, "source": source}
             fitted = context.fit(mask)
             train_branch(
                 context,
@@ -97,95 +96,7 @@ def _source(provenance: dict[str, str], ticket: str | Path) -> tuple[str, int, i
     return f"transfer_{task}_{config_hash}", int(round), int(seed)
 
 
-def grid(tasks: Sequence[str], level: float, *, executor: RayExecutor | None = None, **options: Any) -> list[Path]:
-    """Every source x target transfer of the IMP tickets at sparsity `level`, for each seed (here or with `executor`;
-    `options` as `grid_units` takes them). Each task's lottery run (IMP to `sparsity`, default `level`) is found
-    first; each target also gets the random pruning control at `level`, which the transfer matrix compares against.
-    Returns the lottery run folders."""
-    units = grid_units(tasks, level, **options)
-    run_units(units, executor)
-    return [unit.folder for unit in units if unit.call is grid_run]
-
-
-def grid_units(
-    tasks: Sequence[str],
-    level: float,
-    *,
-    model: str = "splade-tiny",
-    seeds: Sequence[int] = (0,),
-    sparsity: float | None = None,
-    out: str | Path = "runs",
-    data: Mapping[str, str] | None = None,
-    task_options: Mapping[str, Mapping[str, Any]] | None = None,
-    checkpoint_every: int = 100,
-    **options: Any,
-) -> list[Unit]:
-    """The units of a transfer grid (see `grid`): per seed, each task's lottery run with its random control, then
-    each transfer, which waits for its source's run."""
-    if len(set(tasks)) < 2:
-        raise TicketlabError("a transfer grid needs at least two different tasks")
-    data, task_options = data or {}, task_options or {}
-    unknown = sorted((set(data) | set(task_options)) - set(tasks))
-    if unknown:
-        raise TicketlabError(f"data or options given for {unknown[0]!r}, which is not among the grid's tasks")
-    # absolute: a unit on another node, or in another working folder, reads and writes the same files
-    model, out, target = model_reference(model), Path(out).resolve(), level if sparsity is None else sparsity
-    data = {task: str(Path(path).resolve()) for task, path in data.items()}
-    units: list[Unit] = []
-    for seed in seeds:
-        configs = {
-            task: resolve_config(
-                model, task, data.get(task), target, **{**options, **task_options.get(task, {}), "seed": seed}
-            )
-            for task in tasks
-        }
-        rounds = {task: _round_at(config, level) for task, config in configs.items()}
-        found = {
-            task: Unit(
-                f"grid {task} at {level:g} seed {seed}",
-                grid_run,
-                dict(config=config, out=out, round=rounds[task], checkpoint_every=checkpoint_every),
-                out / config.name(),
-            )
-            for task, config in configs.items()
-        }
-        units += found.values()
-        for source, source_config in configs.items():
-            for task in tasks:
-                if task != source:
-                    units.append(
-                        Unit(
-                            f"transfer {source} to {task} at {level:g} seed {seed}",
-                            transfer,
-                            dict(
-                                ticket=f"{out / source_config.name()}:{rounds[source]}",
-                                task=task,
-                                model=model,
-                                data=data.get(task),
-                                sparsity=target,
-                                out=out,
-                                checkpoint_every=checkpoint_every,
-                                **{**options, **task_options.get(task, {}), "seed": seed},
-                            ),
-                            found[task].folder,
-                            after=(found[source].name,),
-                        )
-                    )
-    return units
-
-
 def grid_run(config: RunConfig, out: Path, round: int, checkpoint_every: int) -> None:
     """A grid task's lottery run, and its random control at the grid's round."""
     run_lottery(config, out, checkpoint_every=checkpoint_every)
-    run_controls(config, out, ["random"], rounds=[round], checkpoint_every=checkpoint_every)
-
-
-def _round_at(config: RunConfig, level: float) -> int:
-    levels = config.prune.levels()
-    round = round_at(levels, level)
-    if round is not None:
-        return round
-    raise TicketlabError(
-        f"the pruning schedule ({config.prune.schedule}, rate {config.prune.rate:g}, to {config.prune.sparsity:g}) "
-        f"has no round at sparsity {level:g}; its levels: {', '.join(f'{value:g}' for value in levels[1:])}"
-    )
+    run_controls(config, out, [RANDOM], rounds=[round], checkpoint_every=checkpoint_every)

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..assets import asset_path
 from ..errors import TicketlabError
-from ..store import MARKER, damage, describe
+from ..store.seal import MARKER, damage, describe
 
 EMBEDDED_MODELS = ("splade-tiny", "minilm-l6")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -7,11 +7,11 @@ from .magnitude import SCOPES, Rankings, check_scope, magnitude_prune, scope_ran
 from .random import random_prune
 from .schedules import SCHEDULES, cubic_schedule, listed_levels, round_at, sparsity_schedule
 
-METHODS = Registry("pruning method")
-METHODS.register("magnitude")(magnitude_prune)
+PRUNING_METHODS = Registry("pruning method")
+PRUNING_METHODS.register("magnitude")(magnitude_prune)
 
 __all__ = [
-    "METHODS",
+    "PRUNING_METHODS",
     "SCHEDULES",
     "SCOPES",
     "WEIGHT",

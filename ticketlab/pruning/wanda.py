@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import TicketlabError
 from ..masks import Mask
-from ..train import Forward, call_model
+from ..train.batches import Forward, call_model
 from .granularity import WEIGHT, Blocks, Granularity, NOfM, block_scores, cap_groups, check_levels, expand_blocks
 
 _MODULES = (nn.Linear, nn.Conv2d)  # what Wanda scores: a weight read along dim 1, one input feature at a time

@@ -19,9 +19,10 @@ from .cost import cost_table, cost_views
 from .earlybert import CELLS_TEXT as EARLYBERT_TEXT
 from .earlybert import earlybert_table, earlybert_views
 from .frontier import draw_frontier, frontier_table, frontier_view, timed_exports
-from .plots import draw_all
+from .plots.draw import draw_all
 from .results import Result, collect
-from .tables import Deciders, Tables, gaps_view, make_tables, matching_view, task_views, transfer_views
+from .tables import Deciders, Tables, make_tables
+from .views import gaps_view, matching_view, task_views, transfer_views
 
 CELLS = "mean ± std (min–max) over seeds; std is the sample standard deviation (ddof=1), 0 with a single seed"
 DEFINITIONS_TEXT = (

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..arms import ONE_SHOT, RANDOM, REINIT
 from .tables import Tables
 
 CLAIMS = {  # the paper's claim -> the arm of the gaps table that measures it (None: read elsewhere)
     "matching tickets exist at 40-90% sparsity (Table 2: SST-2 60%)": None,
-    "IMP > random pruning at the same sparsity": "random",
-    "IMP > random re-initialization (the pre-trained weights matter)": "reinit",
-    "one-shot magnitude pruning close to IMP at low sparsity, worse at high": "one-shot",
+    "IMP > random pruning at the same sparsity": RANDOM,
+    "IMP > random re-initialization (the pre-trained weights matter)": REINIT,
+    "one-shot magnitude pruning close to IMP at low sparsity, worse at high": ONE_SHOT,
     "MLM tickets transfer": None,
 }
 

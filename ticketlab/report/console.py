@@ -1,5 +1,5 @@
 """Every table ticketlab prints on the terminal: a run's rounds, an EarlyBERT run, a report's tables, the tasks, a
-verification. The CLI and the report call these; files (report.md, CSV, PNG) are made in build.py and plots.py."""
+verification. The CLI and the report call these; files (report.md, CSV, PNG) are made in build.py and plots/."""
 
 from __future__ import annotations
 
@@ -8,21 +8,25 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ..api import ticket_file
+from ..arms import arm_label
 from ..earlybert import EarlyBertResult
 from ..lottery import LotteryResult
 from ..masks import entropy_bound, load_mask, sparsity
-from ..store import RunStore, describe, split_metrics, verify
+from ..store import RunStore, describe, verify
+from ..store.records import RoundRecord
 from ..tasks import TASKS
 from .anatomy import ALL, type_counts
 from .build import CELLS, load_results
 from .earlybert import earlybert_table, earlybert_views
 from .results import Result
-from .tables import Deciders, arm_label, gaps_view, make_tables, matching_view, rich_table, task_views, transfer_views
+from .tables import Deciders, make_tables
+from .views import gaps_view, matching_view, task_views, transfer_views
 
 
 def print_tables(
@@ -54,6 +58,16 @@ def print_earlybert_tables(results: list[Result], deciders: Deciders, console: C
         console.print(
             rich_table(view, f"{task}: EarlyBERT  ·  {model}", CELLS, labels=view.columns.get_loc("subnetwork") + 1)
         )
+
+
+def rich_table(frame: pd.DataFrame, title: str, caption: str | None = None, labels: int = 2) -> Table:
+    """A frame of strings as a rich Table: the first `labels` columns left-aligned, the rest right-aligned."""
+    table = Table(title=title, caption=caption)
+    for i, column in enumerate(frame.columns):
+        table.add_column(str(column), justify="left" if i < labels else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*map(str, row))
+    return table
 
 
 def print_rounds(result: LotteryResult, metric: str | None = None) -> None:
@@ -160,13 +174,13 @@ def print_pretraining(record: dict) -> None:
 
 
 def print_transfer(ticket: str, task: str, seed: int | None, record: dict) -> None:
-    """The line closing one seed of `ticketlab transfer`: every metric of the transferred ticket."""
+    """The line closing one seed of `ticketlab transfer`: every metric of the transferred ticket (its record as
+    stored)."""
+    splits = RoundRecord.from_json(record, TASKS.get(task).eval_splits).splits
     print(
         f"transfer of {ticket} to {task}, seed {seed}: "
         + ", ".join(
-            f"{split} {metric} {value:.4f}"
-            for split, values in split_metrics(record).items()
-            for metric, value in values.items()
+            f"{split} {metric} {value:.4f}" for split, values in splits.items() for metric, value in values.items()
         )
     )
 

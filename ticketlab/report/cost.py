@@ -1,12 +1,12 @@
 """The cost ledger in a report: for every trained subnetwork, the cost to find its ticket (the training of every unit
 its mask depended on) and the cost to train it, in training FLOPs and seconds, and their total.
 
-Every unit's record carries its ledger, `cost` (ticketlab.train.TrainResult.cost): training FLOPs, an estimate of the
-dense computation, and training seconds; an EarlyBERT ticket's record carries its search's ledger in `search`. What a
-ticket's mask depended on is data: FINDING, per arm, a rule naming those units and the share of each that the ticket
-bears; MASK_COST, per finder, what the masks of a run's rounds took. A new method states its dependencies there.
-Where a ledger is missing (a unit stored before the ledger existed, a source run outside the reported ones, an arm
-without a rule) the cost is NaN, never a guess.
+Every unit's record carries its ledger, `cost` (ticketlab.train.loop.TrainResult.cost): training FLOPs, an estimate of
+the dense computation, and training seconds; an EarlyBERT ticket's record carries its search's ledger in `search`. What
+a ticket's mask depended on is data: FINDING, per arm, a rule naming those units and the share of each that the ticket
+bears; MASK_COST, per finder, what the masks of a run's rounds took. A new method states its dependencies there. Where a
+ledger is missing (a unit stored before the ledger existed, a source run outside the reported ones, an arm without a
+rule) the cost is NaN, never a guess.
 """
 
 from __future__ import annotations
@@ -18,12 +18,35 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 
+from ..arms import (
+    DENSE,
+    EARLY_BIRD,
+    EARLYBERT,
+    EARLYBERT_RANDOM,
+    GMP,
+    IMP,
+    IMP_REWIND,
+    INVERTED,
+    NOISE,
+    ONE_SHOT,
+    RANDOM,
+    RANDOM_PER_MATRIX,
+    REINIT,
+    SHUFFLE,
+    STRUCTURED_ARMS,
+    TRANSFER,
+    WANDA,
+    arm_family,
+    arm_label,
+    arm_order,
+    split_arm,
+)
 from ..store import RunStore
+from ..store.records import GmpSearchRecord, RoundRecord, TeacherRecord
 from .earlybert import branch_settings
-from .results import STRUCTURED_ARMS, Result, level_key, split_arm
-from .tables import arm_family, arm_label, arm_order
+from .results import Result, level_key
 
-Ledger = Mapping[str, Any]  # a unit's record["cost"]
+Ledger = Mapping[str, Any]  # a unit's record's cost
 Spent = tuple[Ledger | None, float]  # a unit's ledger (None: unknown) and the share of it a ticket bears
 MEASURES = {"flops": "train_flops", "s": "train_time_s"}  # a column's unit -> what it reads of the ledgers
 KEYS = ["task", "model", "arm", "source", "settings", "level"]  # settings: EarlyBERT's; level: NaN for structured arms
@@ -57,7 +80,7 @@ class Units:
         self.imp_rounds = {(r.run, level_key(r)): r.round for r in results if r.branch is None}
         targets: dict[tuple[Path | None, int | None], set[str]] = defaultdict(set)
         for r in results:
-            if r.arm == "transfer":
+            if r.arm == TRANSFER:
                 targets[self.source(r)].add(r.task)
         self.targets = {ticket: len(tasks) for ticket, tasks in targets.items()}
         self.finders: dict[Path, str | None] = {}
@@ -66,7 +89,7 @@ class Units:
     def source(self, result: Result) -> tuple[Path | None, int | None]:
         """The run (None: not among the reported ones) and the round a transferred ticket was found at, as its record
         names them (the run by its config hash)."""
-        source = result.record.get("source", {})
+        source = result.record.source or {}
         if "round" not in source:
             return None, None
         return self.runs.get(source.get("config_hash")), int(source["round"])
@@ -85,7 +108,7 @@ class Units:
             teachers = RunStore(run).teacher()
             if teachers.is_complete(0):
                 teachers.verified(0)
-            self.teachers[run] = teachers.metrics(0)["cost"] if teachers.is_complete(0) else {}
+            self.teachers[run] = TeacherRecord.from_json(teachers.metrics(0)).cost if teachers.is_complete(0) else {}
         return self.teachers[run]
 
     def mask_cost(self, run: Path | None, round: int | None, share: float = 1.0) -> list[Spent]:
@@ -98,16 +121,19 @@ class Units:
     def imp_ledger(self, run: Path, round: int) -> Ledger | None:
         """The ledger of round `round` of `run` (a dense round the report reads another run's in place of, or an
         early-bird round that only drew a mask, is read from the store)."""
-        return self.record(RunStore(run), run, round).get("cost")
+        record = self.record(run, round)
+        return None if record is None else record.cost
 
-    def record(self, store: RunStore, run: Path, round: int) -> Mapping[str, Any]:
-        """A unit's record: the reported one, else the store's ({} where it is not complete)."""
-        record = self.records.get((run, None, round)) if store.path == run else None
+    def record(self, run: Path, round: int) -> RoundRecord | None:
+        """Round `round` of `run`'s record: the reported one, else the store's (None where it is not complete; its
+        evaluation splits are not read)."""
+        record = self.records.get((run, None, round))
         if record is None:
+            store = RunStore(run)
             if not store.is_complete(round):
-                return {}
+                return None
             store.verified(round)
-            record = store.metrics(round)
+            record = RoundRecord.from_json(store.metrics(round), splits=())
         return record
 
 
@@ -120,9 +146,9 @@ def _drawn(units: Units, run: Path, round: int) -> list[Spent]:
     """Early-bird IMP: rounds 0 … `round` − 1 up to the step where each one's draw of the next mask settled."""
     spent = []
     for k in range(round):
-        record = units.record(RunStore(run), run, k)
-        draw, steps = record.get("draw", {}), record.get("steps")
-        spent.append((record.get("cost"), draw["step"] / steps if "step" in draw and steps else math.nan))
+        record = units.record(run, k)
+        draw, steps = (record.draw or {}, record.trained.steps) if record else ({}, None)
+        spent.append((record and record.cost, draw["step"] / steps if "step" in draw and steps else math.nan))
     return spent
 
 
@@ -133,15 +159,21 @@ def _dense_round(units: Units, run: Path, round: int) -> list[Spent]:
 
 def _pruning_run(units: Units, run: Path, round: int) -> list[Spent]:
     """Gradual magnitude pruning: its one pruning run."""
-    return [(units.record(RunStore(run).searches(), run, 0).get("cost"), 1.0)] if round > 0 else []
+    if round == 0:
+        return []
+    searches = RunStore(run).searches()
+    if not searches.is_complete(0):
+        return [(None, 1.0)]
+    searches.verified(0)
+    return [(GmpSearchRecord.from_json(searches.metrics(0)).cost, 1.0)]
 
 
 MASK_COST: dict[str, Callable[[Units, Path, int], list[Spent]]] = {  # a finder -> what its mask at a round took
-    "imp": _rounds_before,
-    "early-bird": _drawn,
-    "one-shot": _dense_round,
-    "wanda": _dense_round,
-    "gmp": _pruning_run,
+    IMP: _rounds_before,
+    EARLY_BIRD: _drawn,
+    ONE_SHOT: _dense_round,
+    WANDA: _dense_round,
+    GMP: _pruning_run,
 }
 
 Rule = Callable[[Result, Units], list[Spent]]
@@ -169,25 +201,25 @@ def _transferred(result: Result, units: Units) -> list[Spent]:
 
 
 def _search(result: Result, units: Units) -> list[Spent]:
-    return [(result.record.get("search", {}).get("cost"), 1.0)]
+    return [(result.record.search.cost if result.record.search else None, 1.0)]
 
 
-FINDING: dict[str, Rule] = {  # an arm (ticketlab.report.tables.arm_family) -> what its mask depended on
-    "imp": _run_mask,  # round r: pruned from round r-1's trained weights, and so back to the dense round 0
-    "imp-rewind": _run_mask,
-    "early-bird": _run_mask,  # rounds 0 … r-1, each up to the step its draw settled
-    "gmp": _run_mask,  # the pruning run
-    "wanda": _run_mask,  # the dense round
-    "one-shot": _dense,  # the dense round's trained weights, pruned once (the finder and the control alike)
-    "random": _nothing,
-    "random-per-matrix": _nothing,
-    "reinit": _run_mask,  # the run's mask of the same round
-    "shuffle": _run_mask,
-    "noise": _run_mask,
-    "inverted": _complement,  # the run's mask at sparsity 1 - s
-    "transfer": _transferred,  # the source run's ticket, shared among the tasks it is transferred to
-    "earlybert": _search,  # its search, from θ0
-    "earlybert-random": _nothing,  # random heads and neurons, in the ticket's counts: a baseline, as random pruning
+FINDING: dict[str, Rule] = {  # an arm (ticketlab.arms.arm_family) -> what its mask depended on
+    IMP: _run_mask,  # round r: pruned from round r-1's trained weights, and so back to the dense round 0
+    IMP_REWIND: _run_mask,
+    EARLY_BIRD: _run_mask,  # rounds 0 … r-1, each up to the step its draw settled
+    GMP: _run_mask,  # the pruning run
+    WANDA: _run_mask,  # the dense round
+    ONE_SHOT: _dense,  # the dense round's trained weights, pruned once (the finder and the control alike)
+    RANDOM: _nothing,
+    RANDOM_PER_MATRIX: _nothing,
+    REINIT: _run_mask,  # the run's mask of the same round
+    SHUFFLE: _run_mask,
+    NOISE: _run_mask,
+    INVERTED: _complement,  # the run's mask at sparsity 1 - s
+    TRANSFER: _transferred,  # the source run's ticket, shared among the tasks it is transferred to
+    EARLYBERT: _search,  # its search, from θ0
+    EARLYBERT_RANDOM: _nothing,  # random heads and neurons, in the ticket's counts: a baseline, as random pruning
 }
 
 
@@ -214,7 +246,7 @@ def unit_costs(results: Iterable[Result]) -> pd.DataFrame:
         teaching = _teaching(r, units)
         for unit, key in MEASURES.items():
             row[f"find_{unit}"] = sum(share * _measure(ledger, key) for ledger, share in spent)
-            row[f"train_{unit}"] = _measure(r.record.get("cost"), key) + teaching[unit]
+            row[f"train_{unit}"] = _measure(r.record.cost, key) + teaching[unit]
             row[f"total_{unit}"] = row[f"find_{unit}"] + row[f"train_{unit}"]
         rows.append(row)
     return pd.DataFrame(rows, columns=[*KEYS, "seed", "sparsity", *COSTS])
@@ -274,7 +306,7 @@ def _teaching(result: Result, units: Units) -> dict[str, float]:
     """What a distilled unit's teacher cost it, per MEASURES unit: the teacher FLOPs of its own ledger (MLM: the dense
     model beside every step) and the run's teacher unit's one pass over the training split (FLOPs and seconds),
     counted in full for each ticket, as one ticket alone would pay it; nothing for a unit trained without one."""
-    own = result.record.get("cost") or {}
+    own = result.record.cost
     if "teacher_flops" not in own:
         return {unit: 0.0 for unit in MEASURES}
     stored = units.teacher_ledger(result.run)
@@ -286,8 +318,8 @@ def _measure(ledger: Ledger | None, key: str) -> float:
 
 
 def _label(row) -> str:
-    if row.arm == "imp" and row.level == 0:
-        return "dense"
+    if row.arm == IMP and row.level == 0:
+        return DENSE
     label = arm_label(row.arm, row.source or None)
     return f"{label} {row.settings}" if row.settings else label
 

@@ -19,19 +19,18 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..arms import DENSE, EARLYBERT, EARLYBERT_RANDOM, STRUCTURED_ARMS, arm_label
 from ..errors import TicketlabError
 from ..masks import load_mask
 from ..store import RunStore
+from ..store.records import EarlyBertSearch
 from .anatomy import Grid
-from .results import STRUCTURED_ARMS, Result, by_seed
-from .tables import STATS, Deciders, arm_label, column_name, metric_columns, stats_cell
+from .results import Result, by_seed
+from .tables import STATS, Deciders, metric_columns
 from .verdict import summarize
+from .views import column_name, stats_cell
 
-EARLYBERT, RANDOM = "earlybert", "earlybert-random"
-ARMS = ("dense", EARLYBERT, RANDOM)  # display order
-SEARCH_OUTCOMES = frozenset(
-    {"steps", "time_s", "draw_step", "early_bird", "draws", "cost"}
-)  # the rest of `search`: its settings
+ARMS = (DENSE, EARLYBERT, EARLYBERT_RANDOM)  # display order
 KEPT = [
     "heads_kept",
     "heads_total",
@@ -75,7 +74,7 @@ def earlybert_groups(results: Iterable[Result]) -> list[Group]:
     results = list(results)
     structured = sorted((r for r in results if r.arm in STRUCTURED_ARMS), key=lambda r: (r.seed, str(r.run)))
     settings = {
-        (r.run, branch_settings(r)): settings_label(r.record["search"]) + _distilled(r.run)
+        (r.run, branch_settings(r)): settings_label(r.record.search) + _distilled(r.run)
         for r in structured
         if r.arm == EARLYBERT
     }
@@ -87,8 +86,8 @@ def earlybert_groups(results: Iterable[Result]) -> list[Group]:
             raise TicketlabError(f"{r.run} has EarlyBERT branches but no complete round 0 (its dense model)")
         arms = found[r.task, r.model, settings.get((r.run, branch_settings(r)), f"settings {branch_settings(r)}")]
         _add(arms[r.arm], r)
-        if not any(other is reference for other in arms["dense"]):
-            _add(arms["dense"], reference)
+        if not any(other is reference for other in arms[DENSE]):
+            _add(arms[DENSE], reference)
     return [Group(*key, {arm: arms[arm] for arm in ARMS if arm in arms}) for key, arms in sorted(found.items())]
 
 
@@ -115,12 +114,10 @@ def _distilled(run: Path) -> str:
     return " · distilled" if distilled else ""
 
 
-def settings_label(search: Mapping[str, Any]) -> str:
-    """The settings an EarlyBERT search records, as "heads 0.33 · ffn 0.4 · ..." (its outcomes left out)."""
+def settings_label(search: EarlyBertSearch) -> str:
+    """The settings an EarlyBERT search records, as "heads 0.33 · ffn 0.4 · ..."."""
     return " · ".join(
-        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
-        for key, value in search.items()
-        if key not in SEARCH_OUTCOMES
+        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in search.settings.items()
     )
 
 
@@ -133,8 +130,8 @@ def split_settings(labels: Sequence[str]) -> tuple[str, dict[str, str]]:
 
 def seed_table(group: Group) -> pd.DataFrame:
     """One row per arm and seed: what the ticket keeps, its search, its times against the same seed's dense model."""
-    structures = {r.seed: r.record["structure"] for arm in (EARLYBERT, RANDOM) for r in group.arms.get(arm, [])}
-    dense_s = {r.seed: _dense_train_time(r, group) for r in group.arms["dense"]}
+    structures = {r.seed: r.record.structure for arm in (EARLYBERT, EARLYBERT_RANDOM) for r in group.arms.get(arm, [])}
+    dense_s = {r.seed: _dense_train_time(r, group) for r in group.arms[DENSE]}
     return pd.DataFrame(
         [_seed_row(r, structures[r.seed], dense_s[r.seed]) for arm in group.arms for r in group.arms[arm]],
         columns=["arm", "seed", *KEPT],
@@ -150,7 +147,7 @@ def earlybert_table(results: Iterable[Result], deciders: Deciders) -> pd.DataFra
     for group in earlybert_groups(results):
         seeds = seed_table(group)
         pairs = metric_columns(group.task, deciders)
-        dense = {pair: by_seed(group.arms["dense"], pair) for pair in pairs}
+        dense = {pair: by_seed(group.arms[DENSE], pair) for pair in pairs}
         for arm, found in group.arms.items():
             kept = _over_seeds(seeds[seeds.arm == arm])
             for split, metric in pairs:
@@ -193,7 +190,7 @@ def earlybert_views(table: pd.DataFrame, deciders: Deciders) -> dict[tuple[str, 
                     "subnetwork": arm_label(arm),
                     "seeds": str(first.n),
                     **{column_name(pair, pair == columns[0]): stats_cell(stats.get(pair)) for pair in columns},
-                    "Δ dense*": "—" if arm == "dense" or decider is None else f"{decider.minus_dense:+.4f}",
+                    "Δ dense*": "—" if arm == DENSE or decider is None else f"{decider.minus_dense:+.4f}",
                     "heads kept": _heads_cell(first),
                     "FFN kept": f"{first.ffn_kept:.1%}",
                     "params kept": f"{first.params_kept:.1%}",
@@ -246,8 +243,8 @@ def _add(found: list[Result], result: Result) -> None:
 
 def _dense_train_time(dense: Result, group: Group) -> float:
     """The seed's dense training time: its round 0's train_time_s, else what its structured tickets stored."""
-    tickets = [r for arm in (EARLYBERT, RANDOM) for r in group.arms.get(arm, []) if r.seed == dense.seed]
-    times = [dense.record.get("train_time_s"), *(r.record.get("dense_train_time_s") for r in tickets)]
+    tickets = [r for arm in (EARLYBERT, EARLYBERT_RANDOM) for r in group.arms.get(arm, []) if r.seed == dense.seed]
+    times = [dense.record.trained.train_time_s, *(r.record.dense_train_time_s for r in tickets)]
     return next((seconds for seconds in times if seconds is not None), math.nan)
 
 
@@ -255,11 +252,12 @@ def _seed_row(result: Result, structure: Mapping[str, Any], dense_s: float) -> d
     """What one ticket keeps (the dense model: everything), its search and its times."""
     is_dense = result.arm not in STRUCTURED_ARMS
     heads = structure["heads_total"] if is_dense else [len(kept) for kept in structure["heads"]]
-    search = result.record.get("search", {})
-    search_s = search.get("time_s", math.nan)
-    train_s = dense_s if is_dense else result.record.get("train_time_s", math.nan)
+    search = result.record.search
+    search_s = search.time_s if search else math.nan
+    train_s = dense_s if is_dense else result.record.trained.train_time_s
+    train_s = math.nan if train_s is None else train_s
     return {
-        "arm": "dense" if is_dense else result.arm,
+        "arm": DENSE if is_dense else result.arm,
         "seed": result.seed,
         "heads_kept": sum(heads),
         "heads_total": sum(structure["heads_total"]),
@@ -268,8 +266,8 @@ def _seed_row(result: Result, structure: Mapping[str, Any], dense_s: float) -> d
         "ffn_kept": sum(structure["ffn_total" if is_dense else "ffn_kept"]) / sum(structure["ffn_total"]),
         "params_kept": 1.0 if is_dense else structure["params"] / structure["dense_params"],
         "sparsity": result.sparsity,
-        "draw_step": search.get("draw_step", math.nan),
-        "early_bird": search.get("early_bird", math.nan),
+        "draw_step": search.draw_step if search else math.nan,
+        "early_bird": search.early_bird if search else math.nan,
         "search_time_s": search_s,
         "train_time_s": train_s,
         "time_ratio": (np.nan_to_num(search_s) + train_s) / dense_s,

@@ -16,12 +16,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from ..arms import DENSE, arm_label
 from ..errors import TicketlabError
+from ..export.formats import RECORD
 from ..tasks import TASKS
 from .results import Result, is_dense, level_key, metric_value
-from .tables import Deciders, arm_label
+from .tables import Deciders
 
-RECORD = "export.json"
 COLUMNS = ["task", "arm", "level", "batch", "length", "n", "metric", "mean", "std", "speedup", "format", "frontier"]
 
 
@@ -88,7 +89,7 @@ def frontier_table(results: list[Result], exports: list[dict[str, Any]], decider
     for (task, batch, length), group in fastest.groupby(["task", "batch", "length"]):
         split, metric = held_out(task, deciders)
         dense = pd.Series([metric_value(r, (split, metric)) for r in results if r.task == task and is_dense(r)])
-        rows.append(_row(task, "dense", 0.0, batch, length, dense, f"{split} {metric}", 1.0, "dense"))
+        rows.append(_row(task, DENSE, 0.0, batch, length, dense, f"{split} {metric}", 1.0, "dense"))
         for (arm, level), tickets in group.groupby(["arm", "level"]):
             speedup, form = tickets.speedup.mean(), tickets.format.mode().iloc[0]
             rows.append(_row(task, arm, level, batch, length, tickets.value, f"{split} {metric}", speedup, form))
@@ -145,7 +146,7 @@ def frontier_view(table: pd.DataFrame) -> pd.DataFrame:
             "task": table.task,
             "tokens": [f"{b} x {n}" for b, n in zip(table.batch, table.length)],
             "ticket": [
-                arm_label(a) if a == "dense" else f"{arm_label(a)} {lv:.1%}" for a, lv in zip(table.arm, table.level)
+                arm_label(a) if a == DENSE else f"{arm_label(a)} {lv:.1%}" for a, lv in zip(table.arm, table.level)
             ],
             "format": table.format,
             "seeds": table.n.astype(str),
@@ -168,7 +169,7 @@ def draw_frontier(table: pd.DataFrame, out: Path) -> list[Path]:
             panel = rows[(rows.batch == batch) & (rows.length == length)]
             for arm, points in panel.groupby("arm", sort=False):
                 for speedup, mean, level in zip(points.speedup, points["mean"], points.level):
-                    if arm != "dense":
+                    if arm != DENSE:
                         axis.annotate(
                             f"{level:.0%}", (speedup, mean), textcoords="offset points", xytext=(4, 4), fontsize=7
                         )

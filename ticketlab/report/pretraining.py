@@ -9,8 +9,9 @@ from typing import Mapping
 
 import pandas as pd
 
+from ..arms import IMP, RANDOM, TRANSFER
 from ..atomic import atomic_path
-from ..pretraining.records import METHODS, pretrain_record
+from ..pretrain import PRETRAINING_METHODS, pretrain_record
 from .build import load_results, markdown_table
 from .tables import dense_rows, make_tables
 
@@ -24,7 +25,7 @@ def pretraining_table(runs: Mapping[str, tuple[Path, Path]]) -> pd.DataFrame:
     random pruning's where the runs have it (the transfer grid's sparsity)."""
     rows = []
     for method, (_, folder) in runs.items():
-        source = METHODS[method][0]
+        source = PRETRAINING_METHODS[method][0]
         results, deciders = load_results([folder])
         long = make_tables(results, deciders).long
         deciding = long[long.decides]
@@ -32,9 +33,9 @@ def pretraining_table(runs: Mapping[str, tuple[Path, Path]]) -> pd.DataFrame:
             dense = rows_of_task[dense_rows(rows_of_task)].iloc[0]
             for level in sorted(set(rows_of_task.level) - {0.0}):
                 at = rows_of_task[rows_of_task.level == level]
-                imp = at[at.arm == "imp"]
-                universal = at[(at.arm == "transfer") & (at.source == source)]
-                random = at[at.arm == "random"]
+                imp = at[at.arm == IMP]
+                universal = at[(at.arm == TRANSFER) & (at.source == source)]
+                random = at[at.arm == RANDOM]
                 rows.append(
                     {
                         "method": method,

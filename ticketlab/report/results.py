@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Iterable
 
 import numpy as np
 
+from ..arms import DISTILLED, GRANULARITY_MARK, IMP, STRUCTURED_ARMS, rewind_arm
 from ..config import RunConfig
 from ..errors import TicketlabError
 from ..pruning import WEIGHT
-from ..store import RunStore, run_folders, split_metrics
-
-# whole attention heads and FFN neurons removed (EarlyBERT): their sparsity is not a level of IMP's schedule
-STRUCTURED_ARMS = frozenset({"earlybert", "earlybert-random"})
-GRANULARITY_MARK = " · "  # "imp · block:8x8": an arm of a run pruned at another granularity, read beside others
-DISTILLED = "distilled"  # "imp · distilled": an arm of a run whose tickets learn from its dense round too
+from ..store import RunStore, run_folders
+from ..store.records import RoundRecord
+from ..tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -41,8 +39,8 @@ class Result:
     metrics: dict[str, dict[str, float]]  # split -> metric -> value
     mask: Path
     run: Path  # the lottery run folder
+    record: RoundRecord = field(repr=False)  # its unit's record (metrics.json)
     branch: str | None = None  # the branch folder's name; None for the run's own rounds
-    record: Mapping[str, Any] = field(default_factory=dict, repr=False)  # metrics.json as stored
 
 
 def collect(paths: Iterable[str | Path]) -> list[Result]:
@@ -66,25 +64,26 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
         marks = GRANULARITY_MARK.join(
             ([granularity] if granularity else []) + ([DISTILLED] if config.distill is not None else [])
         )
-        dense_arm = "imp" if config.prune.rewind_step == 0 else f"imp-rewind-{config.prune.rewind_step}"
-        arm = dense_arm if config.prune.finder == "imp" else config.prune.finder
+        dense_arm = rewind_arm(config.prune.rewind_step)
+        arm = dense_arm if config.prune.finder == IMP else config.prune.finder
         dense_key = (config.task, config.model, config.train.seed, dense_arm)
+        splits = TASKS.get(config.task).eval_splits
         rounds = [(store, arm)] + [(store.branch(name), None) for name in store.branches()]
         for rounds_store, fixed_arm in rounds:
             for round in rounds_store.completed_rounds():
                 is_dense_round = rounds_store is store and round == 0
                 if is_dense_round:
-                    if (marks or config.prune.finder != "imp") and dense_key in dense:
+                    if (marks or config.prune.finder != IMP) and dense_key in dense:
                         continue
                     dense.add(dense_key)
                 rounds_store.verified(round)
-                record = rounds_store.metrics(round)
-                if record.get("search_only"):  # early-bird's round that only drew the next mask: no ticket
+                record = RoundRecord.from_json(rounds_store.metrics(round), splits)
+                if record.search_only:  # early-bird's round that only drew the next mask: no ticket
                     continue
-                if not fixed_arm and "arm" not in record:
+                if not fixed_arm and record.arm is None:
                     raise TicketlabError(f"{rounds_store.round_dir(round)}/metrics.json names no arm")
-                source = record.get("source")
-                name = fixed_arm or record["arm"]
+                source = record.source
+                name = fixed_arm or record.arm
                 marked = marks and not is_dense_round and name not in STRUCTURED_ARMS
                 name = dense_arm if is_dense_round else name
                 results.append(
@@ -95,13 +94,13 @@ def collect(paths: Iterable[str | Path]) -> list[Result]:
                         arm=f"{name}{GRANULARITY_MARK}{marks}" if marked else name,
                         source=source["task"] if source else None,
                         round=round,
-                        level=record.get("level", record["sparsity"]),
-                        sparsity=record["sparsity"],
-                        metrics=split_metrics(record),
+                        level=record.level,
+                        sparsity=record.sparsity,
+                        metrics=record.splits,
                         mask=rounds_store.mask_path(round),
                         run=store.path,
-                        branch=None if rounds_store is store else rounds_store.path.name,
                         record=record,
+                        branch=None if rounds_store is store else rounds_store.path.name,
                     )
                 )
     return results
@@ -111,14 +110,7 @@ def _imp_weight_runs_first(run: tuple[RunStore, RunConfig]) -> tuple[bool, bool,
     """Sort key of runs: IMP's weight-granular runs without distillation first, their dense rounds standing for the
     others'."""
     prune = run[1].prune
-    return prune.finder != "imp", prune.granularity != str(WEIGHT), run[1].distill is not None
-
-
-def split_arm(arm: str) -> tuple[str, str | None]:
-    """An arm's name and what it carries, its granularity and distillation: "imp · block:8x8" -> ("imp", "block:8x8");
-    "imp · distilled" -> ("imp", "distilled"); "imp" -> ("imp", None)."""
-    name, _, granularity = arm.partition(GRANULARITY_MARK)
-    return name, granularity or None
+    return prune.finder != IMP, prune.granularity != str(WEIGHT), run[1].distill is not None
 
 
 def level_key(result: Result) -> float:
@@ -128,7 +120,7 @@ def level_key(result: Result) -> float:
 
 def is_dense(result: Result) -> bool:
     """IMP's round 0: the dense model of its seed, every comparison's baseline."""
-    return result.arm == "imp" and level_key(result) == 0
+    return result.arm == IMP and level_key(result) == 0
 
 
 def metric_value(result: Result, decider: tuple[str, str]) -> float | None:

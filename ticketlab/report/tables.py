@@ -13,33 +13,15 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-from rich.table import Table
 
+from ..arms import DENSE, IMP, RANDOM, TRANSFER, arm_label, arm_order
 from ..errors import TicketlabError
 from ..tasks import TASKS
-from .results import GRANULARITY_MARK, Result, by_seed, is_dense, level_key, split_arm, unstructured
+from .results import Result, by_seed, is_dense, level_key, unstructured
 from .verdict import LOWER_IS_BETTER, highest_matching, is_matching_paper, is_matching_strict, summarize
 
 Deciders = dict[str, tuple[str, str]]
 
-ARM_LABELS = {  # display order
-    "dense": "dense",
-    "imp": "IMP",
-    "imp-rewind": "IMP, rewind to step {step}",
-    "early-bird": "early-bird IMP",
-    "gmp": "gradual magnitude pruning",
-    "one-shot": "one-shot magnitude",
-    "wanda": "Wanda",
-    "random": "random pruning",
-    "random-per-matrix": "random pruning per matrix",
-    "reinit": "random re-init",
-    "shuffle": "shuffled θ0",
-    "noise": "noisy θ0",
-    "inverted": "inverted mask",
-    "transfer": "transfer from {source}",
-    "earlybert": "EarlyBERT",
-    "earlybert-random": "random structured ticket",
-}
 KEYS = ["task", "arm", "source", "level", "split", "metric"]
 STATS = ["n", "mean", "std", "min", "max"]
 FLAGS = ["matching_paper", "matching_strict"]
@@ -48,23 +30,7 @@ DEFINITIONS = ("paper", "strict")
 
 def dense_rows(frame: pd.DataFrame) -> pd.Series:
     """Which rows of a table are dense models (IMP at level 0): ticketlab.report.results.is_dense for tables."""
-    return (frame.arm == "imp") & (frame.level == 0)
-
-
-def arm_label(arm: str, source: str | None = None) -> str:
-    """How tables and plots name an arm, e.g. "IMP, rewind to step 100", "transfer from mlm", "IMP · block:8x8"."""
-    name, granularity = split_arm(arm)
-    label = ARM_LABELS.get(arm_family(name), name).format(step=name.rpartition("-")[2], source=source)
-    return f"{label}{GRANULARITY_MARK}{granularity}" if granularity else label
-
-
-def arm_order(arm: str, source: str | None = None) -> tuple:
-    """Sort key: the order of ARM_LABELS, rewind steps ascending, transfers by source, unknown arms last; an arm of
-    another granularity right after its weight-granular one."""
-    name, _ = split_arm(arm)
-    family = arm_family(name)
-    rank = list(ARM_LABELS).index(family) if family in ARM_LABELS else len(ARM_LABELS)
-    return rank, int(name.rpartition("-")[2]) if family == "imp-rewind" else 0, source or "", arm
+    return (frame.arm == IMP) & (frame.level == 0)
 
 
 def metric_columns(task: str, deciders: Deciders) -> list[tuple[str, str]]:
@@ -112,7 +78,7 @@ def nearly_empty_table(results: Iterable[Result]) -> pd.DataFrame:
             "kept": low["kept"],
         }
         for r in results
-        for low in r.record.get("nearly_empty", [])
+        for low in r.record.nearly_empty or []
     ]
     return pd.DataFrame(rows, columns=["task", "arm", "seed", "sparsity", "matrix", "kept"])
 
@@ -128,8 +94,8 @@ def gaps_table(values: pd.DataFrame, deciders: Deciders) -> pd.DataFrame:
             (values.task == task) & (values.split == split) & (values.metric == metric) & (values.level > 0)
         ]
         sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-        imp = deciding[deciding.arm == "imp"].set_index(["level", "seed"]).value
-        for (arm, source, level), group in deciding[deciding.arm != "imp"].groupby(
+        imp = deciding[deciding.arm == IMP].set_index(["level", "seed"]).value
+        for (arm, source, level), group in deciding[deciding.arm != IMP].groupby(
             ["arm", "source", "level"], sort=False
         ):
             paired = [
@@ -182,7 +148,7 @@ def matching_table(long: pd.DataFrame, deciders: Deciders) -> pd.DataFrame:
     """Per task: the deciding metric, the dense mean and std, and IMP's highest matching sparsity by each definition."""
     rows = []
     for task, (split, metric) in deciders.items():
-        imp = long[(long.task == task) & (long.arm == "imp") & long.decides]
+        imp = long[(long.task == task) & (long.arm == IMP) & long.decides]
         dense = imp[dense_rows(imp)].iloc[0]
         pruned = imp[imp.level > 0]
         rows.append(
@@ -209,7 +175,7 @@ def table2(long: pd.DataFrame, matching: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for m in matching.itertuples():
         task_rows = long[long.task == m.task]
-        parts.append(task_rows[dense_rows(task_rows)].assign(arm="dense", selected_by="dense"))
+        parts.append(task_rows[dense_rows(task_rows)].assign(arm=DENSE, selected_by="dense"))
         levels: dict[float, list[str]] = {}
         for definition in DEFINITIONS:
             if pd.notna(level := getattr(m, f"highest_{definition}")):
@@ -231,12 +197,12 @@ def transfer_matrix(results: Iterable[Result], deciders: Deciders) -> pd.DataFra
     results = unstructured(results)
     cells: dict[tuple[str, str, float], list[Result]] = {}
     for r in results:
-        if r.arm == "transfer":
+        if r.arm == TRANSFER:
             cells.setdefault((r.source, r.task, level_key(r)), []).append(r)
     tasks = {task for source, target, _ in cells for task in (source, target)}
     levels = {level for *_, level in cells}
     for r in results:
-        if r.arm == "imp" and r.task in tasks and level_key(r) in levels:
+        if r.arm == IMP and r.task in tasks and level_key(r) in levels:
             cells.setdefault((r.task, r.task, level_key(r)), []).append(r)
     rows = []
     for (source, target, level), found in cells.items():
@@ -244,7 +210,7 @@ def transfer_matrix(results: Iterable[Result], deciders: Deciders) -> pd.DataFra
         values = by_seed(found, decider)
         references = {
             "dense": [r for r in results if r.task == target and is_dense(r)],
-            "random": [r for r in results if r.task == target and r.arm == "random" and level_key(r) == level],
+            "random": [r for r in results if r.task == target and r.arm == RANDOM and level_key(r) == level],
         }
         row = {"source": source, "target": target, "level": level, "split": decider[0], "metric": decider[1]}
         row.update(summarize(list(values.values()))._asdict())
@@ -261,104 +227,10 @@ def transfer_matrix(results: Iterable[Result], deciders: Deciders) -> pd.DataFra
 
 def _with_flags(transfer: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
     """The transfer matrix with the matching verdicts of each cell (from the long table's deciding rows)."""
-    deciding = long[long.decides].assign(source=lambda f: f.source.where(f.arm == "transfer", f.task))
-    deciding = deciding[deciding.arm.isin(["transfer", "imp"])].rename(columns={"task": "target"})
+    deciding = long[long.decides].assign(source=lambda f: f.source.where(f.arm == TRANSFER, f.task))
+    deciding = deciding[deciding.arm.isin([TRANSFER, IMP])].rename(columns={"task": "target"})
     flags = deciding[["source", "target", "level", *FLAGS]]
     return transfer.merge(flags, on=["source", "target", "level"], how="left")
-
-
-def matching_view(tables: Tables) -> pd.DataFrame:
-    """The highest matching sparsity of every task, for display."""
-    return pd.DataFrame(
-        {
-            "task": tables.matching.task,
-            "decided by": [
-                f"{s} {m}" + (" (lower is better)" if low else "")
-                for s, m, low in zip(tables.matching.split, tables.matching.metric, tables.matching.lower_is_better)
-            ],
-            "seeds": tables.matching.seeds.astype(str),
-            "dense": [
-                f"{mean:.4f} ± {std:.4f}" for mean, std in zip(tables.matching.dense_mean, tables.matching.dense_std)
-            ],
-            **{
-                f"highest matching ({d})": [
-                    "none" if pd.isna(level) else f"{level:.1%}" for level in tables.matching[f"highest_{d}"]
-                ]
-                for d in DEFINITIONS
-            },
-        }
-    )
-
-
-def task_views(tables: Tables, deciders: Deciders) -> dict[str, pd.DataFrame]:
-    """Table 2 for display, one frame of strings per task: a row per arm, a column per metric (* decides)."""
-    views = {}
-    for task, rows in tables.table2.groupby("task", sort=False):
-        columns = metric_columns(task, deciders)
-        cells = []
-        for (selected, label, level), group in rows.groupby(["selected_by", "label", "level"], sort=False):
-            stats = {(r.split, r.metric): r for r in group.itertuples()}
-            decider = stats.get(columns[0])
-            cells.append(
-                {
-                    "at": selected,
-                    "subnetwork": label,
-                    "sparsity": f"{level:.1%}",
-                    "seeds": str(decider.n if decider else ""),
-                    **{column_name(pair, pair == columns[0]): stats_cell(stats.get(pair)) for pair in columns},
-                    "matching (paper / strict)": _flags(decider),
-                }
-            )
-        views[task] = pd.DataFrame(cells)
-    return views
-
-
-def gaps_view(tables: Tables) -> pd.DataFrame:
-    """The gaps for display: a row per task and arm, a column per sparsity, cells "mean ± std (min–max)"."""
-    gaps = tables.gaps
-    levels = sorted(gaps.level.unique())
-    rows = []
-    for (task, arm, source), group in gaps.groupby(["task", "arm", "source"], sort=False):
-        by_level = {row.level: row for row in group.itertuples()}
-        rows.append(
-            {
-                "task": task,
-                "IMP minus": arm_label(arm, source or None),
-                **{f"{level:.1%}": stats_cell(by_level.get(level)) for level in levels},
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def transfer_views(tables: Tables) -> dict[float, pd.DataFrame]:
-    """The transfer matrix for display, one frame per level: rows source, columns target, cells
-    "mean (minus dense / minus random pruning)"."""
-    views = {}
-    for level, rows in tables.transfer.groupby("level"):
-        cells = rows.assign(
-            cell=[
-                f"{r.mean:.4f} ({r.minus_dense:+.4f} / {'—' if pd.isna(r.minus_random) else f'{r.minus_random:+.4f}'})"
-                for r in rows.itertuples()
-            ]
-        )
-        view = cells.pivot(index="source", columns="target", values="cell").fillna("")
-        views[level] = view.reset_index().rename(columns={"source": "source \\ target"})
-    return views
-
-
-def rich_table(frame: pd.DataFrame, title: str, caption: str | None = None, labels: int = 2) -> Table:
-    """A frame of strings as a rich Table: the first `labels` columns left-aligned, the rest right-aligned."""
-    table = Table(title=title, caption=caption)
-    for i, column in enumerate(frame.columns):
-        table.add_column(str(column), justify="left" if i < labels else "right")
-    for row in frame.itertuples(index=False):
-        table.add_row(*map(str, row))
-    return table
-
-
-def arm_family(arm: str) -> str:
-    """An arm's name without the step it rewinds to ("imp-rewind-100" -> "imp-rewind"): its key in ARM_LABELS."""
-    return "imp-rewind" if arm.startswith("imp-rewind-") else arm
 
 
 def _values(results: Iterable[Result]) -> pd.DataFrame:
@@ -405,23 +277,3 @@ def _dense_baselines(values: pd.DataFrame, deciders: Deciders) -> dict[str, dict
                     f"no dense model (IMP round 0) of {task} with seed {seed} among the runs, e.g. for {run}"
                 )
     return dense
-
-
-def column_name(pair: tuple[str, str], decides: bool) -> str:
-    """A metric's column in a displayed table: "dev accuracy", with * when it decides."""
-    return f"{pair[0]} {pair[1]}{'*' if decides else ''}"
-
-
-def stats_cell(stats) -> str:
-    """A displayed cell of stats over seeds (anything with n, mean, std, min, max): "mean ± std (min–max)"."""
-    if stats is None:
-        return "—"
-    if stats.n == 1:
-        return f"{stats.mean:.4f}"
-    return f"{stats.mean:.4f} ± {stats.std:.4f} ({stats.min:.4f}–{stats.max:.4f})"
-
-
-def _flags(stats) -> str:
-    if stats is None:
-        return "—"
-    return " / ".join("yes" if flag else "no" for flag in (stats.matching_paper, stats.matching_strict))

@@ -14,8 +14,9 @@ from ..config import TrainConfig
 from ..errors import TicketlabError
 from ..models.text import load_tokenizer
 from ..models.vision import is_resnet
-from ..train import Collate, Draws
+from ..train.batches import Collate, Draws
 
+SPLIT_SEED = 1234  # the seed of every task's fixed held-out split: it never moves with the training seed
 BASE_HIDDEN_SIZE = 768  # models this wide or wider (BERT-base, -large) get the paper's recipe
 
 

@@ -24,13 +24,12 @@ from ..errors import TicketlabError
 from ..models.text import config_values
 from ..models.vision import ResNetForContrastiveLearning, is_resnet
 from ..pretraining.augment import LUMA, MOCO_V2, SIMCLR, ViewRecipe, augment_view
-from ..train import Collate, Draws
-from .base import Task
+from ..train.batches import Collate, Draws
+from .base import SPLIT_SEED, Task
 from .image_files import ImageSet, fashion_mnist, mnist_5k, read_images, sklearn_digits
 from .metrics import METRICS
 
 Example = tuple[torch.Tensor, int]
-SPLIT_SEED = 1234  # a held-out split never moves with the training seed
 DEV_FRACTION = 0.2
 PIXELS = 28  # small images are brought to MNIST's size, which the pre-trained small ResNets saw
 KNN_NEIGHBOURS = 20

@@ -13,11 +13,10 @@ from transformers import AutoModelForSequenceClassification
 from ..assets import asset_path
 from ..config import TrainConfig
 from ..errors import TicketlabError
-from .base import Task
+from .base import SPLIT_SEED, Task
 from .metrics import METRICS
 
 LABELS = ("rotten", "fresh")
-SPLIT_SEED = 1234  # the split never moves with the training seed
 DEV_FRACTION = TEST_FRACTION = 0.1
 
 
