@@ -11,6 +11,7 @@ import ticketlab
 from ticketlab.cli import main
 from ticketlab.errors import TicketlabError
 from ticketlab.export import FORMATS, export_ticket, formats, load_sparse
+from ticketlab.export.compressed import COMPRESSED
 from ticketlab.export.kernels import INT8, available_kernels, block_shape, compiled_library, square_block
 from ticketlab.export.sparse import SparseLinear, apply_plan, sparsify
 from ticketlab.hardware import native_bf16
@@ -116,6 +117,7 @@ def test_an_exact_export_gives_the_masked_dense_models_outputs(trained_run, tmp_
     record = json.loads((folder / "export.json").read_text())
     dev = record["dev"]
     assert "fine-tuned" in record["weights"] and dev.get("exported", dev["masked dense"]) == dev["masked dense"]
+    assert record["bytes"]["model"] == record["bytes"]["dense"] == (folder / "model.safetensors").stat().st_size
     plain = BertForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
     mask = load_mask(folder / "mask.safetensors")[0]
     weights = dict(plain.bert.named_parameters())
@@ -173,7 +175,9 @@ def test_a_bf16_export_stays_close_where_the_cpu_runs_bf16_and_is_refused_elsewh
 def test_an_onnx_export_runs_on_onnx_runtime(trained_run, tmp_path):
     folder = export_ticket(trained_run, tmp_path / "onnx", format="onnx")
     assert (folder / "model.onnx").stat().st_size > 0
-    assert json.loads((folder / "export.json").read_text())["onnx_max_abs_error"] < 1e-4
+    record = json.loads((folder / "export.json").read_text())
+    assert record["onnx_max_abs_error"] < 1e-4
+    assert record["bytes"]["model"] == sum(file.stat().st_size for file in folder.glob("model.onnx*"))
 
 
 def test_a_mask_file_exports_the_ticket_on_the_pretrained_weights(trained_run, tiny_model_dir, tmp_path):
@@ -229,3 +233,37 @@ def test_a_plan_rebuilds_the_model_with_its_kernels_and_the_same_outputs(trained
     batch = random_batch(plain.config.vocab_size, torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(shipped(**batch).logits, plain(**batch).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_a_compressed_export_gives_the_masked_models_logits_in_fewer_bytes(trained_run, tmp_path, capsys):
+    dense = export_ticket(trained_run, tmp_path / "dense", format="dense")
+    assert main(["export", str(trained_run), "--format", "compressed", "--out", str(tmp_path / "compressed")]) == 0
+    assert "on disk: the model" in capsys.readouterr().out
+    folder = tmp_path / "compressed"
+    assert (folder / COMPRESSED).is_file() and not (folder / "model.safetensors").exists()
+    record = json.loads((folder / "export.json").read_text())
+    assert record["dev"]["exported"] == record["dev"]["masked dense"]
+    plain = BertForSequenceClassification.from_pretrained(dense, dtype=torch.float32).eval()
+    batch = random_batch(plain.config.vocab_size, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(load_sparse(folder)(**batch).logits, plain(**batch).logits, rtol=1e-5, atol=1e-5)
+    # bytes: the dense file less 4 per pruned weight, plus a bit per masked weight and a header
+    mask = load_mask(folder / "mask.safetensors")[0]
+    masked, pruned = sum(m.numel() for m in mask.values()), sum(int((~m).sum()) for m in mask.values())
+    size = record["bytes"]
+    assert size["dense"] == json.loads((dense / "export.json").read_text())["bytes"]["model"]
+    assert size["dense"] - 4 * pruned < size["model"] < size["dense"] - 4 * pruned + masked / 8 + 16_384
+    with pytest.raises(OSError, match="no file named model.safetensors"):  # never weights drawn anew
+        BertForSequenceClassification.from_pretrained(folder)
+
+
+def test_a_damaged_compressed_file_is_refused_in_one_line(trained_run, tmp_path):
+    folder = export_ticket(trained_run, tmp_path / "compressed", format="compressed")
+    path = folder / COMPRESSED
+    original = path.read_bytes()
+    middle = len(original) // 2
+    for damaged in (original[:middle], original[:middle] + bytes([original[middle] ^ 1]) + original[middle + 1 :]):
+        path.write_bytes(damaged)
+        with pytest.raises(TicketlabError, match="is damaged or not a ticketlab compressed file") as error:
+            load_sparse(folder)
+        assert "\n" not in str(error.value)

@@ -5,7 +5,8 @@ from helpers import trained_record
 from transformers import BertConfig
 
 from ticketlab.masks import save_mask
-from ticketlab.report.anatomy import head_kept, layer_type_sparsity, matrix_of, overlap_grid, random_iou
+from ticketlab.models.matrices import matrix_of
+from ticketlab.report.anatomy import head_kept, layer_type_sparsity, overlap_grid, random_iou
 from ticketlab.report.plots.draw import draw_all
 from ticketlab.report.plots.style import diverging_norm
 from ticketlab.report.plots.transfer import transfer_figure, transfer_matrix

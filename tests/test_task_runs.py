@@ -125,3 +125,14 @@ def test_bert_base_size_models_get_the_papers_recipe_and_small_ones_the_small_re
         )
     assert TASKS.get("mrpc").recipe == TrainConfig(epochs=3, batch_size=32, learning_rate=2e-5, max_length=128)
     assert TASKS.get("squad").recipe == TrainConfig(epochs=2, batch_size=16, learning_rate=3e-5, max_length=384)
+
+
+def test_a_recipes_max_length_beyond_the_models_positions_is_clamped_and_a_given_one_refused(tiny_model_dir, caplog):
+    # the tiny BERT takes 128 positions; SQuAD's recipe asks for 384
+    with caplog.at_level("WARNING", logger="ticketlab.lottery.settings"):
+        config = resolve_config(str(tiny_model_dir), "squad", None, 0.5)
+    assert config.train.max_length == 128
+    (line,) = caplog.messages
+    assert "max_length 384 is longer than the 128 positions" in line and line.endswith(": 128 it is")
+    with pytest.raises(ticketlab.TicketlabError, match="max_length 256 is longer than the 128 positions"):
+        resolve_config(str(tiny_model_dir), "squad", None, 0.5, max_length=256)

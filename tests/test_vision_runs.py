@@ -279,7 +279,9 @@ def test_interrupted_moco_pretraining_resumes_bit_for_bit(fashion_dir, tmp_path,
 
     real_train = PRETRAIN_MODULE.train
     with monkeypatch.context() as patch:
-        patch.setattr(PRETRAIN_MODULE, "train", lambda *a, **k: real_train(*a, **k, hooks=[StopAfter(4)]))
+        patch.setattr(
+            PRETRAIN_MODULE, "train", lambda *a, **k: real_train(*a, **{**k, "hooks": [*k["hooks"], StopAfter(4)]})
+        )
         with pytest.raises(KeyboardInterrupt):
             pretrain("moco", out=tmp_path / "resumed", **options)
     (checkpoint,) = (tmp_path / "resumed").glob(".*.checkpoint")

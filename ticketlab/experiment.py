@@ -31,10 +31,11 @@ def run_experiment(
     model: str | None = None,
     checkpoint_every: int = 100,
     executor: RayExecutor | None = None,
+    log_with: Sequence[str] = (),
 ) -> Path:
     """Run every lottery run, control, rewinding run, EarlyBERT search and transfer of `recipe` (`model`, `seeds`:
-    instead of the recipe's), here or with `executor`, then write the report; returns report.md (with pre-training:
-    summary.md over the methods' reports)."""
+    instead of the recipe's), here or with `executor`, each unit logging to the trackers `log_with` names, then write
+    the report; returns report.md (with pre-training: summary.md over the methods' reports)."""
     if seeds is not None and seeds < 1:
         raise TicketlabError(f"seeds must be at least 1, got {seeds}")
     out = Path(out or Path("runs") / recipe.name).resolve()  # absolute: workers on other nodes write there too
@@ -43,7 +44,7 @@ def run_experiment(
     pretraining = recipe.pretraining()
     if pretraining is None or model is not None:
         recipe = dataclasses.replace(recipe, pretrain=None)
-        run_units(recipe_units(recipe, out, seeds, checkpoint_every), executor)
+        run_units(recipe_units(recipe, out, seeds, checkpoint_every, log_with), executor)
         return on_main_process(lambda: build_report([out])) / "report.md"
     architecture, methods, ticket_options = pretraining
     units = [
@@ -59,6 +60,7 @@ def run_experiment(
                 out=out,
                 seeds=seeds,
                 checkpoint_every=checkpoint_every,
+                log_with=log_with,
             ),
             out / method,
         )
@@ -79,18 +81,24 @@ def run_pretrained(
     out: Path,
     seeds: range,
     checkpoint_every: int,
+    log_with: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """One pre-training method of a recipe, in this process: the model, its universal tickets transferred to every
     downstream task, and the recipe on it; returns the model folder and the folder of its runs (with its report)."""
     folder = pretrain(
-        method, architecture=architecture, out=out / "pretrained", checkpoint_every=checkpoint_every, **options
+        method,
+        architecture=architecture,
+        out=out / "pretrained",
+        checkpoint_every=checkpoint_every,
+        log_with=log_with,
+        **options,
     )
     source = PRETRAINING_METHODS[method][0]
     method_recipe = dataclasses.replace(
         recipe, model=str(folder.resolve()), tasks={source: ticket_options, **recipe.tasks}, pretrain=None
     )
-    run_units(universal_units(method_recipe, source, out / method, seeds, checkpoint_every))
-    run_units(recipe_units(method_recipe, out / method, seeds, checkpoint_every))
+    run_units(universal_units(method_recipe, source, out / method, seeds, checkpoint_every, log_with))
+    run_units(recipe_units(method_recipe, out / method, seeds, checkpoint_every, log_with))
     on_main_process(lambda: build_report([out / method]))
     return folder, out / method
 

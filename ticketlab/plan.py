@@ -1,9 +1,9 @@
 """The one planner: settings in, executor units out (ticketlab.executors), in the order one process runs them.
 
 A Plan holds what the units of an experiment, a transfer grid or `find --seeds N` share: the model, the run store,
-the checkpoint interval and each task's options (what `find` takes for it). Its methods list the units of one seed:
-the lottery runs with their controls, rewinding runs and EarlyBERT searches; the universal tickets transferred; the
-transfer grid. Every task's model, data and options are checked as its units are listed.
+the checkpoint interval, the trackers they log to and each task's options (what `find` takes for it). Its methods list
+the units of one seed: the lottery runs with their controls, rewinding runs and EarlyBERT searches; the universal
+tickets transferred; the transfer grid. Every task's model, data and options are checked as its units are listed.
 """
 
 from __future__ import annotations
@@ -20,21 +20,31 @@ from .lottery import find, grid_run, resolve_config, transfer
 from .models import model_reference
 from .pruning import round_at
 from .recipe import Recipe
+from .train.tracking import check_trackers
 
 
 @dataclass(frozen=True)
 class Plan:
     """The settings units are made of. `tasks`: per task, the options `find` takes beside the model, the store, the
-    checkpoint interval and the seed (data, sparsity, pruning, distillation, training)."""
+    checkpoint interval, the trackers (`log_with`) and the seed (data, sparsity, pruning, distillation, training)."""
 
     model: str
     out: Path
     tasks: Mapping[str, Mapping[str, Any]]
     checkpoint_every: int = 100
+    log_with: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        check_trackers(self.log_with)  # before any unit starts
 
     @classmethod
     def absolute(
-        cls, model: str, out: str | Path, tasks: Mapping[str, Mapping[str, Any]], checkpoint_every: int = 100
+        cls,
+        model: str,
+        out: str | Path,
+        tasks: Mapping[str, Mapping[str, Any]],
+        checkpoint_every: int = 100,
+        log_with: Sequence[str] = (),
     ) -> Plan:
         """A plan naming its model folder, store and data files by absolute paths: a unit on another node, or in
         another working folder, reads and writes the same files."""
@@ -42,11 +52,17 @@ class Plan:
             task: {**options, "data": options.get("data") and str(Path(options["data"]).resolve())}
             for task, options in tasks.items()
         }
-        return cls(model_reference(model), Path(out).resolve(), tasks, checkpoint_every)
+        return cls(model_reference(model), Path(out).resolve(), tasks, checkpoint_every, tuple(log_with))
 
     def arguments(self, task: str, seed: int | None) -> dict[str, Any]:
         """What `find` takes for `task` with `seed` (`transfer` and `earlybert` take it too)."""
-        base = {"model": self.model, "task": task, "out": self.out, "checkpoint_every": self.checkpoint_every}
+        base = {
+            "model": self.model,
+            "task": task,
+            "out": self.out,
+            "checkpoint_every": self.checkpoint_every,
+            "log_with": self.log_with,
+        }
         return {**base, **self.tasks[task], "seed": seed}
 
     def config(self, task: str, seed: int | None, **options: Any) -> RunConfig:
@@ -132,7 +148,13 @@ class Plan:
             task: Unit(
                 f"grid {task} at {level:g} seed {seed}",
                 grid_run,
-                dict(config=config, out=self.out, round=rounds[task], checkpoint_every=self.checkpoint_every),
+                dict(
+                    config=config,
+                    out=self.out,
+                    round=rounds[task],
+                    checkpoint_every=self.checkpoint_every,
+                    log_with=self.log_with,
+                ),
                 self.out / config.name(),
             )
             for task, config in configs.items()
@@ -167,11 +189,13 @@ def grid_units(
     data: Mapping[str, str] | None = None,
     task_options: Mapping[str, Mapping[str, Any]] | None = None,
     checkpoint_every: int = 100,
+    log_with: Sequence[str] = (),
     **options: Any,
 ) -> list[Unit]:
     """Every source x target transfer of the IMP tickets at sparsity `level`, for each seed. Each task's lottery run
     (IMP to `sparsity`, default `level`; `options` and its `task_options`: its settings) comes first, with the random
-    pruning control at `level` that the transfer matrix compares against."""
+    pruning control at `level` that the transfer matrix compares against; every unit logs to the trackers
+    `log_with` names."""
     if len(set(tasks)) < 2:
         raise TicketlabError("a transfer grid needs at least two different tasks")
     data, task_options = data or {}, task_options or {}
@@ -182,14 +206,17 @@ def grid_units(
     settings = {
         task: {"data": data.get(task), **options, **task_options.get(task, {}), "sparsity": target} for task in tasks
     }
-    plan = Plan.absolute(model, out, settings, checkpoint_every)
+    plan = Plan.absolute(model, out, settings, checkpoint_every, log_with)
     return [unit for seed in seeds for unit in plan.grid(level, seed)]
 
 
-def recipe_units(recipe: Recipe, out: Path, seeds: Sequence[int], checkpoint_every: int) -> list[Unit]:
+def recipe_units(
+    recipe: Recipe, out: Path, seeds: Sequence[int], checkpoint_every: int, log_with: Sequence[str] = ()
+) -> list[Unit]:
     """Every lottery run, control, rewinding run, EarlyBERT search and transfer grid of `recipe` (its paths absolute),
-    as units in the order one process runs them."""
-    plan = Plan(recipe.model, out, {task: recipe.task_options(task) for task in recipe.tasks}, checkpoint_every)
+    as units in the order one process runs them, each logging to the trackers `log_with` names."""
+    tasks = {task: recipe.task_options(task) for task in recipe.tasks}
+    plan = Plan(recipe.model, out, tasks, checkpoint_every, tuple(log_with))
     settings = recipe.earlybert_settings()
     units = [
         unit
@@ -208,15 +235,19 @@ def recipe_units(recipe: Recipe, out: Path, seeds: Sequence[int], checkpoint_eve
             data=recipe.task_data(),
             task_options=recipe.task_training(),
             checkpoint_every=checkpoint_every,
+            log_with=log_with,
             **{**prune, "sparsity": recipe.prune.get("sparsity")},  # None: IMP to the grid's level
         )
     return units
 
 
-def universal_units(recipe: Recipe, source: str, out: Path, seeds: Sequence[int], checkpoint_every: int) -> list[Unit]:
+def universal_units(
+    recipe: Recipe, source: str, out: Path, seeds: Sequence[int], checkpoint_every: int, log_with: Sequence[str] = ()
+) -> list[Unit]:
     """IMP on the pre-training task `source` of `recipe` (its paths absolute), and its ticket of every sparsity
-    transferred to every other task, for each seed."""
-    plan = Plan(recipe.model, out, {task: recipe.task_options(task) for task in recipe.tasks}, checkpoint_every)
+    transferred to every other task, for each seed (logging to the trackers `log_with` names)."""
+    tasks = {task: recipe.task_options(task) for task in recipe.tasks}
+    plan = Plan(recipe.model, out, tasks, checkpoint_every, tuple(log_with))
     return [unit for seed in seeds for unit in plan.universal(source, seed)]
 
 

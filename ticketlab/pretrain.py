@@ -13,18 +13,19 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from .config import TrainConfig, resolve_precision, settings_hash
 from .errors import TicketlabError
 from .models.vision import LAYOUTS, ResNetConfig, ResNetForContrastiveLearning, ResNetForImageClassification
-from .store import Unit, hold, make
+from .store import Unit, hold, log_folder, make
 from .tasks import TASKS
 from .train.evaluate import eval_batch_size, predict
 from .train.launch import check_processes, on_main_process
 from .train.loop import train
+from .train.tracking import Tracking, check_trackers
 
 PRETRAINING_METHODS = {  # method -> (its pre-training task, the model that trains on it)
     "supervised": ("fashion-mnist", ResNetForImageClassification),
@@ -41,13 +42,16 @@ def pretrain(
     data: str | None = None,
     out: str | Path = "runs/pretrained",
     checkpoint_every: int = 100,
+    log_with: Sequence[str] = (),
     **options: Any,
 ) -> Path:
     """Pre-train `architecture` from a random initialisation with `method` (supervised, simclr, moco); `options` are
-    TrainConfig fields over the pre-training task's recipe. Returns the model folder."""
+    TrainConfig fields over the pre-training task's recipe; `log_with`: the trackers it logs to (in `out`'s logs/).
+    Returns the model folder."""
     config = pretraining_config(method, architecture, options)
     if checkpoint_every < 1:
         raise TicketlabError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+    log_with = check_trackers(log_with)
     task_name, model_class = PRETRAINING_METHODS[method]
     task = TASKS.get(task_name)
     if data is not None and not Path(data).exists():
@@ -75,34 +79,39 @@ def pretrain(
         )
 
         def trained() -> dict[str, Any]:
-            result = train(
-                model,
-                features["train"],
-                task.collator(None, train=True),
-                config,
-                checkpoint=checkpoint,
-                checkpoint_every=checkpoint_every,
-                description=f"pre-training · {method}",
-                forward=task.forward,
-            )
-            evaluated = time.perf_counter()
-            dev = predict(
-                model,
-                features["dev"],
-                task.collator(None, train=False),
-                eval_batch_size(config.batch_size),
-                task.outputs,
-                task.forward,
-                config.precision,
-            )
+            with Tracking(log_with, log_folder(Path(out), folder), {"unit": folder.name, **settings}) as tracking:
+                result = train(
+                    model,
+                    features["train"],
+                    task.collator(None, train=True),
+                    config,
+                    hooks=[tracking],
+                    checkpoint=checkpoint,
+                    checkpoint_every=checkpoint_every,
+                    description=f"pre-training · {method}",
+                    forward=task.forward,
+                )
+                evaluated = time.perf_counter()
+                dev = predict(
+                    model,
+                    features["dev"],
+                    task.collator(None, train=False),
+                    eval_batch_size(config.batch_size),
+                    task.outputs,
+                    task.forward,
+                    config.precision,
+                )
+                scores = task.score(examples["dev"], features["dev"], dev)
+                eval_time_s = time.perf_counter() - evaluated
+                tracking.log_evaluation({"dev": scores}, result.steps)
             return {
                 **settings,
                 "task": task.name,
                 "steps": result.steps,
                 "train_loss": result.train_loss,
                 "train_time_s": result.time_s,
-                "dev": task.score(examples["dev"], features["dev"], dev),
-                "cost": result.cost(time.perf_counter() - evaluated),
+                "dev": scores,
+                "cost": result.cost(eval_time_s),
             }
 
         make(unit, train=trained, keep=lambda tmp: model.resnet.save_pretrained(tmp))

@@ -97,6 +97,7 @@ def add_run_options(
     command.add_argument(
         "--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)"
     )
+    add_tracking_options(command)
     add_training_options(command)
     distill = command.add_argument_group("distillation of the tickets from the same seed's dense round 0")
     distill.add_argument(
@@ -159,6 +160,20 @@ def add_finder_options(command: argparse.ArgumentParser) -> None:
     add("gmp_end", "... where it reaches the target (default {default})")
     add("gmp_prunings", "how many times it prunes (default {default})")
     add("calibration_examples", "training examples weighing the weights (default {default})")
+
+
+def add_tracking_options(command: argparse.ArgumentParser) -> None:
+    """--log-with: the experiment trackers every unit logs to (ticketlab.train.tracking); like --checkpoint-every, not a
+    setting of the run: it names no run and changes no result."""
+    command.add_argument(
+        "--log-with",
+        action="extend",
+        type=values.names,
+        default=[],
+        metavar="TRACKER",
+        help="log every unit's loss, learning rate, evaluation and settings: tensorboard (in RUN/logs/; repeat or "
+        "separate with commas; pip install 'ticketlab[track]'; default: none)",
+    )
 
 
 def add_training_options(command: argparse.ArgumentParser) -> None:

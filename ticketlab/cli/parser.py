@@ -12,7 +12,14 @@ from ..pretrain import PRETRAINING_METHODS
 from ..recipe import presets
 from ..tasks import TASKS
 from . import values
-from .options import add_executor_options, add_finder_options, add_run_options, add_search_options, add_training_options
+from .options import (
+    add_executor_options,
+    add_finder_options,
+    add_run_options,
+    add_search_options,
+    add_tracking_options,
+    add_training_options,
+)
 
 TICKET_HELP = "a mask file, or a run folder (its last round; RUN:ROUND for another)"
 RUNS_HELP = "run folders, or folders of runs"
@@ -92,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_cmd.add_argument("--out", type=values.folder, help="run store folder (default: runs/<recipe name>)")
     experiment_cmd.add_argument("--seeds", type=int, help="override the recipe's number of seeds")
     add_executor_options(experiment_cmd)
+    add_tracking_options(experiment_cmd)
     experiment_cmd.add_argument(
         "--model", type=values.path, help="override the recipe's model (e.g. your local bert-base-uncased folder)"
     )
@@ -110,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain_cmd.add_argument(
         "--checkpoint-every", type=int, default=100, metavar="STEPS", help="checkpoint interval (default %(default)s)"
     )
+    add_tracking_options(pretrain_cmd)
     add_training_options(pretrain_cmd)
 
     import_cmd = verbs.add_parser(

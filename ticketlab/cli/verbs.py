@@ -44,7 +44,10 @@ def _report(args: dict) -> None:
 
 def _experiment(args: dict) -> None:
     recipe = load_recipe(args["preset"] or args["recipe"])
-    out = run_experiment(recipe, args["out"], args["seeds"], args["model"], executor=_executor(args))
+    executor = _executor(args)
+    out = run_experiment(
+        recipe, args["out"], args["seeds"], args["model"], executor=executor, log_with=args["log_with"]
+    )
     if out.name == SUMMARY:  # a recipe with pre-training: one report per method, and this summary of them
         Console().print(Markdown(out.read_text()))
     else:
@@ -81,8 +84,10 @@ def _seeds(args: dict) -> list[int | None]:
 def _find(args: dict) -> None:
     seeds, metric, executor = _seeds(args), args.pop("metric"), _executor(args)
     TASKS.get(args["task"]).decider(metric)  # a bad --metric fails before any training
-    model, task, out, checkpoint_every = (args.pop(name) for name in ("model", "task", "out", "checkpoint_every"))
-    plan = Plan.absolute(model, out, {task: args}, checkpoint_every)
+    model, task, out, checkpoint_every, log_with = (
+        args.pop(name) for name in ("model", "task", "out", "checkpoint_every", "log_with")
+    )
+    plan = Plan.absolute(model, out, {task: args}, checkpoint_every, log_with)
     results = run_units(plan.runs(task, seeds), executor).values()
     for result in results:
         print_rounds(result, metric)

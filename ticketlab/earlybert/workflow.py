@@ -38,6 +38,7 @@ from ..train.checkpoint import usable_checkpoint
 from ..train.hooks import TrainHook
 from ..train.launch import on_main_process
 from ..train.loop import total_steps
+from ..train.tracking import check_trackers
 from .compact import compact, structure_mask
 from .draw import Structure, check_ratios, random_structure
 from .hf import save_compact
@@ -94,21 +95,23 @@ def earlybert(
     sparsity: float = PruneConfig.sparsity,
     checkpoint_every: int = 100,
     hooks: Sequence[TrainHook] = (),
+    log_with: Sequence[str] = (),
     **options: Any,
 ) -> EarlyBertResult:
     """Search an early-bird structured ticket on `task`, train it compacted, and train a random structured ticket
     with the same counts; `options` are TrainConfig fields (e.g. epochs=1, seed=2). The dense baseline is round 0
     of the context run `find` makes with the same options (`sparsity` and PruneConfig fields only pick that run).
-    Re-running skips what is complete and resumes the rest."""
+    Re-running skips what is complete and resumes the rest. `log_with`: the trackers every unit logs to."""
+    log_with = check_trackers(log_with)
     config = resolve_config(model, task, data, sparsity, **options)
     check_ratios(_layer_shapes(resolve_model(config.model)), settings.heads, settings.ffn)
-    run_lottery(config, Path(out), checkpoint_every=checkpoint_every, hooks=hooks, last_round=0)
+    run_lottery(config, Path(out), checkpoint_every=checkpoint_every, hooks=hooks, last_round=0, log_with=log_with)
     store = RunStore(Path(out) / config.name())
     branches = {arm: store.branch(settings.branch(arm)) for arm in ARMS}
     search_dir = branches[EARLYBERT].path / "search"
     with store.lock():
         if not on_main_process(lambda: _complete(branches.values(), search_dir)):
-            context = RunContext(config, store, checkpoint_every, hooks)
+            context = RunContext(config, store, checkpoint_every, hooks, log_with)
             ticket, search = _search(context, settings, search_dir)
             random = random_structure(ticket, seeded_generator(config.train.seed, EARLYBERT_RANDOM, settings.hash()))
             for arm, structure, found_by in ((EARLYBERT, ticket, search), (EARLYBERT_RANDOM, random, None)):

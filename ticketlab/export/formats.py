@@ -1,10 +1,12 @@
 """`ticketlab export`: a ticket written as a model that ships, in one of FORMATS, and `load_sparse` to read it back.
 
 Every export folder holds the model in the save_pretrained layout with the pruned weights zeroed (any Hugging Face
-tool reads it as a dense model), the tokenizer, mask.safetensors, and export.json: the format, where the weights
-come from, the deployment shape, per layer the kernel chosen and the time of every kernel tried (sparse formats),
-the whole model's latency against the fastest dense way to run it (fp32, bf16 where native, INT8; formats in RACED,
-text models) and the dev metrics measured at export (trained weights). `load_sparse` rebuilds the same model from it.
+tool reads it as a dense model; `compressed`: the bitmask file of compressed.py in place of the weights), the
+tokenizer, mask.safetensors, and export.json: the format, where the weights come from, the deployment shape, per
+layer the kernel chosen and the time of every kernel tried (sparse formats), the whole model's latency against the
+fastest dense way to run it (fp32, bf16 where native, INT8; formats in RACED, text models), the dev metrics measured
+at export (trained weights) and the bytes of the file the model loads from beside the dense weights'. `load_sparse`
+rebuilds the same model from it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from ..errors import TicketlabError
 from ..hardware import cpu_features, native_bf16
 from ..masks import load_mask, save_mask
 from ..models import load_tokenizer
+from .card import write_card
+from .compressed import COMPRESSED, DENSE, compress_folder, load_compressed
 from .kernels import INT8, available_kernels, bf16_kernels, quantize, torch_notices_silenced
 from .latency import against_dense, dense_variants, text_inputs
 from .onnx import write_onnx
@@ -37,11 +41,13 @@ FORMATS = {
     "sparse-bf16": "sparse, with bf16 kernels besides the exact ones, bf16 for the layers that run dense (a CPU with "
     "native bf16: AMX-BF16 or AVX512-BF16; close to fp32, not exact)",
     "onnx": "dense, as model.onnx for ONNX Runtime",
+    "compressed": "each pruned matrix as a bitmask and its kept values (load_sparse expands it; same outputs)",
 }
 SPARSE = ("sparse", "sparse-int8", "sparse-bf16")
 QUANTIZED = ("int8", "sparse-int8")
 RACED = ("sparse", "int8", "sparse-int8", "sparse-bf16")  # made to run faster: a text model's export races dense
 RECORD = "export.json"
+MODEL_FILES = {"onnx": ("model.onnx", "model.onnx.data"), "compressed": (COMPRESSED,)}  # where not DENSE alone
 
 
 def export_ticket(
@@ -75,10 +81,11 @@ def export_ticket(
     vocab_size = getattr(getattr(source.model, "config", None), "vocab_size", None)
     with atomic_path(out) as tmp:
         _write_model(source, tmp)
+        dense_bytes = (tmp / DENSE).stat().st_size
         if source.evaluate is not None:
             record["dev"] = {"masked dense": source.evaluate(source.model)}
         dense = dense_variants(source.model) if format in RACED and vocab_size else None  # before any conversion
-        shipped = _convert(source.model, source.mask, format, batch_size * length, record)
+        shipped = _convert(source.model, source.mask, format, batch_size * length, record, tmp)
         if dense is not None:
             record["latency"] = against_dense(shipped, dense, text_inputs(vocab_size, batch_size, length))
         if source.evaluate is not None and format != "dense":
@@ -86,6 +93,8 @@ def export_ticket(
         if format == "onnx":
             with torch_notices_silenced():
                 record["onnx_max_abs_error"] = write_onnx(shipped, tmp / "model.onnx")
+        record["bytes"] = {"model": _model_bytes(tmp, format), "dense": dense_bytes}
+        write_card(tmp, record, source.mask, out.name)
         write_json(tmp / RECORD, record)
     return out
 
@@ -120,8 +129,12 @@ def load_sparse(folder: str | Path) -> nn.Module:
     return model.eval()
 
 
-def _convert(model: nn.Module, mask, format: str, tokens: int, record: dict[str, Any]) -> nn.Module:
-    """The model in `format`, with what the conversion measured added to `record`."""
+def _convert(model: nn.Module, mask, format: str, tokens: int, record: dict[str, Any], folder: Path) -> nn.Module:
+    """The model in `format`, with what the conversion measured added to `record` (`compressed`: the model read
+    back from the file that replaces the dense one in `folder`)."""
+    if format == "compressed":
+        compress_folder(folder, model, mask)
+        return _load_model(folder).eval()
     if format in SPARSE:
         record["kernels"] = sparsify(model, mask, tokens, kernels_for(format))
     if format in QUANTIZED:
@@ -148,11 +161,20 @@ def _write_model(source: Source, folder: Path) -> None:
         save_mask(folder / "mask.safetensors", source.mask, source.metadata)
 
 
+def _model_bytes(folder: Path, format: str) -> int:
+    """The bytes of the files the model of a `format` export loads from (ONNX: its graph and external data)."""
+    files = [folder / name for name in MODEL_FILES.get(format, (DENSE,))]
+    return sum(file.stat().st_size for file in files if file.is_file())
+
+
 def _load_model(folder: Path) -> nn.Module:
     if is_compact_folder(folder):
         return load_compact(folder)
     try:
         architecture = json.loads((folder / "config.json").read_text())["architectures"][0]
-        return getattr(transformers, architecture).from_pretrained(folder, dtype=torch.float32)
+        model_class = getattr(transformers, architecture)
+        if (folder / COMPRESSED).is_file():
+            return load_compressed(folder, model_class)
+        return model_class.from_pretrained(folder, dtype=torch.float32)
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
         raise TicketlabError(f"cannot load the model in {folder}: {error}") from None

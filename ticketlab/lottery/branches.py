@@ -86,9 +86,10 @@ def run_controls(
     rounds: Sequence[int] | None = None,
     checkpoint_every: int = 100,
     hooks: Sequence[TrainHook] = (),
+    log_with: Sequence[str] = (),
 ) -> None:
     """Train each control at each pruned round of a complete lottery run (`rounds`: only these) that is a ticket (not
-    early-bird's round that only drew the next mask)."""
+    early-bird's round that only drew the next mask), each logged to the trackers `log_with` names."""
     store = RunStore(out / config.name())
     levels = config.prune.levels()
     rounds = list(range(1, len(levels)) if rounds is None else rounds)
@@ -105,7 +106,7 @@ def run_controls(
             for round in rounds:
                 if on_main_process(lambda: store.branch(name).intact(round)):
                     continue
-                context = context or RunContext(config, store, checkpoint_every, hooks)
+                context = context or RunContext(config, store, checkpoint_every, hooks, log_with)
                 rng = seeded_generator(config.train.seed, name, round)
                 mask = control.mask(context, round, levels[round], rng)
                 if mask is not None:

@@ -3,6 +3,7 @@ evaluating, and the provenance its masks carry. It is the `Parent` the controls 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -18,12 +19,13 @@ from ..errors import TicketlabError
 from ..masks import LOW_DENSITY, Mask, fit_mask, load_mask, nearly_empty, sparsity
 from ..models import backbone, head_parameters, layer_stack_weights, load_pretrained, prunable_weights, resolve_model
 from ..pruning import WEIGHT, check_fits, magnitude_prune, parse_granularity, round_at, scope_rankings
-from ..store import RunStore
+from ..store import RunStore, log_folder
 from ..store.records import RoundRecord, Trained
 from ..tasks.data import TaskData
 from ..train.hooks import MaskEnforcer, TrainHook
 from ..train.launch import accelerator
 from ..train.loop import TrainResult, total_steps, train
+from ..train.tracking import Tracking
 from .teacher import DistilledTraining, distilled_training
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,18 @@ def check_round_steps(config: RunConfig, steps: int) -> None:
 class RunContext:
     """The model state shared by the units of one run, beside its data (`data`: ticketlab.tasks.data.TaskData): the
     model, θ0, the fresh head, the pruning rankings and granularity; training and evaluating one unit on them, the
-    provenance its masks carry."""
+    provenance its masks carry. `log_with`: the trackers each unit's training logs to (ticketlab.train.tracking)."""
 
-    def __init__(self, config: RunConfig, store: RunStore, checkpoint_every: int, hooks: Sequence[TrainHook]):
+    def __init__(
+        self,
+        config: RunConfig,
+        store: RunStore,
+        checkpoint_every: int,
+        hooks: Sequence[TrainHook],
+        log_with: Sequence[str] = (),
+    ):
         self.config, self.store, self.checkpoint_every, self.hooks = config, store, checkpoint_every, list(hooks)
+        self.log_with = tuple(log_with)
         self.levels = config.prune.levels()
         self.data = data = TaskData(config)
         check_round_steps(config, total_steps(len(data.features["train"]), config.train))
@@ -138,11 +148,14 @@ class RunContext:
         (a ticket of a run with distillation settings) it learns from the dense round 0 too. The cost ledger is
         ticketlab.train's, with the teacher's FLOPs where it distils."""
         distilled = distill and self.config.distill is not None
-        result = self.run_training(model, rounds.checkpoint_path(round), hooks, description, round, distilled)
-        evaluated = time.perf_counter()
-        stopped = any(hook.should_stop() for hook in hooks)
-        metrics = {} if stopped else {split: self.evaluate(split, model) for split in self.data.task.eval_splits}
-        eval_time_s = time.perf_counter() - evaluated
+        with self.tracking(rounds.round_dir(round)) as tracking:
+            checkpoint = rounds.checkpoint_path(round)
+            result = self.run_training(model, checkpoint, hooks, description, round, distilled, tracking)
+            evaluated = time.perf_counter()
+            stopped = any(hook.should_stop() for hook in hooks)
+            metrics = {} if stopped else {split: self.evaluate(split, model) for split in self.data.task.eval_splits}
+            eval_time_s = time.perf_counter() - evaluated
+            tracking.log_evaluation(metrics, result.steps)
         cost = result.cost(eval_time_s)
         if distilled:
             cost["teacher_flops"] = self.distilled().teacher_flops_per_step * result.steps
@@ -163,9 +176,14 @@ class RunContext:
         description: str,
         round: int,
         distill: bool = False,
+        tracking: Tracking | None = None,
     ) -> TrainResult:
         """The run's recipe and training data on `model`, resumable from `checkpoint`; with `distill`, the teacher's
-        outputs and the distillation loss too (ticketlab.lottery.teacher)."""
+        outputs and the distillation loss too (ticketlab.lottery.teacher). `tracking` logs it (default: the
+        checkpoint's unit, closed when training ends: a unit that is not evaluated)."""
+        if tracking is None:
+            with self.tracking(checkpoint.parent) as tracking:
+                return self.run_training(model, checkpoint, hooks, description, round, distill, tracking)
         seed = self.config.train.seed + round
         features, collate, forward = self.data.features["train"], self.data.train_collate, self.data.task.forward
         if distill:
@@ -177,13 +195,20 @@ class RunContext:
             features,
             collate,
             self.config.train,
-            hooks=[*hooks, *self.hooks],
+            hooks=[*hooks, *self.hooks, tracking],  # last: a checkpoint restores hook states by position
             checkpoint=checkpoint,
             checkpoint_every=self.checkpoint_every,
             description=description,
             forward=forward,
             seed=seed,  # and its data randomness
         )
+
+    def tracking(self, unit: Path) -> Tracking:
+        """The hook that logs the training of `unit` (its folder in the run) to the run's trackers, with the run's
+        settings as its hyperparameters; a `with` block closes it."""
+        run = self.store.path
+        settings = {"run": run.name, "unit": unit.relative_to(run).as_posix(), **dataclasses.asdict(self.config)}
+        return Tracking(self.log_with, log_folder(run, unit), settings)
 
     def distilled(self) -> DistilledTraining:
         """What the run's distilled units train on, made once a run (its teacher unit computed where missing)."""

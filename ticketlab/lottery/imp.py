@@ -28,6 +28,7 @@ from ..store import RunStore, make
 from ..store.records import RoundRecord
 from ..train.hooks import TrainHook
 from ..train.launch import accelerator, check_same_mask, on_main_process
+from ..train.tracking import check_trackers
 from .branches import run_controls
 from .context import RunContext, save_head
 from .early_bird import Head, draw_head_path, draw_path
@@ -56,6 +57,7 @@ def find(
     save_weights: bool = False,
     checkpoint_every: int = 100,
     hooks: Sequence[TrainHook] = (),
+    log_with: Sequence[str] = (),
     **options: Any,
 ) -> LotteryResult:
     """Find a lottery ticket by IMP (or the finder `options["finder"]` names: ticketlab.lottery.finders). `options`
@@ -63,16 +65,18 @@ def find(
 
     `controls` (names in ticketlab.controls.CONTROLS) then run as branches at every pruned round.
     Re-running the same call skips complete rounds and resumes an interrupted one. Only the dense and the last
-    round's trained weights are kept unless `save_weights`.
+    round's trained weights are kept unless `save_weights`. `log_with` (e.g. ["tensorboard"]): the trackers every
+    unit logs to (ticketlab.train.tracking), under the run's logs/.
     """
     if checkpoint_every < 1:
         raise TicketlabError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+    log_with = check_trackers(log_with)
     for name in controls:
         CONTROLS.get(name)
     config = resolve_config(model, task, data, sparsity, **options)
-    result = run_lottery(config, Path(out), save_weights, checkpoint_every, hooks)
+    result = run_lottery(config, Path(out), save_weights, checkpoint_every, hooks, log_with=log_with)
     if controls:
-        run_controls(config, Path(out), controls, checkpoint_every=checkpoint_every, hooks=hooks)
+        run_controls(config, Path(out), controls, checkpoint_every=checkpoint_every, hooks=hooks, log_with=log_with)
     return result
 
 
@@ -83,22 +87,24 @@ def run_lottery(
     checkpoint_every: int = 100,
     hooks: Sequence[TrainHook] = (),
     last_round: int | None = None,
+    log_with: Sequence[str] = (),
 ) -> LotteryResult:
-    """Run every round of `config` (up to `last_round`) that the run store under `out` does not hold complete yet."""
+    """Run every round of `config` (up to `last_round`) that the run store under `out` does not hold complete yet,
+    each logged to the trackers `log_with` names."""
     store = RunStore(out / config.name())
     levels = config.prune.levels()
     rounds = range(len(levels) if last_round is None else last_round + 1)
     context: RunContext | None = None
     if not all(store.is_complete(r) for r in rounds):  # digests are checked once, under the lock
-        context = RunContext(config, store, checkpoint_every, hooks)  # checks everything before writing
+        context = RunContext(config, store, checkpoint_every, hooks, log_with)  # checks everything before writing
     finder = FINDERS.get(config.prune.finder)
     with store.lock():
         trained, dense, search = on_main_process(lambda: _plan(store, config, rounds, finder))
         if search:
-            context = context or RunContext(config, store, checkpoint_every, hooks)
+            context = context or RunContext(config, store, checkpoint_every, hooks, log_with)
             finder.search(context)  # first, and again where it is damaged (said in one line), complete rounds or not
         for round in trained:
-            context = context or RunContext(config, store, checkpoint_every, hooks)
+            context = context or RunContext(config, store, checkpoint_every, hooks, log_with)
             if round == 0 and dense is not None:
                 _copy_dense_round(context, RunStore(dense))
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from ..train.loop import total_steps
 from .finders import FINDERS
 
 DEFAULT_RATES = {"linear": 0.1, "geometric": 0.2}
+
+log = logging.getLogger(__name__)
 
 
 def resolve_config(model: str, task: str, data: str | None, sparsity: float, **options: Any) -> RunConfig:
@@ -51,9 +54,19 @@ def resolve_config(model: str, task: str, data: str | None, sparsity: float, **o
     _check_finder_settings(prune_config)
     positions = max_positions(model_path)
     if positions is not None and train_config.max_length > positions:
-        raise TicketlabError(
-            f"max_length {train_config.max_length} is longer than the {positions} positions {model} takes"
+        if "max_length" in given:
+            raise TicketlabError(
+                f"max_length {train_config.max_length} is longer than the {positions} positions {model} takes"
+            )
+        log.warning(  # the task's default, not asked for: clamped, as transformers' run_qa does
+            "the %s recipe's max_length %d is longer than the %d positions %s takes: %d it is",
+            task,
+            train_config.max_length,
+            positions,
+            model,
+            positions,
         )
+        train_config = dataclasses.replace(train_config, max_length=positions)
     return RunConfig(
         model=model_reference(model),
         model_hash=model_fingerprint(model_path),

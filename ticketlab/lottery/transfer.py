@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..api import read_ticket
 from ..arms import RANDOM, TRANSFER
@@ -18,6 +18,7 @@ from ..errors import TicketlabError
 from ..store import RunStore
 from ..tasks import TASKS
 from ..train.launch import on_main_process
+from ..train.tracking import check_trackers
 from .branches import Branch, run_controls, train_branch
 from .context import RunContext
 from .imp import run_lottery
@@ -35,13 +36,16 @@ def transfer(
     sparsity: float = PruneConfig.sparsity,
     out: str | Path = "runs",
     checkpoint_every: int = 100,
+    log_with: Sequence[str] = (),
     **options: Any,
 ) -> dict[str, Any]:
     """Train `ticket` ("RUN[:ROUND]" or a mask file) on `task` from the pre-trained weights; returns its record.
 
     The target run is the one `find` makes with the same options (seed: the ticket's unless given); its dense
-    round 0 is trained first, as the baseline. A ticket of another base model is refused.
+    round 0 is trained first, as the baseline. A ticket of another base model is refused. `log_with`: the trackers
+    both units log to.
     """
+    log_with = check_trackers(log_with)
     mask, provenance = read_ticket(ticket)
     missing = [key for key in PROVENANCE if key not in provenance]
     if missing:
@@ -58,11 +62,11 @@ def transfer(
             f"not on {model or provenance['base_model']} (weights {config.model_hash}): "
             "a ticket fits only its own base model"
         )
-    run_lottery(config, Path(out), checkpoint_every=checkpoint_every, last_round=0)
+    run_lottery(config, Path(out), checkpoint_every=checkpoint_every, last_round=0, log_with=log_with)
     store = RunStore(Path(out) / config.name())
     with store.lock():
         if not on_main_process(lambda: store.branch(branch).intact(round)):
-            context = RunContext(config, store, checkpoint_every, ())
+            context = RunContext(config, store, checkpoint_every, (), log_with)
             source = {key: provenance[key] for key in ("task", "round", "config_hash", "sparsity")}
             level = float(provenance.get("level", provenance["sparsity"]))
             description = f"{branch} · sparsity {level:.1%}"
@@ -96,7 +100,8 @@ def _source(provenance: dict[str, str], ticket: str | Path) -> tuple[str, int, i
     return f"transfer_{task}_{config_hash}", int(round), int(seed)
 
 
-def grid_run(config: RunConfig, out: Path, round: int, checkpoint_every: int) -> None:
-    """A grid task's lottery run, and its random control at the grid's round."""
-    run_lottery(config, out, checkpoint_every=checkpoint_every)
-    run_controls(config, out, [RANDOM], rounds=[round], checkpoint_every=checkpoint_every)
+def grid_run(config: RunConfig, out: Path, round: int, checkpoint_every: int, log_with: Sequence[str] = ()) -> None:
+    """A grid task's lottery run, and its random control at the grid's round (logged to the trackers `log_with`
+    names)."""
+    run_lottery(config, out, checkpoint_every=checkpoint_every, log_with=log_with)
+    run_controls(config, out, [RANDOM], rounds=[round], checkpoint_every=checkpoint_every, log_with=log_with)

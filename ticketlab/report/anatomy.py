@@ -11,7 +11,6 @@ a ResNet's ``layer2.0.conv1.weight`` (block 0 of stage 2; also ``conv2``, ``conv
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import combinations, combinations_with_replacement, product
@@ -23,25 +22,9 @@ import torch
 from ..errors import TicketlabError
 from ..masks import Mask, iou
 from ..models import config_values, is_resnet, resolve_model
+from ..models.matrices import ATTENTION, CONV_TYPES, MATRIX_TYPES, matrix_of
 
-MATRIX_TYPES = ("query", "key", "value", "attention output", "FFN in", "FFN out", "pooler")
-ATTENTION = MATRIX_TYPES[:4]
-CONV_TYPES = ("conv1", "conv2", "conv3", "downsample")
-OTHER = "other"  # a matrix outside these layouts (an EarlyBERT structure's heads and neurons)
 ALL = "all"
-
-_MODULES = (
-    "attention.self.query",
-    "attention.self.key",
-    "attention.self.value",
-    "attention.output.dense",
-    "intermediate.dense",
-    "output.dense",
-)
-_TYPE_OF = dict(zip(_MODULES, MATRIX_TYPES))
-_IN_LAYER = re.compile(rf"(?:^|\.)layer\.(\d+)\.({'|'.join(map(re.escape, _MODULES))})\.weight$")
-_POOLER = re.compile(r"(?:^|\.)pooler\.dense\.weight$")
-_IN_BLOCK = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)\.(conv[123]|downsample)(?:\.0)?\.weight$")
 
 
 @dataclass(frozen=True)
@@ -51,30 +34,6 @@ class Grid:
     rows: tuple[str, ...]
     columns: tuple[str, ...]
     values: np.ndarray
-
-
-def matrix_of(name: str) -> tuple[int | str | None, str] | None:
-    """(layer, matrix type) of a prunable weight, layer None for the pooler; for a ResNet (block "stage.block", conv);
-    None for a name outside these layouts."""
-    if match := _IN_LAYER.search(name):
-        return int(match[1]), _TYPE_OF[match[2]]
-    if match := _IN_BLOCK.search(name):
-        return f"{match[1]}.{match[2]}", match[3]
-    if _POOLER.search(name):
-        return None, "pooler"
-    return None
-
-
-def type_counts(mask: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, int, int]]:
-    """(matrices, kept weights, weights) per matrix type, in the order of MATRIX_TYPES, CONV_TYPES, then OTHER."""
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for name, m in mask.items():
-        where = matrix_of(name)
-        kind = OTHER if where is None else where[1]
-        counts[kind][0] += 1
-        counts[kind][1] += np.count_nonzero(m.numpy())
-        counts[kind][2] += m.numel()
-    return {kind: tuple(counts[kind]) for kind in (*MATRIX_TYPES, *CONV_TYPES, OTHER) if kind in counts}
 
 
 def layer_type_sparsity(mask: Mapping[str, torch.Tensor]) -> Grid:

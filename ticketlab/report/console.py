@@ -18,10 +18,11 @@ from ..arms import arm_label
 from ..earlybert import EarlyBertResult
 from ..lottery import LotteryResult
 from ..masks import entropy_bound, load_mask, sparsity
+from ..models.matrices import type_counts
 from ..store import RunStore, describe, verify
 from ..store.records import RoundRecord
 from ..tasks import TASKS
-from .anatomy import ALL, type_counts
+from .anatomy import ALL
 from .build import CELLS, load_results
 from .earlybert import earlybert_table, earlybert_views
 from .results import Result
@@ -187,7 +188,7 @@ def print_transfer(ticket: str, task: str, seed: int | None, record: dict) -> No
 
 def print_export(folder: Path) -> None:
     """The lines closing `ticketlab export`: the folder, its weights, the kernels chosen with the time each layer
-    takes against dense on the deployment shape, and the dev metrics measured at export."""
+    takes against dense on the deployment shape, the dev metrics measured at export, and its bytes on disk."""
     record = json.loads((folder / "export.json").read_text())
     batch, length = record["tokens"]
     print(f"{folder}: {record['format']}, {record['weights']}")
@@ -209,6 +210,10 @@ def print_export(folder: Path) -> None:
         print(f"  {name}: " + ", ".join(f"{metric} {value:.4f}" for metric, value in metrics.items()))
     if "onnx_max_abs_error" in record:
         print(f"  model.onnx: max |ONNX Runtime - torch| {record['onnx_max_abs_error']:.1e}")
+    if "bytes" in record:
+        model, dense = record["bytes"]["model"], record["bytes"]["dense"]
+        whole = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+        print(f"  on disk: the model {model:,} bytes against {dense:,} dense ({model / dense:.3f}x); folder {whole:,}")
 
 
 def latency_line(latency: dict) -> str:

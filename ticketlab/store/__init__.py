@@ -2,7 +2,7 @@
 unit count and finds its damage (seal.py), and the lock that lets one process at a time write (lock.py)."""
 
 from .lock import hold
-from .runs import RunStore, checked_name, run_folders, verify
+from .runs import RunStore, checked_name, log_folder, run_folders, verify
 from .seal import MARKER, damage, describe, file_digest, seal
 from .units import Record, Unit, make
 
@@ -16,6 +16,7 @@ __all__ = [
     "describe",
     "file_digest",
     "hold",
+    "log_folder",
     "make",
     "run_folders",
     "seal",

@@ -12,6 +12,7 @@
         branches/earlybert-<hash>/search/  search.json ticket.safetensors coefficients.safetensors COMPLETE  its search
         search/round_00/  mask_XX.safetensors head_XX.safetensors metrics.json COMPLETE          GMP's pruning run
         teacher/round_00/ outputs.safetensors metrics.json COMPLETE        a distilled run: round 0's training outputs
+        logs/<a unit's path>/  events.out.tfevents.*        with --log-with: each trained unit's logs (`log_folder`)
 
 Each round is a unit (ticketlab.store.units): written file by file under temporary names renamed into place, it counts
 only once its COMPLETE marker exists; a damaged or missing file is found on read, reported in one line, and redone by
@@ -152,6 +153,13 @@ class RunStore:
 
     def branches(self) -> list[str]:
         return sorted(d.name for d in (self.path / "branches").glob("*") if d.is_dir())
+
+
+def log_folder(root: Path, unit: Path) -> Path:
+    """Where experiment tracking (--log-with) logs `unit`, a folder under `root` (a run folder; for a pre-trained
+    model, the folder of models): root/logs/ and the unit's path under root (logs/round_01,
+    logs/branches/random/round_01, logs/search/round_00), outside every unit, so that no marker vouches for logs."""
+    return Path(root) / "logs" / Path(unit).relative_to(root)
 
 
 def run_folders(paths: Iterable[str | Path]) -> list[Path]:

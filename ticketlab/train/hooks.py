@@ -19,6 +19,10 @@ class TrainHook:
     def after_step(self, step: int, model: torch.nn.Module) -> None:
         """Optimizer step `step` (counted from 1) is done."""
 
+    def log_step(self, step: int, loss: torch.Tensor, learning_rate: float) -> None:
+        """After `after_step`: step `step`'s loss (this process's, detached and on its device: reading it waits for
+        the device) and the learning rate the step was taken with."""
+
     def should_stop(self) -> bool:
         """Asked after every step: True ends training there (e.g. the early-bird search has found its ticket)."""
         return False

@@ -93,12 +93,16 @@ def training_step(
         hook.after_backward(model)
     if max_grad_norm > 0:
         acc.clip_grad_norm_(model.parameters(), max_grad_norm)
+    learning_rate = scheduler.get_last_lr()[0]  # this step's (the schedule moves on below)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     for hook in hooks:
         hook.after_step(step, acc.unwrap_model(model))
-    return loss.detach()
+    loss = loss.detach()
+    for hook in hooks:
+        hook.log_step(step, loss, learning_rate)
+    return loss
 
 
 def train(

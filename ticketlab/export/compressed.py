@@ -1,0 +1,114 @@
+"""`--format compressed`: a ticket's pruned matrices stored as a bitmask and their kept values, read back exactly.
+
+The file keeps compressed-tensors' sparse-bitmask layout: per pruned matrix NAME, `NAME.bitmask` (its mask packed
+8 weights to a byte along the last axis, little-endian bit order), `NAME.compressed` (the kept values in row-major
+order, in the model's dtype) and `NAME.shape`; every other tensor as save_pretrained wrote it. It is ticketlab's
+own file all the same: compressed-tensors 0.20 has no sparse compressor left and transformers 5's quantizer reads
+quantization only, so a sparse-bitmask checkpoint loads there with every compressed matrix newly initialised
+(README). `ticketlab.load_sparse` reads it; a plain from_pretrained of the folder fails (no model.safetensors)
+instead of drawing weights anew. The metadata lists the matrices and a CRC-32 of every tensor: a damaged file is
+refused in one line, never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..atomic import atomic_path
+from ..errors import TicketlabError
+from ..masks import Mask
+from ..models import backbone
+
+COMPRESSED = "model.bitmask.safetensors"
+DENSE = "model.safetensors"  # what save_pretrained writes, and the compressed file replaces
+HEADER = "ticketlab.compressed"  # the metadata entry: layout, the compressed matrices, each tensor's CRC-32
+LAYOUT = "sparse-bitmask/1"
+PARTS = ("bitmask", "compressed", "shape")
+
+
+def compress_folder(folder: Path, model: nn.Module, mask: Mask) -> None:
+    """Replace the dense weights save_pretrained wrote in `folder` by COMPRESSED, each matrix `mask` covers (named
+    relative to `model`'s backbone, its pruned weights zero) as its bitmask and kept values."""
+    if not mask:
+        raise TicketlabError("the compressed format stores a ticket's pruned matrices, and this model has no mask")
+    state = load_file(folder / DENSE)
+    prefix = next(name for name, module in model.named_modules() if module is backbone(model))
+    kept = {f"{prefix}.{name}" if prefix else name: m for name, m in mask.items()}
+    if missing := sorted(kept.keys() - state.keys()):
+        raise TicketlabError(f"the saved model lacks {len(missing)} matrices of the ticket, e.g. {missing[0]}")
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        tensors.update(_compress(key, value, kept[key]) if key in kept else {key: value})
+    header = {"layout": LAYOUT, "matrices": sorted(kept), "crc32": {key: _crc(t) for key, t in tensors.items()}}
+    with atomic_path(folder / COMPRESSED) as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt", HEADER: json.dumps(header, sort_keys=True)})
+    (folder / DENSE).unlink()
+
+
+def load_compressed(folder: Path, model_class: type) -> nn.Module:
+    """The `model_class` model of `folder`'s config.json with the weights of its COMPRESSED file, in fp32."""
+    path = folder / COMPRESSED
+    state = read_compressed(path)
+    config = model_class.config_class.from_pretrained(folder)
+    model, info = model_class.from_pretrained(
+        None, config=config, state_dict=state, dtype=torch.float32, output_loading_info=True
+    )
+    if wrong := {kind: sorted(keys)[:3] for kind, keys in info.items() if kind != "error_msgs" and keys}:
+        raise TicketlabError(f"{path} does not fit the model of its config.json: {wrong}")
+    return model
+
+
+def read_compressed(path: Path) -> dict[str, torch.Tensor]:
+    """The dense state dict a COMPRESSED file holds, every tensor checked against its CRC-32."""
+    try:
+        with safe_open(path, "pt") as file:
+            header = json.loads((file.metadata() or {})[HEADER])
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+        if header["layout"] != LAYOUT:
+            raise ValueError(f"layout {header['layout']!r}, not {LAYOUT}")
+        crc = header["crc32"]
+        if damaged := sorted(
+            key for key in crc.keys() | tensors.keys() if key not in tensors or crc.get(key) != _crc(tensors[key])
+        ):
+            raise ValueError(f"{len(damaged)} tensors missing or failing their CRC-32, e.g. {damaged[0]}")
+        for name in header["matrices"]:
+            tensors[name] = _expand(*(tensors.pop(f"{name}.{part}") for part in PARTS))
+    except (OSError, SafetensorError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise TicketlabError(f"{path} is damaged or not a ticketlab compressed file: {line}") from None
+    return tensors
+
+
+def _compress(name: str, value: torch.Tensor, kept: torch.Tensor) -> dict[str, torch.Tensor]:
+    kept = kept.to("cpu", torch.bool)
+    bits = np.packbits(kept.numpy(), axis=-1, bitorder="little")
+    return {
+        f"{name}.bitmask": torch.from_numpy(bits),
+        f"{name}.compressed": value[kept].contiguous(),
+        f"{name}.shape": torch.tensor(value.shape, dtype=torch.int64),
+    }
+
+
+def _expand(bits: torch.Tensor, values: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    """The dense matrix of a bitmask and its kept values."""
+    size = [int(n) for n in shape.tolist()]
+    if list(bits.shape) != [*size[:-1], -(-size[-1] // 8)]:
+        raise ValueError(f"a bitmask of shape {list(bits.shape)} for a matrix of shape {size}")
+    kept = torch.from_numpy(np.unpackbits(bits.numpy(), axis=-1, count=size[-1], bitorder="little").astype(bool))
+    if int(kept.sum()) != values.numel():
+        raise ValueError(f"a bitmask keeping {int(kept.sum())} weights beside {values.numel()} values")
+    dense = values.new_zeros(size)
+    dense[kept] = values
+    return dense
+
+
+def _crc(tensor: torch.Tensor) -> int:
+    return zlib.crc32(tensor.contiguous().reshape(-1).view(torch.uint8).numpy())
