@@ -103,6 +103,7 @@ CASES: dict[str, list[str] | dict] = {
     "find unknown task": ["find", "--model", "{tiny}", "--task", "nope", "--out", "{out}"],
     "find missing data": ["find", "--model", "{tiny}", "--data", "{missing}", "--out", "{out}"],
     "find data name too long": ["find", "--model", "{tiny}", "--data", LONG, "--out", "{out}"],
+    "find data two rows": [*FIND, "--task", "rotten-tomatoes", "--data", "{two_rows}"],
     "find unknown metric": [*FIND, "--metric", "f1"],
     "find unknown split": [*FIND, "--metric", "train/accuracy"],
     "find unknown control": [*FIND, "--controls", "bogus"],
@@ -114,6 +115,7 @@ CASES: dict[str, list[str] | dict] = {
     "find sparsity negative": [*FIND, "--sparsity", "-0.5"],
     "find rate zero": [*FIND, "--rate", "0"],
     "find rate nan": [*FIND, "--rate", "nan"],
+    "find rate past the target": [*FIND, "--rate", "0.7", "--sparsity", "0.3"],
     "find schedule levels falling": [*FIND, "--schedule", "0.5,0.3"],
     "find schedule levels past the target": [*FIND, "--schedule", "0.05,0.2"],
     "find schedule a word": [*FIND, "--schedule", "cubic"],
@@ -482,6 +484,8 @@ CASES: dict[str, list[str] | dict] = {
     "import weights name too long": ["import-resnet", LONG, "--arch", "resnet-small", "--out", "{out}"],
     "import a pickle": ["import-resnet", "{pickle}", "--arch", "resnet-small", "--out", "{out}"],
     "import a text file": ["import-resnet", "{file}", "--arch", "resnet-small", "--out", "{out}"],
+    "import a csv file": ["import-resnet", "{csv_text}", "--arch", "resnet-small", "--out", "{out}"],
+    "import a line of words": ["import-resnet", "{words}", "--arch", "resnet-small", "--out", "{out}"],
     "import another architecture": ["import-resnet", "{resnet}", "--arch", "resnet18", "--out", "{out}"],
     "import wrong in channels": [*IMPORT[:-3], "3", "--out", "{out}"],
     "import in channels zero": [*IMPORT[:-3], "0", "--out", "{out}"],
@@ -563,6 +567,11 @@ def inputs(tiny_model_dir, fashion_dir, one_thread, tmp_path_factory) -> dict[st
         "empty": root / "empty",
     }
     paths["file"].write_text("not a folder\n")
+    paths["csv_text"], paths["words"] = root / "rows.csv", root / "words.txt"
+    paths["csv_text"].write_text("a,b,c\n")
+    paths["words"].write_text("hello world\n")
+    paths["two_rows"] = root / "two_rows.csv"  # too few for a train, a dev and a test example
+    paths["two_rows"].write_text("category,text\nfresh,a fine film\nrotten,a dull film\n")
     paths["empty"].mkdir()
     tokenizer = AutoTokenizer.from_pretrained(asset_path("splade-tiny"))
     for name, pad in (("gpt2", None), ("gpt2_padded", "[PAD]")):

@@ -13,6 +13,7 @@ from ticketlab.cli.parser import build_parser
 from ticketlab.config import PruneConfig, TrainConfig
 from ticketlab.earlybert import EarlyBirdConfig
 from ticketlab.masks import load_mask
+from ticketlab.store import MARKER, damage
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def test_apply_writes_a_hugging_face_folder_with_the_zeros_baked_in(existing_run
     weights = dict(model.named_parameters())
     assert all((weights[name][~m] == 0).all() for name, m in mask.items())
     assert sum(int((~m).sum()) for m in mask.values()) > 0
+    assert (tmp_path / "pruned" / MARKER).is_file() and not damage(tmp_path / "pruned")  # sealed like an export
 
 
 def test_options_are_the_settings_fields_with_their_defaults():

@@ -177,6 +177,17 @@ def test_transfer_trains_the_ticket_on_another_task_from_theta0(controlled, tiny
     assert all(torch.equal(moved[n], ticket[n]) for n in ticket)
 
 
+def test_transfer_prints_the_seed_it_ran_with(controlled, tmp_path):
+    """Without --seed a transfer runs with its ticket's seed, and its closing line names that seed."""
+    store, _, _ = controlled
+    data = write_glue(tmp_path / "glue_data", "sst2")
+    options = ["--train-examples", "32", "--batch-size", "16", "--epochs", "1", "--lr", "1e-3", "--rate", "0.2"]
+    ticket = ["--ticket", f"{store.path}:2", "--task", "sst2", "--data", data, "--sparsity", "0.6"]
+    done = run_cli("transfer", *ticket, *options, "--out", tmp_path / "runs")
+    assert done.returncode == 0, done.stderr
+    assert f"to sst2, seed {FAST['seed']}: " in done.stdout and "seed None" not in done.stdout
+
+
 def test_transfer_refuses_a_ticket_of_another_base_model(controlled, tmp_path):
     store, _, _ = controlled
     other = tmp_path / "other"

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -44,6 +45,28 @@ def test_units_must_come_after_what_they_read(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun and accelerate launch set it: each process would be a driver
     with pytest.raises(TicketlabError, match="^--executor ray starts one Ray driver: .* not in a launch of 2"):
         RayExecutor()
+
+
+def test_an_address_that_answers_but_not_as_ray_is_refused_in_one_line(capfd):
+    """A TCP listener that never speaks gRPC: Ray would retry it for minutes, printing its log lines meanwhile."""
+    pytest.importorskip("ray")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(TicketlabError, match=f"^--address {address}: something answers there, but not Ray"):
+            run_units([Unit("a", print, {}, None)], RayExecutor(address=address))
+    assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.slow
+def test_ray_starts_without_a_word_until_ticketlab_has_one(capfd):
+    """A local Ray started for a unit it can never run: the refusal is all that is printed, none of Ray's start."""
+    ray = pytest.importorskip("ray")
+    try:
+        with pytest.raises(TicketlabError, match="^--cpus-per-run 1000: no node of this Ray has that many CPUs"):
+            run_units([Unit("a", print, {}, None)], RayExecutor(cpus_per_run=1000, init={"num_cpus": 1}))
+    finally:
+        ray.shutdown()
+    assert capfd.readouterr() == ("", "")
 
 
 @pytest.fixture

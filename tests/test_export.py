@@ -2,9 +2,12 @@
 run's ticket read back with load_sparse (same outputs as the masked dense model, to 1e-5 in fp32)."""
 
 import json
+import logging
+import shutil
 
 import pytest
 import torch
+from helpers import flip, truncate
 from transformers import BertForSequenceClassification, BertModel
 
 import ticketlab
@@ -12,10 +15,19 @@ from ticketlab.cli import main
 from ticketlab.errors import TicketlabError
 from ticketlab.export import FORMATS, export_ticket, formats, load_sparse
 from ticketlab.export.compressed import COMPRESSED
-from ticketlab.export.kernels import INT8, available_kernels, block_shape, compiled_library, square_block
+from ticketlab.export.kernels import (
+    INT8,
+    KERNEL_NAMES,
+    available_kernels,
+    bf16_kernels,
+    block_shape,
+    compiled_library,
+    square_block,
+)
 from ticketlab.export.sparse import SparseLinear, apply_plan, sparsify
 from ticketlab.hardware import native_bf16
 from ticketlab.masks import load_mask
+from ticketlab.store import MARKER, seal
 
 
 def block_mask(out, inp, rows, cols, density, generator):
@@ -259,6 +271,7 @@ def test_a_compressed_export_gives_the_masked_models_logits_in_fewer_bytes(train
 
 def test_a_damaged_compressed_file_is_refused_in_one_line(trained_run, tmp_path):
     folder = export_ticket(trained_run, tmp_path / "compressed", format="compressed")
+    (folder / MARKER).unlink()  # the file's own CRC-32s, without the folder's seal (which refuses it first)
     path = folder / COMPRESSED
     original = path.read_bytes()
     middle = len(original) // 2
@@ -267,3 +280,75 @@ def test_a_damaged_compressed_file_is_refused_in_one_line(trained_run, tmp_path)
         with pytest.raises(TicketlabError, match="is damaged or not a ticketlab compressed file") as error:
             load_sparse(folder)
         assert "\n" not in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def sealed(trained_run, tmp_path_factory):
+    """A sparse export of the tiny run, to copy and damage."""
+    return export_ticket(trained_run, tmp_path_factory.mktemp("sealed") / "sparse", format="sparse", length=16)
+
+
+def copied(sealed, tmp_path):
+    return shutil.copytree(sealed, tmp_path / "copy")
+
+
+def refused(folder, match):
+    with pytest.raises(TicketlabError, match=match) as error:
+        load_sparse(folder)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("damage", [flip, truncate, lambda path: path.unlink()])
+def test_a_damaged_export_is_refused_in_one_line_naming_the_file(sealed, tmp_path, capsys, damage):
+    folder = copied(sealed, tmp_path)
+    assert main(["verify", str(folder)]) == 0 and "1 units checked, 0 damaged" in capsys.readouterr().out
+    damage(folder / "model.safetensors")
+    refused(folder, "copy is damaged: model.safetensors (does not match its digest|missing); export the ticket again")
+    assert main(["verify", str(folder)]) == 1
+    assert "copy: damaged, model.safetensors" in capsys.readouterr().out
+
+
+def test_an_unknown_format_or_kernel_is_refused_in_one_line(sealed, tmp_path):
+    folder = copied(sealed, tmp_path)
+    record = json.loads((folder / "export.json").read_text())
+    (folder / "export.json").write_text(json.dumps({**record, "format": "bogus"}))
+    refused(folder, "export.json does not match its digest")
+    seal(folder, {})  # as if written so: the format itself is refused
+    refused(folder, "export.json names an unknown format 'bogus'; known: dense, sparse")
+    layer = next(iter(record["kernels"]))
+    record["kernels"][layer]["kernel"] = "cusparselt"
+    (folder / "export.json").write_text(json.dumps(record))
+    seal(folder, {})
+    refused(folder, f"runs {layer} with 'cusparselt', a kernel ticketlab does not have; known: dense, torch-csr")
+
+
+def test_every_kernel_is_one_a_plan_may_name():
+    assert {*available_kernels(), *bf16_kernels(), INT8.name} <= set(KERNEL_NAMES)
+
+
+def test_a_kernel_missing_here_falls_back_with_one_log_line(sealed, caplog):
+    model = BertForSequenceClassification.from_pretrained(sealed, dtype=torch.float32).eval()
+    mask = load_mask(sealed / "mask.safetensors")[0]
+    plan = {name.rpartition(".")[0]: {"kernel": "compiled", "ms": {"compiled": 0.0, "dense": 1.0}} for name in mask}
+    without = {name: kernel for name, kernel in available_kernels().items() if name != "compiled"}
+    with caplog.at_level(logging.WARNING):
+        apply_plan(model, mask, plan, without)
+    lines = [r.getMessage() for r in caplog.records if "not available on this machine" in r.getMessage()]
+    assert lines == [
+        f"kernels recorded but not available on this machine: compiled ({len(plan)} layers); those layers "
+        "run the fastest recorded one it has"
+    ]
+
+
+def test_an_export_made_before_sealing_loads_with_a_warning(sealed, tmp_path, capsys, caplog):
+    folder = copied(sealed, tmp_path)
+    (folder / MARKER).unlink()
+    with caplog.at_level(logging.WARNING):
+        assert load_sparse(folder) is not None
+    assert [r.getMessage() for r in caplog.records if MARKER in r.getMessage()] == [
+        f"{folder} has no {MARKER} (exported before exports were sealed): read unchecked; export it again"
+    ]
+    assert main(["verify", str(folder)]) == 1
+    assert "copy: damaged, COMPLETE missing: exported before ticketlab sealed its exports" in capsys.readouterr().out
+    truncate(folder / "model.safetensors")  # unsealed: what reads it still says so in one line
+    refused(folder, "cannot load the model in .*copy: ")

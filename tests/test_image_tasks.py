@@ -73,10 +73,10 @@ def numbered(n: int) -> ImageSet:
 def test_held_out_is_a_fixed_disjoint_80_20_split_whatever_the_seed():
     torch.manual_seed(0)
     np.random.seed(0)
-    first = held_out(numbered(103))
+    first = held_out(numbered(103), "numbered")
     torch.manual_seed(123)
     np.random.seed(123)
-    second = held_out(numbered(103))
+    second = held_out(numbered(103), "numbered")
     train, dev = first["train"].labels, first["dev"].labels
     assert len(dev) == round(0.2 * 103) == 21 and len(train) == 103 - 21
     assert not set(train) & set(dev) and sorted([*train, *dev]) == list(range(103))

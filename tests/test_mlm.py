@@ -65,7 +65,7 @@ def test_a_folder_of_txt_files_is_one_document_each_and_train_dev_files_are_take
     [
         (lambda p: p / "absent.txt", "data not found"),
         (lambda p: (p / "empty.txt").write_text("\n\n") and p / "empty.txt", "empty.txt: no text"),
-        (lambda p: (p / "one.txt").write_text("only one\n") and p / "one.txt", "one.txt: 1 document"),
+        (lambda p: (p / "one.txt").write_text("only one\n") and p / "one.txt", "one.txt: 1 example"),
         (
             lambda p: (p / "latin1.txt").write_bytes(b"caf\xe9\nabc\n") and p / "latin1.txt",
             r"latin1.txt: not UTF-8 text \(byte 3\)",
@@ -115,7 +115,7 @@ def test_the_masks_of_a_training_step_depend_on_the_seed_and_the_step_alone(toke
     """A resumed run starts mid-epoch: step k's masks are still those drawn by hand, batch by batch, with the
     generator of the unit's seed and step k."""
     drawn = []
-    probe = seeded_generator(11, "flops").initial_seed()  # the FLOPs count masks its batch with a generator of its own
+    probe = seeded_generator(3, "flops").initial_seed()  # the FLOPs count masks its batch with the run seed's own
 
     def recorded(batch, draws):
         masked = _dynamic_masks(batch, draws)
@@ -218,6 +218,8 @@ def test_imp_on_mlm_keeps_the_decoder_tied_and_its_ticket_fits_a_classifier(tiny
     )
     assert [r["round"] for r in result.rounds] == [0, 1, 2]
     assert set(result.rounds[2]["dev"]) == {"accuracy", "loss", "perplexity"}
+    # the cost ledger's probe batch is masked by the run's seed, not the round's: one FLOPs figure for the same steps
+    assert len({r["cost"]["forward_flops"] for r in result.rounds}) == 1
 
     trained = AutoModelForMaskedLM.from_pretrained(tiny_model_dir)
     load_model(trained, str(RunStore.open(result.path).weights_path(2)))

@@ -115,6 +115,14 @@ def test_target_outside_open_interval_is_refused(target):
         sparsity_schedule("linear", 0.1, target)
 
 
+@pytest.mark.parametrize("schedule", ["linear", "geometric"])
+def test_a_rate_past_the_target_is_refused(schedule):
+    """The first round would already prune past the target: the run is refused, not clipped to one round."""
+    with pytest.raises(TicketlabError, match=f"the {schedule} schedule's first round prunes 0.7 .*target sparsity 0.3"):
+        sparsity_schedule(schedule, 0.7, 0.3)
+    assert sparsity_schedule(schedule, 0.3, 0.3) == [0.0, 0.3]
+
+
 @pytest.mark.parametrize(
     "schedule, target, message",
     [

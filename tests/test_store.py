@@ -162,13 +162,19 @@ def test_a_second_writer_stops_in_one_line_naming_the_holder(tiny_model_dir, rev
     finally:
         release.set()
         holder.join(TIMEOUT_S)
+    assert not (run / ".lock.holder").exists()  # the holder ended: its name went with it
     find(tiny_model_dir, run.parent, reviews)  # the lock is free again
+    assert not (run / ".lock.holder").exists()
 
 
 def test_a_lock_is_reentrant_within_a_process(tmp_path):
     store = RunStore(tmp_path / "run")
-    with store.lock(), store.lock():
-        assert (store.path / ".lock.holder").is_file()
+    holder = store.path / ".lock.holder"
+    with store.lock():
+        with store.lock():
+            assert holder.is_file()
+        assert holder.is_file()  # the inner hold ends: the outer one still names its process
+    assert not holder.exists()  # released: no name of a finished process stays behind
     with store.lock():
         pass
 
@@ -184,3 +190,20 @@ def test_discarded_weights_leave_the_marker_vouching_for_the_rest(pristine):
         load_mask(store.mask_path(3))[0]["encoder.layer.0.attention.self.query.weight"],
         ticketlab.load_ticket(pristine)["encoder.layer.0.attention.self.query.weight"],
     )
+
+
+def untimed(value):
+    """A JSON value without its timings (keys ending in _time_s) and a marker's digest of metrics.json (they hold)."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if not k.endswith("_time_s") and k != "metrics.json"}
+    return [untimed(v) for v in value] if isinstance(value, list) else value
+
+
+def test_identical_runs_write_identical_files_but_their_timings(tiny_model_dir, reviews, pristine, tmp_path):
+    again = find(tiny_model_dir, tmp_path, reviews).path
+    files = sorted(str(path.relative_to(pristine)) for path in pristine.rglob("*") if path.is_file())
+    assert files == sorted(str(path.relative_to(again)) for path in again.rglob("*") if path.is_file())
+    differ = [name for name in files if (pristine / name).read_bytes() != (again / name).read_bytes()]
+    assert all(name.endswith(("metrics.json", MARKER)) for name in differ)  # masks, heads, weights: the same bytes
+    for name in differ:
+        assert untimed(json.loads((pristine / name).read_text())) == untimed(json.loads((again / name).read_text()))

@@ -121,6 +121,26 @@ def test_a_loss_that_turns_nan_or_inf_stops_training_before_a_checkpoint_holds_i
     assert kept["step"] == step - 1 and all(torch.isfinite(w).all() for w in kept["model"].values())
 
 
+def test_batchnorm_statistics_that_turn_inf_stop_training_before_a_checkpoint_holds_them(tmp_path):
+    """Inputs so large that their variance overflows float32: the loss and the weights stay finite (normalised by an
+    infinite variance, the inputs become zeros), BatchNorm's running_var does not."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(2), torch.nn.Linear(2, 1))
+    features = [{"x": [i * 1e20, float(i % 3)], "y": float(i % 2)} for i in range(24)]
+
+    def collate(rows):
+        return {"x": torch.tensor([r["x"] for r in rows]), "y": torch.tensor([r["y"] for r in rows])}
+
+    def forward(model, batch, generator):
+        return type("Output", (), {"loss": torch.nn.functional.mse_loss(model(batch["x"]).squeeze(-1), batch["y"])})()
+
+    checkpoint = tmp_path / "diverged.pt"
+    with pytest.raises(TicketlabError, match=r"^the weights turned nan or inf \(0.running_var first\) at step 1 "):
+        config = TrainConfig(epochs=1, batch_size=4)
+        train(model, features, collate, config, checkpoint=checkpoint, checkpoint_every=1, forward=forward)
+    assert not checkpoint.exists() and all(p.isfinite().all() for p in model.parameters())
+
+
 def test_a_checkpoint_of_another_launch_size_is_discarded_in_one_line(tmp_path, caplog):
     path = tmp_path / "checkpoint.pt"
     state = {key: [] for key in CHECKPOINT_KEYS}

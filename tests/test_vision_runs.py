@@ -161,7 +161,7 @@ def test_the_report_of_vision_runs_has_curves_transfers_and_layers_but_no_heads(
 def test_a_vision_ticket_exports_as_a_model_folder_without_a_tokenizer(simclr_transfers, tiny_dir, tmp_path):
     _, source, _ = simclr_transfers
     out = export_pruned(f"{source.path}:1", str(tiny_dir), tmp_path / "pruned")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "mask.safetensors", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["COMPLETE", "config.json", "mask.safetensors", "model.safetensors"]
     mask, _ = read_ticket(f"{source.path}:1")
     model = AutoModel.from_pretrained(out)
     weights = dict(model.named_parameters())

@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .config import check_range
 from .errors import TicketlabError
@@ -121,14 +124,14 @@ def _start(ray: Any, executor: RayExecutor) -> None:
     where Ray cannot be reached, or no unit could ever start (Ray would queue them for ever)."""
     if not ray.is_initialized():
         if executor.address not in LOCAL:
-            try:
-                socket.create_connection(_host_and_port(executor.address), timeout=CONNECT_TIMEOUT_S).close()
-            except OSError as error:
-                raise TicketlabError(f"--address {executor.address}: nothing answers there ({error})") from None
+            _check_answers(executor.address)
         try:  # workers' output (ticketlab's log lines) is printed here, prefixed with the unit's name
-            ray.init(address=executor.address, log_to_driver=True, **executor.init)
+            with _ray_silenced():  # and Ray's Python logger below errors, here and after
+                ray.init(address=executor.address, log_to_driver=True, logging_level=logging.ERROR, **executor.init)
         except Exception as error:  # no Ray at "auto", a setting Ray refuses, ...: Ray's first line says which
             raise TicketlabError(f"--executor ray could not start or join Ray: {_one_line(error)}") from None
+        except SystemExit as stop:  # Ray's own SIGTERM handler, when its start is cut short
+            raise TicketlabError(f"--executor ray: Ray was stopped while it started (exit {stop.code})") from None
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     for name, kind, share in executor.requests():
         most = max((node.get(kind, 0.0) for node in nodes), default=0.0)
@@ -136,6 +139,46 @@ def _start(ray: Any, executor: RayExecutor) -> None:
             raise TicketlabError(
                 f"{name} {share:g}: no node of this Ray has that many {kind}s (the most on one node: {most:g})"
             )
+
+
+@contextmanager
+def _ray_silenced() -> Iterator[None]:
+    """Ray's own log lines while it starts or joins (its C++ core writes to file descriptor 2 itself, so a Python
+    redirect would not catch them) go to a file that is then dropped: where it fails, ticketlab says why in one line;
+    where it works, there was nothing to say."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _check_answers(address: str) -> None:
+    """A one-line error unless a gRPC server (Ray's GCS, or a Ray client server) answers at HOST:PORT within
+    CONNECT_TIMEOUT_S: Ray itself retries a silent address for minutes, printing its own log lines meanwhile."""
+    import grpc  # Ray's own channel to its GCS, with a timeout of ours (an optional extra, as Ray is)
+
+    host, port = _host_and_port(address)
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise TicketlabError(f"--address {address}: nothing answers there ({error})") from None
+    channel = grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+    except grpc.FutureTimeoutError:
+        raise TicketlabError(
+            f"--address {address}: something answers there, but not Ray (no gRPC handshake in {CONNECT_TIMEOUT_S:g} s)"
+        ) from None
+    finally:
+        channel.close()
 
 
 def _host_and_port(address: str) -> tuple[str, int]:

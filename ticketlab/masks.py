@@ -22,10 +22,9 @@ from typing import Collection, Iterator, Mapping
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from . import rice
-from .atomic import atomic_path
+from .atomic import write_tensors
 from .errors import TicketlabError
 
 Mask = dict[str, torch.Tensor]
@@ -121,8 +120,7 @@ def save_mask(path: Path, mask: Mapping[str, torch.Tensor], metadata: Mapping[st
     packing = json.dumps(  # sorted, as safetensors sorts the tensors: the same mask gives the same bytes
         {"format": PACKING_FORMAT, "matrices": matrices}, separators=(",", ":"), sort_keys=True
     )
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={**{k: str(v) for k, v in metadata.items()}, PACKING: packing})
+    write_tensors(path, tensors, {**{k: str(v) for k, v in metadata.items()}, PACKING: packing})
 
 
 def load_mask(path: Path) -> tuple[Mask, dict[str, str]]:

@@ -134,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     import_cmd.add_argument("--out", type=values.folder, required=True, help="a new folder")
 
     verify_cmd = verbs.add_parser(
-        "verify", help="check every file of runs against the digest its unit recorded; say what is damaged"
+        "verify", help="check every file of runs or export folders against its recorded digest; say what is damaged"
     )
-    verify_cmd.add_argument("runs", type=values.path, nargs="+", help=RUNS_HELP)
+    verify_cmd.add_argument("runs", type=values.path, nargs="+", help=f"{RUNS_HELP}, or export folders")
 
     verbs.add_parser("tasks", help="list the tasks with their metrics and the files they read")
     apply_cmd = verbs.add_parser(

@@ -13,7 +13,7 @@ from ..errors import TicketlabError
 from ..executors import RayExecutor, run_units
 from ..experiment import grid, run_experiment
 from ..export import export_pruned, export_ticket
-from ..lottery import transfer
+from ..lottery import ticket_seed, transfer
 from ..models import import_resnet
 from ..plan import Plan
 from ..pretrain import pretrain, pretrain_record
@@ -97,7 +97,9 @@ def _find(args: dict) -> None:
 
 def _transfer(args: dict) -> None:
     for seed in _seeds(args):
-        print_transfer(args["ticket"], args["task"], seed, transfer(**args, seed=seed))
+        record = transfer(**args, seed=seed)
+        used = ticket_seed(args["ticket"]) if seed is None else seed
+        print_transfer(args["ticket"], args["task"], used, record)
 
 
 def _grid(args: dict) -> None:

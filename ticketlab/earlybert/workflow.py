@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
-from safetensors.torch import save_file
 
 from ..arms import EARLYBERT, EARLYBERT_RANDOM
-from ..atomic import atomic_path
+from ..atomic import write_tensors
 from ..config import PruneConfig, check_range, check_types, settings_hash
 from ..errors import TicketlabError
 from ..lottery import Branch, RunContext, resolve_config, run_lottery, train_branch
@@ -168,8 +167,7 @@ def _search(context: RunContext, settings: EarlyBirdConfig, folder: Path) -> tup
             **_provenance(context, structure_mask(context.model, search.ticket)),
             "draw_step": search.draws[-1].step,
         }
-        with atomic_path(folder / "coefficients.safetensors") as tmp:
-            save_file(found["scores"], str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+        write_tensors(folder / "coefficients.safetensors", found["scores"], {k: str(v) for k, v in metadata.items()})
         save_mask(folder / "ticket.safetensors", search.ticket, metadata)
 
     record = make(unit, start=context.start_from_theta0, train=trained, keep=keep)

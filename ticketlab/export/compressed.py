@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from ..atomic import atomic_path
+from ..atomic import write_tensors
 from ..errors import TicketlabError
 from ..masks import Mask
 from ..models import backbone
@@ -48,8 +48,7 @@ def compress_folder(folder: Path, model: nn.Module, mask: Mask) -> None:
     for key, value in state.items():
         tensors.update(_compress(key, value, kept[key]) if key in kept else {key: value})
     header = {"layout": LAYOUT, "matrices": sorted(kept), "crc32": {key: _crc(t) for key, t in tensors.items()}}
-    with atomic_path(folder / COMPRESSED) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt", HEADER: json.dumps(header, sort_keys=True)})
+    write_tensors(folder / COMPRESSED, tensors, {"format": "pt", HEADER: json.dumps(header, sort_keys=True)})
     (folder / DENSE).unlink()
 
 

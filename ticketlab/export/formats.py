@@ -5,8 +5,8 @@ tool reads it as a dense model; `compressed`: the bitmask file of compressed.py 
 tokenizer, mask.safetensors, and export.json: the format, where the weights come from, the deployment shape, per
 layer the kernel chosen and the time of every kernel tried (sparse formats), the whole model's latency against the
 fastest dense way to run it (fp32, bf16 where native, INT8; formats in RACED, text models), the dev metrics measured
-at export (trained weights) and the bytes of the file the model loads from beside the dense weights'. `load_sparse`
-rebuilds the same model from it.
+at export (trained weights) and the bytes of the file the model loads from beside the dense weights'; its marker,
+written last, holds the SHA-256 of every file (trust.py). `load_sparse` checks them and rebuilds the same model.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from torch import nn
 
 from ..atomic import atomic_path, write_json
@@ -25,6 +26,7 @@ from ..errors import TicketlabError
 from ..hardware import cpu_features, native_bf16
 from ..masks import load_mask, save_mask
 from ..models import load_tokenizer
+from ..store.seal import seal
 from .card import write_card
 from .compressed import COMPRESSED, DENSE, compress_folder, load_compressed
 from .kernels import INT8, available_kernels, bf16_kernels, quantize, torch_notices_silenced
@@ -32,6 +34,7 @@ from .latency import against_dense, dense_variants, text_inputs
 from .onnx import write_onnx
 from .source import Source, load_source
 from .sparse import apply_plan, sparsify
+from .trust import RECORD, check_export
 
 FORMATS = {
     "dense": "the zeros baked into a plain Hugging Face model",
@@ -46,7 +49,6 @@ FORMATS = {
 SPARSE = ("sparse", "sparse-int8", "sparse-bf16")
 QUANTIZED = ("int8", "sparse-int8")
 RACED = ("sparse", "int8", "sparse-int8", "sparse-bf16")  # made to run faster: a text model's export races dense
-RECORD = "export.json"
 MODEL_FILES = {"onnx": ("model.onnx", "model.onnx.data"), "compressed": (COMPRESSED,)}  # where not DENSE alone
 
 
@@ -96,6 +98,7 @@ def export_ticket(
         record["bytes"] = {"model": _model_bytes(tmp, format), "dense": dense_bytes}
         write_card(tmp, record, source.mask, out.name)
         write_json(tmp / RECORD, record)
+        seal(tmp, {"made_by": "export"})
     return out
 
 
@@ -109,15 +112,20 @@ def export_pruned(ticket: str | Path, model: str | None, out: str | Path) -> Pat
     source = load_source(ticket, model, trained=False)
     with atomic_path(out) as tmp:
         _write_model(source, tmp)
+        seal(tmp, {"made_by": "apply"})
     return out
 
 
 def load_sparse(folder: str | Path) -> nn.Module:
-    """The model an export folder holds, running as it was exported (kernels, INT8), in eval mode."""
+    """The model an export folder holds, running as it was exported (kernels, INT8), in eval mode. A damaged folder,
+    an unknown format or kernel is refused in one line; one without a marker loads with a warning (check_export)."""
     folder = Path(folder)
+    check_export(folder)
     try:
         record = json.loads((folder / RECORD).read_text())
         format = record["format"]
+        if format not in FORMATS:
+            raise TicketlabError(f"{folder / RECORD} names an unknown format {format!r}; known: {', '.join(FORMATS)}")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise TicketlabError(f"{folder} is not a ticketlab export folder ({RECORD}: {error})") from None
     model = _load_model(folder)
@@ -176,5 +184,5 @@ def _load_model(folder: Path) -> nn.Module:
         if (folder / COMPRESSED).is_file():
             return load_compressed(folder, model_class)
         return model_class.from_pretrained(folder, dtype=torch.float32)
-    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
-        raise TicketlabError(f"cannot load the model in {folder}: {error}") from None
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, SafetensorError) as error:
+        raise TicketlabError(f"cannot load the model in {folder}: {str(error).strip().splitlines()[0]}") from None

@@ -39,6 +39,8 @@ SOURCE = Path(__file__).with_name("kernels.c")
 BLOCK_ROWS = (4, 2, 1)  # the row counts kernels.c is specialised for
 BLOCK_COLS = (8, 4, 2, 1)
 SQUARE_BLOCKS = (16, 8, 4, 2)  # MKL's BSR product (torch-bsr) takes square blocks only
+# every kernel ticketlab has, on any machine: an export's plan may name these only
+KERNEL_NAMES = ("dense", "torch-csr", "torch-bsr", "compiled", "dense-bf16", "compiled-bf16", "int8")
 Operands = dict[str, Any]  # what a kernel keeps of a layer: tensors, or a quantized module
 
 

@@ -7,8 +7,10 @@ and every time are returned for the export folder, and `apply_plan` rebuilds the
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
+from collections import Counter
 from typing import Any, Callable, Mapping
 
 import torch
@@ -16,9 +18,10 @@ from torch import nn
 
 from ..errors import TicketlabError
 from ..models import backbone
-from .kernels import Kernel, Operands, available_kernels
+from .kernels import KERNEL_NAMES, Kernel, Operands, available_kernels
 
 Timer = Callable[[Kernel, Operands, torch.Tensor], float]
+log = logging.getLogger(__name__)
 
 
 class SparseLinear(nn.Module):
@@ -101,18 +104,31 @@ def apply_plan(
     kernels: Mapping[str, Kernel] | None = None,
 ) -> None:
     """Rebuild a sparsified model from its plan: each layer gets its recorded kernel, or, where this machine lacks
-    it, the fastest of the recorded times among the kernels it has."""
+    it (`compiled` without a C compiler), the fastest of the recorded times among the kernels it has, said in one log
+    line. A kernel ticketlab does not have (KERNEL_NAMES) is refused in one line."""
     kernels = available_kernels() if kernels is None else kernels
     layers = pruned_linears(model, mask)
+    replaced: Counter[str] = Counter()
     for name, entry in plan.items():
         if name not in layers:
             raise TicketlabError(f"the export's kernel plan names {name!r}, which its mask does not prune")
         layer, kept = layers[name]
         ranked = sorted(entry["ms"], key=entry["ms"].get)
+        if unknown := [k for k in [entry["kernel"], *ranked] if k not in KERNEL_NAMES]:
+            raise TicketlabError(
+                f"the export's kernel plan runs {name} with {unknown[0]!r}, a kernel ticketlab does not have; "
+                f"known: {', '.join(KERNEL_NAMES)}"
+            )
         label = next(k for k in [entry["kernel"], *ranked, "dense"] if k in kernels and kernels[k].fits(kept))
+        replaced[entry["kernel"]] += label != entry["kernel"]
         if label != "dense":
             kernel = kernels[label]
             _swap(model, name, SparseLinear(kernel, kernel.prepare(layer.weight, kept, layer.bias), *_sizes(layer)))
+    if missing := {kernel: count for kernel, count in replaced.items() if count}:
+        log.warning(
+            "kernels recorded but not available on this machine: %s; those layers run the fastest recorded one it has",
+            ", ".join(f"{kernel} ({count} layers)" for kernel, count in missing.items()),
+        )
 
 
 def _sizes(layer: nn.Linear) -> tuple[int, int]:

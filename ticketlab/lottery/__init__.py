@@ -5,7 +5,7 @@ from .branches import Branch, run_controls, train_branch
 from .context import RunContext
 from .imp import LotteryResult, find, run_lottery
 from .settings import resolve_config
-from .transfer import grid_run, transfer
+from .transfer import grid_run, ticket_seed, transfer
 
 __all__ = [
     "Branch",
@@ -16,6 +16,7 @@ __all__ = [
     "resolve_config",
     "run_controls",
     "run_lottery",
+    "ticket_seed",
     "train_branch",
     "transfer",
 ]

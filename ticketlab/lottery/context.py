@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..arms import EARLY_BIRD
-from ..atomic import atomic_path
+from ..atomic import write_tensors
 from ..config import RunConfig
 from ..errors import TicketlabError
 from ..masks import LOW_DENSITY, Mask, fit_mask, load_mask, nearly_empty, sparsity
@@ -34,8 +34,7 @@ log = logging.getLogger(__name__)
 def save_head(path: Path, head: Mapping[str, torch.Tensor], provenance: Mapping[str, Any] | None = None) -> None:
     """Write a task head's values (write-then-rename), with the provenance of the mask it goes with."""
     metadata = None if provenance is None else {key: str(value) for key, value in provenance.items()}
-    with atomic_path(path) as tmp:
-        save_file({k: v.cpu().contiguous() for k, v in head.items()}, str(tmp), metadata=metadata)
+    write_tensors(path, {k: v.cpu().contiguous() for k, v in head.items()}, metadata)
 
 
 def check_round_steps(config: RunConfig, steps: int) -> None:

@@ -15,6 +15,7 @@ from ..api import read_ticket
 from ..arms import RANDOM, TRANSFER
 from ..config import PruneConfig, RunConfig
 from ..errors import TicketlabError
+from ..masks import Mask
 from ..store import RunStore
 from ..tasks import TASKS
 from ..train.launch import on_main_process
@@ -46,12 +47,7 @@ def transfer(
     both units log to.
     """
     log_with = check_trackers(log_with)
-    mask, provenance = read_ticket(ticket)
-    missing = [key for key in PROVENANCE if key not in provenance]
-    if missing:
-        raise TicketlabError(
-            f"{ticket} carries no provenance ({missing[0]} missing): only tickets that ticketlab found transfer"
-        )
+    mask, provenance = _read(ticket)
     branch, round, seed = _source(provenance, ticket)
     if options.get("seed") is None:
         options["seed"] = seed
@@ -85,6 +81,22 @@ def transfer(
                 ),
             )
     return store.branch(branch).metrics(round)
+
+
+def ticket_seed(ticket: str | Path) -> int:
+    """The seed a transfer of `ticket` runs with unless given one: the ticket's own."""
+    return _source(_read(ticket)[1], ticket)[2]
+
+
+def _read(ticket: str | Path) -> tuple[Mask, dict[str, str]]:
+    """The ticket's mask and provenance, refused where the provenance lacks what a transfer needs."""
+    mask, provenance = read_ticket(ticket)
+    missing = [key for key in PROVENANCE if key not in provenance]
+    if missing:
+        raise TicketlabError(
+            f"{ticket} carries no provenance ({missing[0]} missing): only tickets that ticketlab found transfer"
+        )
+    return mask, provenance
 
 
 def _source(provenance: dict[str, str], ticket: str | Path) -> tuple[str, int, int]:

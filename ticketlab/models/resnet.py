@@ -7,7 +7,6 @@ files load as they are.
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -254,15 +253,8 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise TicketlabError(f"no weight file at {path}")
     try:
-        if path.suffix == ".safetensors":
-            data = load_file(path, device="cpu")
-        else:
-            with (
-                warnings.catch_warnings()
-            ):  # a pickle protocol torch did not write: it reads or fails, in one line below
-                warnings.simplefilter("ignore")
-                data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, SafetensorError) as error:
+        data = load_file(path, device="cpu") if path.suffix == ".safetensors" else _load_pickled(path)
+    except (OSError, SafetensorError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TicketlabError(f"cannot read weights from {path}: {message}") from None
     for key in ("state_dict", "model"):
@@ -272,6 +264,26 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not isinstance(data, dict) or not data or not all(isinstance(value, Tensor) for value in data.values()):
         raise TicketlabError(f"{path} holds no state dict (name -> tensor)")
     return {name.removeprefix("module."): value for name, value in data.items()}
+
+
+def _load_pickled(path: Path) -> object:
+    """What a .pth/.pt file holds, read by torch's weights-only unpickler (tensors and plain containers, no code)."""
+    try:
+        with warnings.catch_warnings():  # a pickle protocol torch did not write: it reads or fails, in one line below
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as error:  # bytes that are no checkpoint (a text file) fail with whatever error they lead to
+        raise TicketlabError(
+            f"cannot read weights from {path}: not a PyTorch checkpoint of tensors ({_unpickling_reason(error)})"
+        ) from None
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """The one informative line of an unpickling error: torch's weights-only refusal wraps it in a paragraph."""
+    lines = [line.strip() for line in str(error).split("WeightsUnpickler error:")[-1].splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def prunable_conv_weights(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -26,6 +26,11 @@ def sparsity_schedule(schedule: str, rate: float, target: float) -> list[float]:
         raise TicketlabError(f"pruning rate must be in (0, 1), got {rate:g}")
     if schedule not in SCHEDULES:
         raise TicketlabError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+    if rate > target:
+        raise TicketlabError(
+            f"the {schedule} schedule's first round prunes {rate:g} (--rate), past the target sparsity {target:g}: "
+            f"lower --rate to at most {target:g} or raise --sparsity"
+        )
     levels = [0.0]
     while levels[-1] < target:
         r = len(levels)

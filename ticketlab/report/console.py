@@ -16,10 +16,11 @@ from rich.text import Text
 from ..api import ticket_file
 from ..arms import arm_label
 from ..earlybert import EarlyBertResult
+from ..export.trust import export_damage, is_export
 from ..lottery import LotteryResult
 from ..masks import entropy_bound, load_mask, sparsity
 from ..models.matrices import type_counts
-from ..store import RunStore, describe, verify
+from ..store import MARKER, RunStore, describe, verify
 from ..store.records import RoundRecord
 from ..tasks import TASKS
 from .anatomy import ALL
@@ -145,9 +146,12 @@ def print_earlybert(result: EarlyBertResult) -> None:
     Console().print(table)
 
 
-def print_verification(runs: Sequence[str]) -> bool:
-    """`ticketlab verify`: a line per damaged unit and how to redo it, then a count; True when nothing is damaged."""
-    units = list(verify(runs))
+def print_verification(paths: Sequence[str]) -> bool:
+    """`ticketlab verify`: a line per damaged unit (of a run; an export folder is one unit) and how to redo it, then a
+    count; True when nothing is damaged."""
+    exports = [Path(path) for path in paths if is_export(Path(path))]
+    units = [(folder / MARKER, export_damage(folder)) for folder in exports]
+    units += verify(path for path in paths if Path(path) not in exports)
     damaged = [(marker, problems) for marker, problems in units if problems]
     for marker, problems in damaged:
         print(f"{marker.parent}: damaged, {describe(problems)}; run the command that made it again to redo it")
@@ -174,7 +178,7 @@ def print_pretraining(record: dict) -> None:
     )
 
 
-def print_transfer(ticket: str, task: str, seed: int | None, record: dict) -> None:
+def print_transfer(ticket: str, task: str, seed: int, record: dict) -> None:
     """The line closing one seed of `ticketlab transfer`: every metric of the transferred ticket (its record as
     stored)."""
     splits = RoundRecord.from_json(record, TASKS.get(task).eval_splits).splits

@@ -38,6 +38,8 @@ def hold(lock_file: Path, what: Path) -> Iterator[None]:
             write_json(holder, f"process {os.getpid()} on {socket.gethostname()}")
         yield
     finally:
+        if lock.lock_counter == 1:  # the outermost hold ends: the holder's name goes, while the lock still stands
+            holder.unlink(missing_ok=True)
         lock.release()
 
 

@@ -20,6 +20,23 @@ SPLIT_SEED = 1234  # the seed of every task's fixed held-out split: it never mov
 BASE_HIDDEN_SIZE = 768  # models this wide or wider (BERT-base, -large) get the paper's recipe
 
 
+def fixed_split(count: int, held: dict[str, float], source: object) -> dict[str, np.ndarray]:
+    """Row indices of a task's fixed split (seed SPLIT_SEED): each held-out split in `held` its fraction of the `count`
+    rows and at least one, taken in that order, the rest for training. Fewer rows than one a split is refused in one
+    line naming `source`: no split may be empty (a tiny data set still gets one example a held-out split)."""
+    if count < len(held) + 1:
+        raise TicketlabError(
+            f"{source}: {count} example(s); at least {len(held) + 1} are needed, one for training and one "
+            f"for each of {', '.join(held)}"
+        )
+    order = np.random.default_rng(SPLIT_SEED).permutation(count)
+    parts, start = {}, 0
+    for name, fraction in held.items():
+        size = max(1, round(fraction * count))
+        parts[name], start = order[start : start + size], start + size
+    return {"train": order[start:], **parts}
+
+
 class Task(ABC):
     """A task: subclasses set the class attributes and implement `splits`, `encode` and `score`.
 

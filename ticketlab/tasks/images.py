@@ -25,7 +25,7 @@ from ..models.text import config_values
 from ..models.vision import ResNetForContrastiveLearning, is_resnet
 from ..pretraining.augment import LUMA, MOCO_V2, SIMCLR, ViewRecipe, augment_view
 from ..train.batches import Collate, Draws
-from .base import SPLIT_SEED, Task
+from .base import Task, fixed_split
 from .image_files import ImageSet, fashion_mnist, mnist_5k, read_images, sklearn_digits
 from .metrics import METRICS
 
@@ -105,7 +105,7 @@ class Mnist(ImageClassification):
 
     def images(self, data: str | None) -> dict[str, ImageSet]:
         _no_data(self, data)
-        return held_out(mnist_5k())
+        return held_out(mnist_5k(), "mnist")
 
 
 class Digits(ImageClassification):
@@ -115,7 +115,7 @@ class Digits(ImageClassification):
 
     def images(self, data: str | None) -> dict[str, ImageSet]:
         _no_data(self, data)
-        return held_out(resized(sklearn_digits(), PIXELS))
+        return held_out(resized(sklearn_digits(), PIXELS), "digits")
 
 
 class UserImages(ImageClassification):
@@ -211,11 +211,11 @@ def with_channels(image: torch.Tensor, channels: int | None) -> torch.Tensor:
     raise TicketlabError(f"images with {image.shape[0]} channels do not fit a model that takes {channels}")
 
 
-def held_out(images: ImageSet) -> dict[str, ImageSet]:
-    """A fixed, stratified-by-chance 80/20 train/dev split (seed SPLIT_SEED, whatever the training seed)."""
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
-    n_dev = round(DEV_FRACTION * len(images))
-    return {"train": images.subset(order[n_dev:]), "dev": images.subset(order[:n_dev])}
+def held_out(images: ImageSet, source: object) -> dict[str, ImageSet]:
+    """A fixed, stratified-by-chance 80/20 train/dev split (seed SPLIT_SEED, whatever the training seed) of the
+    images read from `source`."""
+    parts = fixed_split(len(images), {"dev": DEV_FRACTION}, source)
+    return {name: images.subset(indices) for name, indices in parts.items()}
 
 
 def resized(images: ImageSet, pixels: int) -> ImageSet:
@@ -233,7 +233,7 @@ def _no_data(task: Task, data: str | None) -> None:
 
 @functools.cache  # read once per process: the head's size and the splits both need the images
 def _user_images(path: str) -> dict[str, ImageSet]:
-    return held_out(read_images(path))
+    return held_out(read_images(path), path)
 
 
 def _examples(images: ImageSet) -> list[Example]:

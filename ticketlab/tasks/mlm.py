@@ -19,7 +19,7 @@ from ..config import TrainConfig
 from ..errors import TicketlabError
 from ..train.batches import Draws
 from ..train.launch import accelerator
-from .base import SPLIT_SEED, Collate, Task
+from .base import Collate, Task, fixed_split
 
 HELD_OUT_FRACTION = 0.1
 MASKING_SEED = 4321  # evaluation masks block i the same way every time: metrics compare across rounds and runs
@@ -172,11 +172,8 @@ def _read_splits(path: Path) -> dict[str, list[str]]:
         documents = _lines(path)
     else:
         raise TicketlabError(f"data not found: {path}")
-    if len(documents) < 2:
-        raise TicketlabError(f"{path}: {len(documents)} document(s); at least 2 are needed to hold one out")
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(documents))
-    held_out = max(1, round(HELD_OUT_FRACTION * len(documents)))
-    return {"train": [documents[i] for i in order[held_out:]], "dev": [documents[i] for i in order[:held_out]]}
+    parts = fixed_split(len(documents), {"dev": HELD_OUT_FRACTION}, path)
+    return {name: [documents[i] for i in indices] for name, indices in parts.items()}
 
 
 def _first_existing(folder: Path, names: tuple[str, ...]) -> Path:

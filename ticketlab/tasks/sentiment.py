@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from ..assets import asset_path
 from ..config import TrainConfig
 from ..errors import TicketlabError
-from .base import SPLIT_SEED, Task
+from .base import Task, fixed_split
 from .metrics import METRICS
 
 LABELS = ("rotten", "fresh")
@@ -66,7 +66,5 @@ def _read_splits(path: Path) -> dict[str, list[tuple[str, int]]]:
     if not labelled:
         raise TicketlabError(f"{path}: no rows labelled {' or '.join(LABELS)}")
     examples = list(labelled.items())
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(examples))
-    n_dev, n_test = round(DEV_FRACTION * len(examples)), round(TEST_FRACTION * len(examples))
-    parts = {"train": order[n_test + n_dev :], "dev": order[n_test : n_test + n_dev], "test": order[:n_test]}
-    return {name: [examples[i] for i in indices] for name, indices in parts.items()}
+    parts = fixed_split(len(examples), {"test": TEST_FRACTION, "dev": DEV_FRACTION}, path)
+    return {name: [examples[i] for i in parts[name]] for name in ("train", "dev", "test")}

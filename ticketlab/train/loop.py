@@ -139,7 +139,8 @@ def train(
 
     seed = config.seed if seed is None else seed
     probe = send_to_device(collate(features[: config.batch_size]), acc.device)  # the first batch_size, as stored
-    probe_flops = forward_flops(acc.unwrap_model(prepared), probe, forward, Draws(seeded_generator(seed, "flops")))
+    probe_draws = Draws(seeded_generator(config.seed, "flops"))  # the run's seed, not the unit's: one probe a run
+    probe_flops = forward_flops(acc.unwrap_model(prepared), probe, forward, probe_draws)
     step, loss_sum, time_s = 0, torch.zeros((), device=acc.device), 0.0
     if checkpoint is not None and usable_checkpoint(checkpoint):
         step, loss_sum, time_s = load_checkpoint(checkpoint, acc.unwrap_model(prepared), optimizer, scheduler, hooks)
@@ -210,17 +211,19 @@ def _batches(
 
 
 def _check_finite(losses: list[torch.Tensor], step: int, model: torch.nn.Module, description: str) -> None:
-    """Raise, naming the step, if one of `losses` (those of the steps up to `step`) or a weight after `step` is nan
-    or inf; `losses` is emptied. One device sync, so training checks only every `checkpoint_every` steps and at its
-    end."""
+    """Raise, naming the step, if one of `losses` (those of the steps up to `step`), a weight or a floating-point
+    buffer (BatchNorm's running statistics, which a checkpoint keeps too) after `step` is nan or inf; `losses` is
+    emptied. One device sync, so training checks only every `checkpoint_every` steps and at its end."""
     values = torch.stack(losses).cpu() if losses else torch.zeros(0)
     losses.clear()
     bad = (~values.isfinite()).nonzero().flatten()
+    state = [(name, t) for name, t in model.state_dict(keep_vars=True).items() if t.is_floating_point()]
     if len(bad):
         first = int(bad[0])
         at, what = step - len(values) + 1 + first, f"the training loss is {float(values[first])}"
-    elif not torch.stack([p.isfinite().all() for p in model.parameters()]).all():
-        at, what = step, "the weights turned nan or inf"
+    elif not (finite := torch.stack([t.detach().isfinite().all() for _, t in state]).cpu()).all():
+        name = state[int((~finite).nonzero()[0])][0]
+        at, what = step, f"the weights turned nan or inf ({name} first)"
     else:
         return
     raise TicketlabError(f"{what} at step {at} of {description}; lower the learning rate (--lr)")
