@@ -1,9 +1,10 @@
 """What an export weighs on disk (README's "Shipping a ticket" table): a 90% ticket of minilm-l6 (magnitude per matrix
 on the pre-trained weights, no training) exported in each FORMAT, each export's `bytes` and folder, the pruned
-matrices' share of the compressed file, and the largest |difference| of the compressed export's output from the
+matrices' share of the compressed file, and the largest |difference| of each compressed export's output from the
 dense export's (the backbone's last hidden state: an export of a mask file is the pre-trained backbone).
 
-Run: .venv/bin/python benchmarks/bench_export_size.py [--formats dense compressed onnx] [--out /tmp/export-size]
+Run: .venv/bin/python benchmarks/bench_export_size.py [--formats dense compressed compressed-int8 onnx]
+[--out /tmp/export-size]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ticketlab.pruning import magnitude_prune
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--formats", nargs="+", default=["dense", "compressed", "onnx"])
+    parser.add_argument("--formats", nargs="+", default=["dense", "compressed", "compressed-int8", "onnx"])
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--out", type=Path, default=Path("/tmp/export-size"))
     args = parser.parse_args()
@@ -50,13 +51,13 @@ def main() -> None:
         matrices = sum(part.numel() * part.element_size() for part in parts)
         dense = 4 * sum(m.numel() for m in mask.values())
         print(f"pruned matrices: {dense:,} bytes dense, {matrices:,} compressed ({matrices / dense:.4f}x)")
-    if {"dense", "compressed"} <= set(args.formats):
-        generator = torch.Generator().manual_seed(0)
-        ids = torch.randint(0, model.config.vocab_size, (4, 64), generator=generator)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (4, 64), generator=generator)
+    for format in [f for f in ("compressed", "compressed-int8") if {"dense", f} <= set(args.formats)]:
         with torch.no_grad():
             a = AutoModel.from_pretrained(args.out / "dense", dtype=torch.float32).eval()(input_ids=ids)
-            b = load_sparse(args.out / "compressed")(input_ids=ids)
-        print(f"max |compressed - dense| {float((a.last_hidden_state - b.last_hidden_state).abs().max()):.3g}")
+            b = load_sparse(args.out / format)(input_ids=ids)
+        print(f"max |{format} - dense| {float((a.last_hidden_state - b.last_hidden_state).abs().max()):.3g}")
 
 
 if __name__ == "__main__":

@@ -269,6 +269,32 @@ def test_a_compressed_export_gives_the_masked_models_logits_in_fewer_bytes(train
         BertForSequenceClassification.from_pretrained(folder)
 
 
+def test_an_int8_compressed_export_stores_a_byte_a_kept_weight_and_stays_close(trained_run, tmp_path):
+    """compressed-int8: the kept values and every other matrix (the embeddings) in INT8 with a scale per row."""
+    exact = export_ticket(trained_run, tmp_path / "exact", format="compressed")
+    folder = export_ticket(trained_run, tmp_path / "int8", format="compressed-int8")
+    record = json.loads((folder / "export.json").read_text())
+    model = load_sparse(folder)
+    reference = load_sparse(exact)
+    mask = load_mask(folder / "mask.safetensors")[0]
+    weights, exact_weights = dict(model.bert.named_parameters()), dict(reference.bert.named_parameters())
+    for name, kept in mask.items():  # pruned stay exactly zero; kept within half a step of their row's scale
+        assert (weights[name][~kept] == 0).all()
+        step = exact_weights[name].abs().amax(dim=-1, keepdim=True) / 127
+        assert ((weights[name] - exact_weights[name]).abs() <= step / 2 + 1e-7).all()
+    batch = random_batch(model.config.vocab_size, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, reference(**batch).logits, rtol=0, atol=0.05)
+    # bytes: 3 fewer a stored matrix weight (kept, or of an unpruned matrix), 4 more a row (its scale), a header
+    state = {name: p for name, p in reference.state_dict().items() if p.dim() == 2}
+    kept = {f"bert.{name}": int(m.sum()) for name, m in mask.items()}
+    stored = sum(kept.get(name, p.numel()) for name, p in state.items())
+    saved = 3 * stored - 4 * sum(p.shape[0] for p in state.values())
+    exact_bytes = json.loads((exact / "export.json").read_text())["bytes"]["model"]
+    assert abs(exact_bytes - record["bytes"]["model"] - saved) < 16_384
+    assert "load_sparse" in (folder / "README.md").read_text()
+
+
 def test_a_damaged_compressed_file_is_refused_in_one_line(trained_run, tmp_path):
     folder = export_ticket(trained_run, tmp_path / "compressed", format="compressed")
     (folder / MARKER).unlink()  # the file's own CRC-32s, without the folder's seal (which refuses it first)

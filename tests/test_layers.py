@@ -13,7 +13,7 @@ PACKAGE = ROOT / "ticketlab"
 # Bottom to top; a module may import from its own floor and those below. A name stands for the module or package of
 # that dotted path (relative to ticketlab) and all it holds; the longest listed name that covers a module decides.
 FLOORS = (
-    ("errors", "atomic", "registry", "hardware", "masks", "rice", "arms", "assets"),
+    ("errors", "atomic", "registry", "hardware", "masks", "rice", "arms", "assets", "catalog", "lazy"),
     (
         "pruning",
         "train.batches",

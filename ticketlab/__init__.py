@@ -1,28 +1,21 @@
-"""ticketlab: find, test, transfer and compress lottery tickets in pre-trained networks."""
+"""ticketlab: find, test, transfer and compress lottery tickets in pre-trained networks.
 
-from .api import apply_ticket, load_ticket
-from .earlybert import EarlyBertResult, EarlyBirdConfig, earlybert, load_compact
-from .errors import TicketlabError
-from .export import export_ticket, load_sparse
-from .lottery import LotteryResult, find, transfer
-from .models import (
-    import_resnet,  # importing models (and earlybert) registers ResNets (compact models) with the Auto classes
-)
-from .pretrain import pretrain
+The names below are imported on first use (PEP 562), so that `import ticketlab` and the `ticketlab` command's help
+need neither torch nor transformers. ticketlab's model types are registered with transformers' Auto classes by
+`import ticketlab.models` (ResNets) and `import ticketlab.earlybert` (EarlyBERT's compact models), as by every call
+that loads one."""
 
-__all__ = [
-    "EarlyBertResult",
-    "EarlyBirdConfig",
-    "LotteryResult",
-    "TicketlabError",
-    "apply_ticket",
-    "earlybert",
-    "export_ticket",
-    "find",
-    "import_resnet",
-    "load_compact",
-    "load_sparse",
-    "load_ticket",
-    "pretrain",
-    "transfer",
-]
+from __future__ import annotations
+
+from .lazy import export_lazily
+
+_EXPORTS = {
+    ".api": ("apply_ticket", "load_ticket"),
+    ".earlybert": ("EarlyBertResult", "EarlyBirdConfig", "earlybert", "load_compact"),
+    ".errors": ("TicketlabError",),
+    ".export": ("export_ticket", "load_sparse"),
+    ".lottery": ("LotteryResult", "find", "transfer"),
+    ".models": ("import_resnet",),
+    ".pretrain": ("pretrain",),
+}
+export_lazily(__name__, _EXPORTS)

@@ -14,8 +14,7 @@ from typing import Any, Mapping, TypeVar
 from .arms import IMP
 from .errors import TicketlabError
 from .hardware import native_bf16
-from .pruning import PRUNING_METHODS, check_levels, check_scope, listed_levels, parse_granularity
-from .pruning.schedules import sparsity_schedule
+from .pruning.schedules import listed_levels, sparsity_schedule
 from .pruning.settle import SETTLE_THRESHOLD, SETTLE_WINDOW
 
 T = TypeVar("T")
@@ -156,6 +155,9 @@ class PruneConfig:
     calibration_examples: int = 256  # wanda: the training examples whose activations weigh the weights
 
     def __post_init__(self) -> None:
+        # torch-bound checks, imported here: the settings' classes load without torch (the command's help)
+        from .pruning import PRUNING_METHODS, check_levels, check_scope, parse_granularity
+
         check_types(self)
         levels = self.levels()
         PRUNING_METHODS.get(self.method)

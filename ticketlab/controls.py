@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from . import catalog
 from .arms import INVERTED, NOISE, ONE_SHOT, RANDOM, RANDOM_PER_MATRIX, REINIT, SHUFFLE
 from .masks import Mask, ones_like
 from .pruning import Granularity, Rankings, magnitude_prune, random_prune
@@ -47,7 +48,7 @@ class Control:
     weights: Callable[[Weights, Parent, torch.Generator], Weights] = lambda theta0, parent, rng: theta0
 
 
-CONTROLS: Registry[Control] = Registry("control experiment")
+CONTROLS: Registry[Control] = Registry("control experiment", catalog.CONTROLS)
 
 
 def _imp(parent: Parent, round: int, level: float, rng: torch.Generator) -> Mask:

@@ -1,15 +1,14 @@
 """What this machine computes fast: its CPU's vector features, and whether it runs bf16 natively.
 
 A leaf module (torch, the standard library and ticketlab.errors): training's precision and the export's dense
-baselines both ask it.
+baselines both ask it. torch is imported where it is asked, so that the settings (ticketlab.config), and with them
+the command's help, load without it.
 """
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-
-import torch
 
 from .errors import TicketlabError
 
@@ -44,6 +43,8 @@ def cpu_features() -> tuple[str, ...]:
     """This CPU's vector features among VECTOR_FLAGS, in that order (from /proc/cpuinfo, else torch)."""
     flags = _cpuinfo_flags()
     if not flags:
+        import torch
+
         return CAPABILITY_FLAGS.get(torch.backends.cpu.get_cpu_capability(), ())
     return tuple(flag for flag in VECTOR_FLAGS if flag in flags)
 
@@ -54,6 +55,8 @@ def native_bf16(device: str = "auto") -> bool:
     "auto": the GPU where there is one, else the CPU."""
     if device not in ("auto", "cpu", "cuda"):
         raise TicketlabError(f"device must be auto, cpu or cuda, got {device!r}")
+    import torch
+
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     return any(flag in cpu_features() for flag in NATIVE_BF16_FLAGS)

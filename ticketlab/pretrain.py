@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .catalog import PRETRAINING_TASKS
 from .config import TrainConfig, resolve_precision, settings_hash
 from .errors import TicketlabError
 from .models.vision import LAYOUTS, ResNetConfig, ResNetForContrastiveLearning, ResNetForImageClassification
@@ -28,9 +29,8 @@ from .train.loop import train
 from .train.tracking import Tracking, check_trackers
 
 PRETRAINING_METHODS = {  # method -> (its pre-training task, the model that trains on it)
-    "supervised": ("fashion-mnist", ResNetForImageClassification),
-    "simclr": ("fashion-mnist-simclr", ResNetForContrastiveLearning),
-    "moco": ("fashion-mnist-moco", ResNetForContrastiveLearning),
+    method: (task, ResNetForImageClassification if method == "supervised" else ResNetForContrastiveLearning)
+    for method, task in PRETRAINING_TASKS.items()
 }
 RECORD = "pretrain.json"
 

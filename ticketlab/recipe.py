@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from .catalog import RECIPES, presets
 from .config import DistillConfig, PruneConfig, TrainConfig, check_types, from_options, resolve_precision
 from .controls import CONTROLS
 from .earlybert import EarlyBirdConfig
@@ -18,8 +19,6 @@ from .errors import TicketlabError
 from .models import model_reference
 from .pretrain import PRETRAINING_METHODS, pretraining_config
 from .tasks import TASKS
-
-RECIPES = Path(__file__).parent / "recipes"
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -159,10 +158,6 @@ def _absolute_data(options: dict[str, Any] | None) -> dict[str, Any] | None:
     if not options or not options.get("data"):
         return options
     return {**options, "data": str(Path(options["data"]).resolve())}
-
-
-def presets() -> list[str]:
-    return sorted(path.stem for path in RECIPES.glob("*.yaml"))
 
 
 def load_recipe(source: str | Path) -> Recipe:

@@ -10,13 +10,11 @@ import typing
 from fractions import Fraction
 from typing import Any, Callable, Mapping
 
+from ..catalog import FINDER_SETTINGS, FINDERS, SCOPES
 from ..config import PRECISIONS, DistillConfig, PruneConfig, TrainConfig
-from ..earlybert import EarlyBirdConfig
-from ..earlybert.workflow import DRAWS_PER_TRAINING
+from ..earlybert.settings import DRAWS_PER_TRAINING, EarlyBirdConfig
 from ..executors import RayExecutor
-from ..lottery.finders import FINDERS
-from ..lottery.settings import DEFAULT_RATES
-from ..pruning import SCOPES
+from ..pruning.schedules import DEFAULT_RATES
 from . import values
 
 SCOPE_HELP = {
@@ -143,11 +141,11 @@ def add_finder_options(command: argparse.ArgumentParser) -> None:
         "finder",
         "--method",
         choices=FINDERS,
-        help="; ".join(f"{name}: {FINDERS.get(name).description}" for name in FINDERS)
+        help="; ".join(f"{name}: {description}" for name, description in FINDERS.items())
         + " (default {default}, the paper's; wanda: as good as IMP's tickets for two fine-tunes, measured in the "
         "README)",
     )
-    finder = {setting: name for name in FINDERS for setting in FINDERS.get(name).settings}
+    finder = {setting: name for name, settings in FINDER_SETTINGS.items() for setting in settings}
 
     def add(setting: str, help: str, **kwargs: Any) -> None:
         fields.add(setting, help=f"{finder[setting]}: {help}", **kwargs)

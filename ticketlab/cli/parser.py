@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..controls import CONTROLS
-from ..export import FORMATS
-from ..models import EMBEDDED_MODELS
-from ..models.vision import LAYOUTS as ARCHITECTURES
-from ..pretrain import PRETRAINING_METHODS
-from ..recipe import presets
-from ..tasks import TASKS
+from ..catalog import CONTROLS, EMBEDDED_MODELS, FORMATS, PRETRAINING_TASKS, TASKS, presets
+from ..catalog import LAYOUTS as ARCHITECTURES
 from . import values
 from .options import (
     add_executor_options,
@@ -107,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain_cmd = verbs.add_parser(
         "pretrain", help="pre-train a ResNet on Fashion-MNIST (supervised, SimCLR or MoCo v2) as a model folder"
     )
-    pretrain_cmd.add_argument("--method", choices=PRETRAINING_METHODS, default="supervised")
+    pretrain_cmd.add_argument("--method", choices=PRETRAINING_TASKS, default="supervised")
     pretrain_cmd.add_argument("--arch", dest="architecture", choices=ARCHITECTURES, default="resnet-small")
     pretrain_cmd.add_argument(
         "--data", type=values.path, help="a folder with Fashion-MNIST's four IDX files (default: the Debian package's)"

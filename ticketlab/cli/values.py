@@ -7,9 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from ..controls import CONTROLS
+from ..catalog import CONTROLS
 from ..errors import TicketlabError
-from ..pruning import SCHEDULES, listed_levels, parse_granularity
+from ..pruning.schedules import SCHEDULES, listed_levels
 
 NAME_MAX = 255  # bytes of one file or folder name
 
@@ -66,6 +66,8 @@ def folder(text: str) -> str:
 
 def granularity(text: str) -> str:
     """A granularity ticketlab.pruning.parse_granularity reads, kept as written (it is a PruneConfig field)."""
+    from ..pruning import parse_granularity  # torch: imported once a command runs, not for its help
+
     try:
         parse_granularity(text)
     except TicketlabError as error:

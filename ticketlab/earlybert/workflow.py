@@ -24,12 +24,11 @@ import torch
 
 from ..arms import EARLYBERT, EARLYBERT_RANDOM
 from ..atomic import write_tensors
-from ..config import PruneConfig, check_range, check_types, settings_hash
-from ..errors import TicketlabError
+from ..config import PruneConfig
 from ..lottery import Branch, RunContext, resolve_config, run_lottery, train_branch
 from ..masks import load_mask, save_mask, sparsity
 from ..models import config_values, resolve_model
-from ..pruning.settle import SETTLE_THRESHOLD, SETTLE_WINDOW, SettleTest
+from ..pruning.settle import SettleTest
 from ..store import RunStore, Unit, make
 from ..store.records import EarlyBertSearch, RoundRecord
 from ..train.batches import seeded_generator
@@ -42,36 +41,9 @@ from .compact import compact, structure_mask
 from .draw import Structure, check_ratios, random_structure
 from .hf import save_compact
 from .search import EarlyBirdSearch, slimming
+from .settings import DRAWS_PER_TRAINING, EarlyBirdConfig
 
 ARMS = (EARLYBERT, EARLYBERT_RANDOM)
-DRAWS_PER_TRAINING = 100  # the default draw interval: 1% of the training steps
-
-
-@dataclass(frozen=True)
-class EarlyBirdConfig:
-    """The search's settings; defaults: EarlyBERT's ratios and L1 coefficient, the early-bird test of You et al.
-    2020."""
-
-    heads: float = 1 / 3  # fraction of each layer's attention heads pruned
-    ffn: float = 0.4  # fraction of all FFN neurons pruned, ranked globally
-    l1: float = 1e-4  # coefficient of the L1 penalty on the slimming coefficients
-    draw_every: int | None = None  # steps between draws (None: 1% of the training steps)
-    window: int = SETTLE_WINDOW  # the early-bird test compares a draw with this many previous ones
-    threshold: float = SETTLE_THRESHOLD  # ... and is passed when every normalized Hamming distance is below this
-
-    def __post_init__(self) -> None:
-        check_types(self)
-        check_ratios([], self.heads, self.ffn)
-        SettleTest(self.window, self.threshold)
-        check_range("--l1", self.l1, 0.0)
-        if self.draw_every is not None and self.draw_every < 1:
-            raise TicketlabError(f"--draw-every must be at least 1 step, got {self.draw_every}")
-
-    def hash(self) -> str:
-        return settings_hash(dataclasses.asdict(self))
-
-    def branch(self, arm: str) -> str:
-        return f"{arm}-{self.hash()}"
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""`--format compressed`: a ticket's pruned matrices stored as a bitmask and their kept values, read back exactly.
+"""`--format compressed`: a ticket's pruned matrices stored as a bitmask and their kept values, read back exactly;
+`compressed-int8`: the same with the kept values, and every other matrix (the embeddings, the classifier), in INT8
+with a symmetric scale per row (`NAME.scale`, fp32; an unpruned matrix as `NAME.int8`), read back as fp32.
 
 The file keeps compressed-tensors' sparse-bitmask layout: per pruned matrix NAME, `NAME.bitmask` (its mask packed
 8 weights to a byte along the last axis, little-endian bit order), `NAME.compressed` (the kept values in row-major
@@ -32,11 +34,13 @@ DENSE = "model.safetensors"  # what save_pretrained writes, and the compressed f
 HEADER = "ticketlab.compressed"  # the metadata entry: layout, the compressed matrices, each tensor's CRC-32
 LAYOUT = "sparse-bitmask/1"
 PARTS = ("bitmask", "compressed", "shape")
+INT8_LIMIT = 127  # symmetric INT8: -127..127, so that a row's scale maps its largest magnitude exactly
 
 
-def compress_folder(folder: Path, model: nn.Module, mask: Mask) -> None:
+def compress_folder(folder: Path, model: nn.Module, mask: Mask, int8: bool = False) -> None:
     """Replace the dense weights save_pretrained wrote in `folder` by COMPRESSED, each matrix `mask` covers (named
-    relative to `model`'s backbone, its pruned weights zero) as its bitmask and kept values."""
+    relative to `model`'s backbone, its pruned weights zero) as its bitmask and kept values; with `int8`, those values
+    and every other floating-point matrix in INT8 with a scale per row."""
     if not mask:
         raise TicketlabError("the compressed format stores a ticket's pruned matrices, and this model has no mask")
     state = load_file(folder / DENSE)
@@ -45,9 +49,18 @@ def compress_folder(folder: Path, model: nn.Module, mask: Mask) -> None:
     if missing := sorted(kept.keys() - state.keys()):
         raise TicketlabError(f"the saved model lacks {len(missing)} matrices of the ticket, e.g. {missing[0]}")
     tensors: dict[str, torch.Tensor] = {}
+    quantized = sorted(k for k, v in state.items() if int8 and k not in kept and v.is_floating_point() and v.dim() == 2)
     for key, value in state.items():
-        tensors.update(_compress(key, value, kept[key]) if key in kept else {key: value})
-    header = {"layout": LAYOUT, "matrices": sorted(kept), "crc32": {key: _crc(t) for key, t in tensors.items()}}
+        if key in kept:
+            tensors.update(_compress(key, value, kept[key], int8))
+        else:
+            tensors.update(_quantize(key, value) if key in quantized else {key: value})
+    header = {
+        "layout": LAYOUT,
+        "matrices": sorted(kept),
+        "quantized": quantized,
+        "crc32": {key: _crc(t) for key, t in tensors.items()},
+    }
     write_tensors(folder / COMPRESSED, tensors, {"format": "pt", HEADER: json.dumps(header, sort_keys=True)})
     (folder / DENSE).unlink()
 
@@ -79,25 +92,40 @@ def read_compressed(path: Path) -> dict[str, torch.Tensor]:
         ):
             raise ValueError(f"{len(damaged)} tensors missing or failing their CRC-32, e.g. {damaged[0]}")
         for name in header["matrices"]:
-            tensors[name] = _expand(*(tensors.pop(f"{name}.{part}") for part in PARTS))
+            parts = [tensors.pop(f"{name}.{part}") for part in PARTS]
+            tensors[name] = _expand(*parts, tensors.pop(f"{name}.scale", None))
+        for name in header.get("quantized", []):
+            tensors[name] = tensors.pop(f"{name}.int8").float() * tensors.pop(f"{name}.scale")
     except (OSError, SafetensorError, ValueError, KeyError, TypeError, RuntimeError) as error:
         line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise TicketlabError(f"{path} is damaged or not a ticketlab compressed file: {line}") from None
     return tensors
 
 
-def _compress(name: str, value: torch.Tensor, kept: torch.Tensor) -> dict[str, torch.Tensor]:
+def _compress(name: str, value: torch.Tensor, kept: torch.Tensor, int8: bool) -> dict[str, torch.Tensor]:
     kept = kept.to("cpu", torch.bool)
     bits = np.packbits(kept.numpy(), axis=-1, bitorder="little")
+    scaled = _quantize(name, value) if int8 else {}
+    values = scaled.pop(f"{name}.int8", value)
     return {
         f"{name}.bitmask": torch.from_numpy(bits),
-        f"{name}.compressed": value[kept].contiguous(),
+        f"{name}.compressed": values[kept].contiguous(),
         f"{name}.shape": torch.tensor(value.shape, dtype=torch.int64),
+        **scaled,
     }
 
 
-def _expand(bits: torch.Tensor, values: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
-    """The dense matrix of a bitmask and its kept values."""
+def _quantize(name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A matrix as INT8 (`NAME.int8`) and a symmetric fp32 scale per row (`NAME.scale`, a column: rows x 1); a row
+    of zeros keeps the scale 1."""
+    scale = value.float().abs().amax(dim=-1, keepdim=True) / INT8_LIMIT
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    quantized = torch.round(value.float() / scale).clamp(-INT8_LIMIT, INT8_LIMIT).to(torch.int8)
+    return {f"{name}.int8": quantized, f"{name}.scale": scale}
+
+
+def _expand(bits: torch.Tensor, values: torch.Tensor, shape: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """The dense matrix of a bitmask and its kept values (INT8 ones times their row's `scale`, in fp32)."""
     size = [int(n) for n in shape.tolist()]
     if list(bits.shape) != [*size[:-1], -(-size[-1] // 8)]:
         raise ValueError(f"a bitmask of shape {list(bits.shape)} for a matrix of shape {size}")
@@ -106,7 +134,7 @@ def _expand(bits: torch.Tensor, values: torch.Tensor, shape: torch.Tensor) -> to
         raise ValueError(f"a bitmask keeping {int(kept.sum())} weights beside {values.numel()} values")
     dense = values.new_zeros(size)
     dense[kept] = values
-    return dense
+    return dense if scale is None else dense.float() * scale
 
 
 def _crc(tensor: torch.Tensor) -> int:

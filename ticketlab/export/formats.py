@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from ..atomic import atomic_path, write_json
+from ..catalog import FORMATS
 from ..earlybert.hf import is_compact_folder, load_compact
 from ..errors import TicketlabError
 from ..hardware import cpu_features, native_bf16
@@ -36,20 +37,14 @@ from .source import Source, load_source
 from .sparse import apply_plan, sparsify
 from .trust import RECORD, check_export
 
-FORMATS = {
-    "dense": "the zeros baked into a plain Hugging Face model",
-    "sparse": "each pruned linear layer through the fastest kernel on this machine (same outputs to 1e-5)",
-    "int8": "dense, every linear layer dynamically quantized to INT8",
-    "sparse-int8": "sparse, with INT8 instead of fp32 for the layers that run dense",
-    "sparse-bf16": "sparse, with bf16 kernels besides the exact ones, bf16 for the layers that run dense (a CPU with "
-    "native bf16: AMX-BF16 or AVX512-BF16; close to fp32, not exact)",
-    "onnx": "dense, as model.onnx for ONNX Runtime",
-    "compressed": "each pruned matrix as a bitmask and its kept values (load_sparse expands it; same outputs)",
-}
 SPARSE = ("sparse", "sparse-int8", "sparse-bf16")
 QUANTIZED = ("int8", "sparse-int8")
 RACED = ("sparse", "int8", "sparse-int8", "sparse-bf16")  # made to run faster: a text model's export races dense
-MODEL_FILES = {"onnx": ("model.onnx", "model.onnx.data"), "compressed": (COMPRESSED,)}  # where not DENSE alone
+COMPRESSED_FORMATS = ("compressed", "compressed-int8")
+MODEL_FILES = {  # where not DENSE alone
+    "onnx": ("model.onnx", "model.onnx.data"),
+    **{format: (COMPRESSED,) for format in COMPRESSED_FORMATS},
+}
 
 
 def export_ticket(
@@ -140,8 +135,8 @@ def load_sparse(folder: str | Path) -> nn.Module:
 def _convert(model: nn.Module, mask, format: str, tokens: int, record: dict[str, Any], folder: Path) -> nn.Module:
     """The model in `format`, with what the conversion measured added to `record` (`compressed`: the model read
     back from the file that replaces the dense one in `folder`)."""
-    if format == "compressed":
-        compress_folder(folder, model, mask)
+    if format in COMPRESSED_FORMATS:
+        compress_folder(folder, model, mask, int8=format == "compressed-int8")
         return _load_model(folder).eval()
     if format in SPARSE:
         record["kernels"] = sparsify(model, mask, tokens, kernels_for(format))

@@ -26,6 +26,7 @@ import torch
 from accelerate.utils import send_to_device
 from safetensors.torch import load_file
 
+from .. import catalog
 from ..arms import EARLY_BIRD, GMP, IMP, ONE_SHOT, WANDA
 from ..masks import Mask, load_mask
 from ..pruning import PRUNING_METHODS
@@ -47,17 +48,15 @@ class Finder:
     called, and round r starts from that round's trained head, or from `head(run, r)` where the mask was drawn at
     another moment (unless the run rewinds the head)."""
 
-    description: str
     draw: DrawMask
     source: Callable[[int], int]
     search: Callable[[RunContext], None] | None = None  # trains what every pruned round's mask needs, first (where
     # the store holds no complete and intact one)
     watch: Callable[[RunContext, int], SettleWatch | None] = lambda context, round: None  # watches round r train
     head: Callable[[RunContext, int], Head | None] = lambda context, round: None  # round r's head, drawn with its mask
-    settings: tuple[str, ...] = ()  # the PruneConfig fields that only this finder reads
 
 
-FINDERS: Registry[Finder] = Registry("ticket finder")
+FINDERS: Registry[Finder] = Registry("ticket finder", catalog.FINDERS)  # what each does: the catalog
 
 
 def _previous(round: int) -> int:
@@ -121,33 +120,8 @@ def _settle_watch(context: RunContext, round: int) -> SettleWatch:
     return SettleWatch(lambda: _imp(context, round + 1, level, current), context.head_values, settings, stop)
 
 
-FINDERS.register(IMP)(Finder("iterative magnitude pruning, each round from the last one's weights", _imp, _previous))
-FINDERS.register(EARLY_BIRD)(
-    Finder(
-        "IMP whose rounds take the next mask once its draw has settled",
-        _early_bird,
-        _previous,
-        watch=_settle_watch,
-        head=_drawn_head,
-        settings=("draw_every", "settle_window", "settle_threshold", "final_only"),
-    )
-)
-FINDERS.register(ONE_SHOT)(Finder("magnitude pruning of the fine-tuned dense weights", _one_shot, _dense))
-FINDERS.register(WANDA)(
-    Finder(
-        "|w| x input norm per output row, on the fine-tuned dense model",
-        _wanda,
-        _dense,
-        settings=("calibration_examples",),
-    )
-)
-FINDERS.register(GMP)(
-    Finder(
-        "the masks one gradual magnitude pruning run crosses",
-        _gmp,
-        _dense,
-        run_gmp_search,
-        head=_gmp_head,
-        settings=("gmp_start", "gmp_end", "gmp_prunings"),
-    )
-)
+FINDERS.register(IMP)(Finder(_imp, _previous))
+FINDERS.register(EARLY_BIRD)(Finder(_early_bird, _previous, watch=_settle_watch, head=_drawn_head))
+FINDERS.register(ONE_SHOT)(Finder(_one_shot, _dense))
+FINDERS.register(WANDA)(Finder(_wanda, _dense))
+FINDERS.register(GMP)(Finder(_gmp, _dense, run_gmp_search, head=_gmp_head))

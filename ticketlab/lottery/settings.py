@@ -7,15 +7,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..catalog import FINDER_SETTINGS
 from ..config import DistillConfig, PruneConfig, RunConfig, TrainConfig, from_options, resolve_precision
 from ..errors import TicketlabError
 from ..models import hidden_size, max_positions, model_fingerprint, model_reference, resolve_model
+from ..pruning.schedules import DEFAULT_RATES
 from ..tasks import TASKS, Task
 from ..train.launch import check_processes
 from ..train.loop import total_steps
 from .finders import FINDERS
-
-DEFAULT_RATES = {"linear": 0.1, "geometric": 0.2}
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,10 @@ def _distill_config(
 def _check_finder_settings(prune: PruneConfig) -> None:
     """A one-line error for a setting of another finder than the run's, changed from its default: it would change
     nothing but the run's name."""
-    own = FINDERS.get(prune.finder).settings
-    for name in FINDERS:
-        for setting in FINDERS.get(name).settings:
+    FINDERS.get(prune.finder)
+    own = FINDER_SETTINGS.get(prune.finder, ())
+    for name, settings in FINDER_SETTINGS.items():
+        for setting in settings:
             if setting not in own and getattr(prune, setting) != getattr(PruneConfig, setting):
                 raise TicketlabError(f"{setting} is a setting of the {name} finder, and this run's is {prune.finder}")
 

@@ -13,10 +13,10 @@ from safetensors import SafetensorError
 from torch import nn
 
 from ..assets import asset_path
+from ..catalog import EMBEDDED_MODELS
 from ..errors import TicketlabError
 from ..store.seal import MARKER, damage, describe
 
-EMBEDDED_MODELS = ("splade-tiny", "minilm-l6")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # model types whose position ids start after the padding index (RoBERTa's scheme): the first pad_token_id + 1
 # position embeddings are never an input's

@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification,
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.utils import ModelOutput
 
+from ..catalog import LAYOUTS
 from ..errors import TicketlabError
 from ..pretraining.contrastive import ProjectionHead, Queue, frozen_copy, info_nce, momentum_update, nt_xent
 from .resnet import (
@@ -32,11 +33,6 @@ from .resnet import (
 from .text import config_values
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
-LAYOUTS = {  # architecture name -> ResNetConfig fields
-    "resnet18": {"block": "basic", "layers": [2, 2, 2, 2], "widths": [64, 128, 256, 512], "small_stem": False},
-    "resnet50": {"block": "bottleneck", "layers": [3, 4, 6, 3], "widths": [64, 128, 256, 512], "small_stem": False},
-    "resnet-small": {"block": "basic", "layers": [2, 2, 2], "widths": [16, 32, 64], "small_stem": True},
-}
 CONTRASTIVE_METHODS = ("simclr", "moco")
 
 

@@ -1,31 +1,15 @@
 """Pruning methods, registered by name: each is a pure function (weights, mask, sparsity, rankings, granularity) ->
-mask."""
+mask. Its names are imported on first use (PEP 562): schedules.py and settle.py's defaults load without torch, for the
+settings (ticketlab.config) and the command's help."""
 
-from ..registry import Registry
-from .granularity import WEIGHT, Granularity, check_fits, check_levels, parse_granularity
-from .magnitude import SCOPES, Rankings, check_scope, magnitude_prune, scope_rankings
-from .random import random_prune
-from .schedules import SCHEDULES, cubic_schedule, listed_levels, round_at, sparsity_schedule
+from __future__ import annotations
 
-PRUNING_METHODS = Registry("pruning method")
-PRUNING_METHODS.register("magnitude")(magnitude_prune)
+from ..lazy import export_lazily
 
-__all__ = [
-    "PRUNING_METHODS",
-    "SCHEDULES",
-    "SCOPES",
-    "WEIGHT",
-    "Granularity",
-    "Rankings",
-    "check_fits",
-    "check_levels",
-    "check_scope",
-    "cubic_schedule",
-    "listed_levels",
-    "magnitude_prune",
-    "parse_granularity",
-    "random_prune",
-    "round_at",
-    "scope_rankings",
-    "sparsity_schedule",
-]
+_EXPORTS = {
+    ".granularity": ("WEIGHT", "Granularity", "check_fits", "check_levels", "parse_granularity"),
+    ".magnitude": ("PRUNING_METHODS", "Rankings", "check_scope", "magnitude_prune", "scope_rankings"),
+    ".random": ("random_prune",),
+    ".schedules": ("SCHEDULES", "cubic_schedule", "listed_levels", "round_at", "sparsity_schedule"),
+}
+export_lazily(__name__, _EXPORTS)

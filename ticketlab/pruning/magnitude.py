@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Collection, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import torch
 
+from ..catalog import SCOPES
 from ..errors import TicketlabError
 from ..masks import Mask
+from ..registry import Registry
 from .granularity import WEIGHT, Blocks, Granularity, NOfM, block_scores, cap_groups, check_levels, expand_blocks
 
 # "layers" (the default): one global ranking over the transformer layers' matrices, each matrix outside them (the
 # pooler, the one path from the encoder to the head) ranked alone at the same sparsity; "global": one ranking of every
 # prunable matrix (the BERT-tickets code, which can empty the pooler); "per-matrix": every matrix ranked alone.
-SCOPES = ("layers", "global", "per-matrix")
 Rankings = Sequence[Sequence[str]]  # a partition of the matrices' names: each part is ranked by itself
 
 
@@ -83,3 +84,7 @@ def _prune_together(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torc
     flat = torch.ones_like(kept)
     flat[order[:prune_count]] = False
     return {n: part.view_as(mask[n]).clone() for n, part in zip(names, flat.split([weights[n].numel() for n in names]))}
+
+
+PRUNING_METHODS: Registry[Callable[..., Mask]] = Registry("pruning method")
+PRUNING_METHODS.register("magnitude")(magnitude_prune)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import TicketlabError
 
 SCHEDULES = ("linear", "geometric")
+DEFAULT_RATES = {"linear": 0.1, "geometric": 0.2}  # a schedule's --rate unless given
 
 
 def sparsity_schedule(schedule: str, rate: float, target: float) -> list[float]:

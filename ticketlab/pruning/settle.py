@@ -5,10 +5,12 @@ EarlyBERT's search puts its structures to it, early-bird IMP the masks the next 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import TicketlabError
-from ..masks import Mask, hamming
+
+if TYPE_CHECKING:
+    from ..masks import Mask
 
 SETTLE_WINDOW = 5  # the draws the newest is compared with
 SETTLE_THRESHOLD = 0.1  # the normalized Hamming distance below which two draws count as close
@@ -38,6 +40,8 @@ class SettleTest:
 
     def observe(self, step: int, mask: Mask) -> Draw:
         """Record a draw and measure how far it moved."""
+        from ..masks import hamming  # torch: here, so that the defaults above load without it (ticketlab.config)
+
         distance = hamming(mask, self.recent[-1]) if self.recent else None
         window = max(hamming(mask, old) for old in self.recent) if len(self.recent) == self.window else None
         self.recent = [*self.recent, mask][-self.window :]
