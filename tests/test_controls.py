@@ -15,6 +15,7 @@ import ticketlab
 from ticketlab.controls import CONTROLS, NOISE_SCALE
 from ticketlab.errors import TicketlabError
 from ticketlab.lottery import transfer
+from ticketlab.lottery.imp import control_rounds
 from ticketlab.masks import load_mask, ones_like, sparsity
 from ticketlab.models import backbone, load_pretrained, prunable_weights
 from ticketlab.pruning import magnitude_prune
@@ -253,3 +254,16 @@ def test_grid_transfers_every_pair_for_every_seed_and_reports(tiny_model_dir, re
         (transferred,) = [b for b in store.branches() if b.startswith("transfer_")]
         other = "sst2" if store.config().task == "rotten-tomatoes" else "rotten-tomatoes"
         assert store.branch(transferred).metrics(1)["source"]["task"] == other
+
+
+def test_controls_at_name_rounds_of_the_schedule():
+    assert control_rounds([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], [0.9, 0.5, 0.7]) == [5, 7, 9]
+    with pytest.raises(TicketlabError, match=r"^controls_at 0.55 is not a sparsity of the run's schedule: 0.1, 0.2$"):
+        control_rounds([0.0, 0.1, 0.2], [0.55])
+
+
+def test_controls_at_a_sparsity_train_that_round_only(tiny_model_dir, reviews, tmp_path):
+    options = dict(data=str(reviews), sparsity=0.6, out=tmp_path, **FAST)
+    result = ticketlab.find(str(tiny_model_dir), controls=["random"], controls_at=[0.4], **options)
+    branch = RunStore.open(result.path).branch("random")
+    assert [round for round in range(1, 4) if branch.is_complete(round)] == [2]

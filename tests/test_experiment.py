@@ -8,6 +8,7 @@ from store_fixture import write_store
 
 from ticketlab.errors import TicketlabError
 from ticketlab.experiment import run_experiment
+from ticketlab.plan import recipe_units
 from ticketlab.recipe import RECIPES, Recipe, load_recipe, presets
 from ticketlab.store import RunStore
 
@@ -24,6 +25,16 @@ def test_every_recipe_loads_and_names_known_tasks_and_controls():
         load_recipe(name)
 
 
+def test_the_minilm_full_preset_runs_imp_at_the_papers_pace_and_its_controls_at_three_sparsities(tmp_path):
+    full = load_recipe("minilm-full")
+    assert full.tasks == {"rotten-tomatoes": {"epochs": 2, "learning_rate": 1e-4, "precision": "auto"}}
+    assert full.prune == {"sparsity": 0.9, "schedule": "linear", "rate": 0.1} and full.seeds == 3
+    units = recipe_units(full, tmp_path, range(3), 100)
+    controls = [unit for unit in units if unit.kwargs.get("controls")]
+    assert len(units) == 12 and {tuple(unit.kwargs["controls_at"]) for unit in controls} == {(0.5, 0.7, 0.9)}
+    assert all("train_examples" not in unit.kwargs for unit in units)  # the whole training split
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -33,6 +44,10 @@ def test_every_recipe_loads_and_names_known_tasks_and_controls():
         ("model: splade-tiny\n", "needs `model` and a mapping `tasks`"),
         ("model: [unclosed\n", "is not valid YAML"),
         ("model: splade-tiny\ntasks: {mlm: {}}\nseeds: 0\n", "seeds must be at least 1"),
+        (
+            "model: splade-tiny\ntasks: {mlm: {}}\ncontrols: [random]\ncontrols_at: [0.55]\n",
+            "controls_at 0.55 is not a sparsity of the run's schedule: 0.1, 0.2",
+        ),
         (
             "model: splade-tiny\ntasks: {mlm: {}}\ntransfer: [0.5, 1.5]\n",
             "transfer is a sparsity in \\(0, 1\\) or a list",

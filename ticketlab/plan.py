@@ -87,16 +87,24 @@ class Plan:
         controls: Sequence[str] = (),
         rewind_steps: Sequence[int] = (),
         earlybert_settings: EarlyBirdConfig | None = None,
+        controls_at: Sequence[float] | None = None,
     ) -> list[Unit]:
-        """`task`'s IMP run with `seed`; each control after it; a run rewinding to each step; an EarlyBERT search
-        beside IMP (in the same run: they share the dense round 0)."""
+        """`task`'s IMP run with `seed`; each control after it (at every pruned round, or at the sparsities
+        `controls_at` lists); a run rewinding to each step; an EarlyBERT search beside IMP (in the same run: they share
+        the dense round 0)."""
         arguments = self.arguments(task, seed)
         folder = self.folder(task, seed)
         imp = Unit(f"find {task} seed {seed}", find, arguments, folder)
         units = [imp]
         for control in controls:
             units.append(
-                Unit(f"{control} {task} seed {seed}", find, {**arguments, "controls": [control]}, folder, (imp.name,))
+                Unit(
+                    f"{control} {task} seed {seed}",
+                    find,
+                    {**arguments, "controls": [control], "controls_at": controls_at},
+                    folder,
+                    (imp.name,),
+                )
             )
         for step in rewind_steps:
             units.append(
@@ -222,7 +230,7 @@ def recipe_units(
         unit
         for seed in seeds
         for task in recipe.tasks
-        for unit in plan.lottery(task, seed, recipe.controls, recipe.rewind_steps, settings)
+        for unit in plan.lottery(task, seed, recipe.controls, recipe.rewind_steps, settings, recipe.controls_at)
     ]
     prune = {k: v for k, v in recipe.prune.items() if k != "sparsity"}
     for level in recipe.transfer_levels() if len(recipe.tasks) > 1 else []:

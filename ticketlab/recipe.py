@@ -16,6 +16,7 @@ from .config import DistillConfig, PruneConfig, TrainConfig, check_types, from_o
 from .controls import CONTROLS
 from .earlybert import EarlyBirdConfig
 from .errors import TicketlabError
+from .lottery.imp import control_rounds
 from .models import model_reference
 from .pretrain import PRETRAINING_METHODS, pretraining_config
 from .tasks import TASKS
@@ -41,6 +42,7 @@ class Recipe:
     seeds: int = 1
     prune: dict[str, Any] = field(default_factory=dict)  # PruneConfig fields: sparsity, schedule, rate, ...
     controls: list[str] = field(default_factory=list)
+    controls_at: list[float] | None = None  # the sparsities the controls run at (None: every pruned round's)
     rewind_steps: list[int] = field(default_factory=list)  # extra IMP runs rewinding to these steps instead of θ0
     transfer: float | list[float] | None = (
         None  # the sparsity (or sparsities) of the transfer grid's tickets (None: no grid)
@@ -74,6 +76,14 @@ class Recipe:
             from_options(DistillConfig, self.distill, f"{where}distill: ")
         for control in self.controls:
             CONTROLS.get(control)
+        if self.controls_at is not None:
+            if not self.controls:
+                raise TicketlabError(f"{where}controls_at says where the controls run, and the recipe names none")
+            levels = from_options(PruneConfig, self.prune, f"{where}prune: ").levels()
+            try:
+                control_rounds(levels, self.controls_at)
+            except TicketlabError as error:
+                raise TicketlabError(f"{where}{error}") from None
         if any(step < 0 for step in self.rewind_steps):
             raise TicketlabError(f"{where}rewind_steps must be >= 0, got {self.rewind_steps}")
         if not all(0.0 < level < 1.0 for level in self.transfer_levels()):

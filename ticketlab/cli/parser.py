@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"control experiments at every sparsity: all, or some of {', '.join(CONTROLS)}",
     )
     find_cmd.add_argument(
+        "--controls-at",
+        type=values.levels,
+        metavar="LEVELS",
+        help="run the controls only at these sparsities, e.g. 0.5,0.7,0.9 (each one of the schedule's levels)",
+    )
+    find_cmd.add_argument(
         "--save-weights",
         action="store_true",
         help="keep every round's trained weights (default: the dense and the last)",

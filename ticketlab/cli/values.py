@@ -86,6 +86,17 @@ def schedule(text: str) -> str:
     return text
 
 
+def levels(text: str) -> list[float]:
+    """Sparsities written as "0.5,0.7,0.9": rising, each in (0, 1)."""
+    try:
+        listed = listed_levels(text)
+    except TicketlabError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("schedule", "sparsities")) from None
+    if listed is None:
+        raise argparse.ArgumentTypeError(f"expected sparsities like 0.5,0.7,0.9, got {text!r}")
+    return listed
+
+
 def controls(text: str) -> tuple[str, ...]:
     """Control experiments: all, or names of CONTROLS separated by commas."""
     names = tuple(CONTROLS) if text == "all" else tuple(text.split(","))

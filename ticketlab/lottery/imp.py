@@ -23,7 +23,7 @@ from ..controls import CONTROLS
 from ..errors import TicketlabError
 from ..masks import Mask, apply_mask, load_mask, ones_like, save_mask
 from ..models import backbone
-from ..pruning import WEIGHT
+from ..pruning import WEIGHT, round_at
 from ..store import RunStore, make
 from ..store.records import RoundRecord
 from ..train.hooks import TrainHook
@@ -54,6 +54,7 @@ def find(
     sparsity: float = PruneConfig.sparsity,
     out: str | Path = "runs",
     controls: Sequence[str] = (),
+    controls_at: Sequence[float] | None = None,
     save_weights: bool = False,
     checkpoint_every: int = 100,
     hooks: Sequence[TrainHook] = (),
@@ -63,7 +64,8 @@ def find(
     """Find a lottery ticket by IMP (or the finder `options["finder"]` names: ticketlab.lottery.finders). `options`
     are TrainConfig and PruneConfig fields (e.g. epochs=1, scope="per-matrix", finder="gmp").
 
-    `controls` (names in ticketlab.controls.CONTROLS) then run as branches at every pruned round.
+    `controls` (names in ticketlab.controls.CONTROLS) then run as branches at every pruned round, or at the rounds of
+    the sparsities `controls_at` lists (each one of the schedule's levels).
     Re-running the same call skips complete rounds and resumes an interrupted one. Only the dense and the last
     round's trained weights are kept unless `save_weights`. `log_with` (e.g. ["tensorboard"]): the trackers every
     unit logs to (ticketlab.train.tracking), under the run's logs/.
@@ -73,11 +75,24 @@ def find(
     log_with = check_trackers(log_with)
     for name in controls:
         CONTROLS.get(name)
+    if controls_at is not None and not controls:
+        raise TicketlabError("controls_at says where the controls run, and no control is named (--controls)")
     config = resolve_config(model, task, data, sparsity, **options)
+    rounds = None if controls_at is None else control_rounds(config.prune.levels(), controls_at)
     result = run_lottery(config, Path(out), save_weights, checkpoint_every, hooks, log_with=log_with)
     if controls:
-        run_controls(config, Path(out), controls, checkpoint_every=checkpoint_every, hooks=hooks, log_with=log_with)
+        run_controls(config, Path(out), controls, rounds, checkpoint_every, hooks, log_with)
     return result
+
+
+def control_rounds(levels: Sequence[float], controls_at: Sequence[float]) -> list[int]:
+    """The pruned rounds at the sparsities `controls_at` lists; a sparsity the schedule never reaches is refused in
+    one line (controls at 50, 70 and 90% of a run pruning 10% a round: rounds 5, 7 and 9)."""
+    rounds = [round_at(list(levels), level) for level in controls_at]
+    if missing := [level for level, round in zip(controls_at, rounds) if not round]:
+        shown = ", ".join(f"{level:.4g}" for level in levels[1:])
+        raise TicketlabError(f"controls_at {missing[0]:g} is not a sparsity of the run's schedule: {shown}")
+    return sorted(set(rounds))
 
 
 def run_lottery(
