@@ -4,6 +4,7 @@ MLM tickets downstream."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 from conftest import tiny_bert_config
 from helpers import StopAfter, documents
-from safetensors.torch import load_model
+from safetensors.torch import load_file, load_model
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, BertForMaskedLM
 
 from ticketlab import find, load_ticket
@@ -300,3 +301,56 @@ def test_a_loss_past_exps_range_has_infinite_perplexity():
     assert TASKS.get("mlm").score([], [], {**outputs, "loss_sum": np.array([8.0, 2.0])})["perplexity"] == pytest.approx(
         math.e
     )
+
+
+def warmed_find(tiny_model_dir, corpus, out, hooks=()):
+    return find(
+        str(tiny_model_dir),
+        "mlm",
+        data=str(corpus),
+        sparsity=0.1,
+        out=out,
+        max_length=32,
+        batch_size=8,
+        epochs=1,
+        head_warmup_epochs=2,
+        head_warmup_lr=1e-2,
+        checkpoint_every=1,
+        hooks=hooks,
+    )
+
+
+def test_a_warmed_mlm_head_is_a_sealed_unit_that_resumes_bit_for_bit_and_starts_every_round(tiny_model_dir, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(documents(40)), encoding="utf-8")
+    straight = warmed_find(tiny_model_dir, corpus, tmp_path / "straight")
+    assert "_warmhead-" in straight.path.name
+    with pytest.raises(KeyboardInterrupt):  # killed inside the warm-up's second epoch
+        warmed_find(tiny_model_dir, corpus, tmp_path / "resumed", hooks=[StopAfter(7)])
+    resumed = warmed_find(tiny_model_dir, corpus, tmp_path / "resumed")
+    unit = RunStore.open(straight.path).head_warmup().round_dir(0)
+    again = RunStore.open(resumed.path).head_warmup().round_dir(0)
+    assert (unit / "COMPLETE").is_file() and not (unit / "checkpoint.pt").exists()
+    assert (unit / "head.safetensors").read_bytes() == (again / "head.safetensors").read_bytes()
+    record = json.loads((unit / "metrics.json").read_text())
+    assert record["steps"] == 2 * straight.rounds[0]["steps"] and set(record["dev"]) == {
+        "accuracy",
+        "loss",
+        "perplexity",
+    }
+    warmed = load_file(str(unit / "head.safetensors"))
+    start = load_file(str(RunStore.open(straight.path).head_path(0)))  # round 0's starting head: the warmed one
+    assert warmed.keys() == start.keys() and all(torch.equal(warmed[k], start[k]) for k in warmed)
+    fresh = dict(load_pretrained(tiny_model_dir, AutoModelForMaskedLM, 0).named_parameters())  # the run's seed
+    assert all(not torch.equal(warmed[k], fresh[k]) for k in warmed)  # every head tensor moved in its warm-up
+    for a, b in zip(sorted(straight.path.rglob("*.safetensors")), sorted(resumed.path.rglob("*.safetensors"))):
+        assert a.read_bytes() == b.read_bytes(), a.relative_to(straight.path)
+
+
+def test_a_head_warmup_below_zero_is_refused():
+    with pytest.raises(TicketlabError, match="^head_warmup_epochs must be >= 0, got -1$"):
+        TrainConfig(head_warmup_epochs=-1)
+    with pytest.raises(TicketlabError, match="^head_warmup_lr is a setting of the head warm-up, and head_warmup"):
+        TrainConfig(head_warmup_lr=1e-3)
+    with pytest.raises(TicketlabError, match="^head_warmup_lr must be a finite number"):
+        TrainConfig(head_warmup_epochs=1, head_warmup_lr=float("nan"))

@@ -104,9 +104,13 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     max_grad_norm: float = 1.0
     precision: str = "fp32"  # or "bf16": autocast of forward passes, fp32 master weights (see PRECISIONS)
+    head_warmup_epochs: int = 0  # epochs of the newly initialised task head alone, the backbone frozen, before round 0
+    head_warmup_lr: float | None = None  # its learning rate (None: learning_rate); a head alone learns at a higher one
 
     def __post_init__(self) -> None:
         check_types(self)
+        if self.head_warmup_epochs < 0:
+            raise TicketlabError(f"head_warmup_epochs must be >= 0, got {self.head_warmup_epochs}")
         if self.precision not in PRECISIONS:
             raise TicketlabError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         counts = {
@@ -124,6 +128,10 @@ class TrainConfig:
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         check_range("max_grad_norm", self.max_grad_norm, 0.0, above_low=True)
+        if self.head_warmup_lr is not None:
+            if not self.head_warmup_epochs:
+                raise TicketlabError("head_warmup_lr is a setting of the head warm-up, and head_warmup_epochs is 0")
+            check_range("head_warmup_lr", self.head_warmup_lr, 0.0, above_low=True)
 
     def settings(self) -> dict[str, Any]:
         """Its fields as stored and hashed: those added after runs were stored are left out at their defaults."""
@@ -198,7 +206,7 @@ class DistillConfig:
 
 # Settings added after runs were stored: left out of a run's settings at their defaults, so that those runs keep their
 # names (hashes) and configs. Their defaults never change.
-ADDED_TRAIN_SETTINGS = ("precision",)
+ADDED_TRAIN_SETTINGS = ("precision", "head_warmup_epochs", "head_warmup_lr")
 ADDED_SETTINGS = (
     "granularity",
     "finder",
@@ -248,14 +256,16 @@ class RunConfig:
 
     def name(self) -> str:
         """Readable prefix plus hash, e.g. rotten-tomatoes_splade-tiny_linear-0.9_3f2a9c01de (gmp-linear-0.9: another
-        finder than IMP; distill-linear-0.9: tickets distilled; bf16-linear-0.9: trained in bf16)."""
+        finder than IMP; distill-linear-0.9: tickets distilled; bf16-linear-0.9: trained in bf16; warmhead-linear-0.9:
+        the task head warmed up first)."""
         model = self.model.rstrip("/").split("/")[-1]
         finder = "" if self.prune.finder == PruneConfig.finder else f"{self.prune.finder}-"
         distill = "" if self.distill is None else "distill-"
         precision = "" if self.train.precision == TrainConfig.precision else f"{self.train.precision}-"
+        warmed = "warmhead-" if self.train.head_warmup_epochs else ""
         schedule = "levels" if listed_levels(self.prune.schedule) else self.prune.schedule
         schedule = f"{schedule}-{self.prune.sparsity:g}"
-        return f"{self.task}_{model}_{finder}{distill}{precision}{schedule}_{self.hash()}"
+        return f"{self.task}_{model}_{finder}{distill}{precision}{warmed}{schedule}_{self.hash()}"
 
 
 def _without_defaults(settings: Any, added: tuple[str, ...]) -> dict[str, Any]:

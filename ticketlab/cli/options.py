@@ -186,6 +186,13 @@ def add_training_options(command: argparse.ArgumentParser) -> None:
     fields.add("weight_decay")
     fields.add("warmup_ratio")
     fields.add("precision", choices=("auto", *PRECISIONS), help=_listed(PRECISION_HELP, TrainConfig.precision))
+    fields.add(
+        "head_warmup_epochs",
+        metavar="EPOCHS",
+        help="train the newly initialised task head alone (the backbone frozen) for EPOCHS first; every round and "
+        "control starts from it (an MLM head that knows the vocabulary; default {default})",
+    )
+    fields.add("head_warmup_lr", metavar="LR", help="the warm-up's learning rate (default: --lr)")
 
 
 def add_search_options(command: argparse.ArgumentParser) -> None:

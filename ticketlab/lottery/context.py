@@ -14,21 +14,22 @@ from safetensors.torch import load_file
 
 from ..arms import EARLY_BIRD
 from ..atomic import write_tensors
-from ..config import RunConfig
+from ..config import RunConfig, TrainConfig
 from ..errors import TicketlabError
 from ..masks import LOW_DENSITY, Mask, fit_mask, load_mask, nearly_empty, sparsity
 from ..models import backbone, head_parameters, layer_stack_weights, load_pretrained, prunable_weights, resolve_model
 from ..pruning import WEIGHT, check_fits, magnitude_prune, parse_granularity, round_at, scope_rankings
-from ..store import RunStore, log_folder
+from ..store import RunStore, log_folder, make
 from ..store.records import RoundRecord, Trained
 from ..tasks.data import TaskData
 from ..train.hooks import MaskEnforcer, TrainHook
-from ..train.launch import accelerator
+from ..train.launch import accelerator, on_main_process
 from ..train.loop import TrainResult, total_steps, train
 from ..train.tracking import Tracking
 from .teacher import DistilledTraining, distilled_training
 
 log = logging.getLogger(__name__)
+WARMED_HEAD = "head.safetensors"  # in head_warmup/round_00: the task head after its warm-up
 
 
 def save_head(path: Path, head: Mapping[str, torch.Tensor], provenance: Mapping[str, Any] | None = None) -> None:
@@ -72,6 +73,7 @@ class RunContext:
         options = data.task.model_options(config.data)
         self.model = load_pretrained(resolve_model(config.model), data.task.auto_class, config.train.seed, **options)
         self.model.to(accelerator().device)
+        self._warm_head()
         self.weights = prunable_weights(self.model)
         self.rankings = scope_rankings(config.prune.scope, list(self.weights), layer_stack_weights(self.model))
         self.granularity = parse_granularity(config.prune.granularity)
@@ -80,6 +82,39 @@ class RunContext:
         self.head0 = {k: v.detach().clone() for k, v in head_parameters(self.model).items()}
         self._dense: dict[str, torch.Tensor] | None = None
         self._distilled: DistilledTraining | None = None
+
+    def _warm_head(self) -> None:
+        """With `head_warmup_epochs`: the newly initialised task head trained alone first, the backbone frozen, on the
+        run's training split and recipe, as a unit of the run (head_warmup/round_00: sealed, resumable; its record
+        holds the warmed head's metrics on the pre-trained backbone). Every unit of the run then starts from it: it is
+        the run's head0."""
+        epochs = self.config.train.head_warmup_epochs
+        if not epochs:
+            return
+        if not head_parameters(self.model):
+            raise TicketlabError(f"{self.config.model} has no task head outside its backbone to warm up")
+        warmup = self.store.head_warmup()
+        if not on_main_process(lambda: warmup.intact(0)):
+
+            def keep(folder: Path) -> None:
+                save_head(folder / WARMED_HEAD, self.head_values())
+
+            make(warmup.unit(0), train=lambda: self._train_head(warmup, epochs), keep=keep)
+        self.model.load_state_dict(load_file(str(warmup.round_dir(0) / WARMED_HEAD)), strict=False)
+
+    def _train_head(self, warmup: RunStore, epochs: int) -> RoundRecord:
+        """The head warm-up's training: the run's recipe for `epochs`, every backbone parameter frozen meanwhile."""
+        frozen = [p for p in backbone(self.model).parameters() if p.requires_grad]
+        train = self.config.train
+        settings = dataclasses.replace(train, epochs=epochs, learning_rate=train.head_warmup_lr or train.learning_rate)
+        try:
+            for parameter in frozen:
+                parameter.requires_grad_(False)
+            trained = self.train_model(self.model, warmup, 0, [], "head warm-up", settings=settings)
+        finally:
+            for parameter in frozen:
+                parameter.requires_grad_(True)
+        return RoundRecord(round=0, level=0.0, sparsity=0.0, trained=trained)
 
     def start_from_theta0(self) -> None:
         """θ0 and a fresh head (from the run's seed): how a transferred ticket and an EarlyBERT search start."""
@@ -141,15 +176,16 @@ class RunContext:
         hooks: list[TrainHook],
         description: str,
         distill: bool = False,
+        settings: TrainConfig | None = None,
     ) -> Trained:
         """Train `model` (this run's, or one built from it), checkpointing in `rounds`' round folder, then evaluate
         it, unless a hook ended its training early (early-bird's round that only draws the next mask). With `distill`
         (a ticket of a run with distillation settings) it learns from the dense round 0 too. The cost ledger is
-        ticketlab.train's, with the teacher's FLOPs where it distils."""
+        ticketlab.train's, with the teacher's FLOPs where it distils. `settings`: the recipe (default: the run's)."""
         distilled = distill and self.config.distill is not None
         with self.tracking(rounds.round_dir(round)) as tracking:
             checkpoint = rounds.checkpoint_path(round)
-            result = self.run_training(model, checkpoint, hooks, description, round, distilled, tracking)
+            result = self.run_training(model, checkpoint, hooks, description, round, distilled, tracking, settings)
             evaluated = time.perf_counter()
             stopped = any(hook.should_stop() for hook in hooks)
             metrics = {} if stopped else {split: self.evaluate(split, model) for split in self.data.task.eval_splits}
@@ -176,13 +212,14 @@ class RunContext:
         round: int,
         distill: bool = False,
         tracking: Tracking | None = None,
+        settings: TrainConfig | None = None,
     ) -> TrainResult:
-        """The run's recipe and training data on `model`, resumable from `checkpoint`; with `distill`, the teacher's
-        outputs and the distillation loss too (ticketlab.lottery.teacher). `tracking` logs it (default: the
-        checkpoint's unit, closed when training ends: a unit that is not evaluated)."""
+        """The run's recipe (or `settings`) and training data on `model`, resumable from `checkpoint`; with
+        `distill`, the teacher's outputs and the distillation loss too (ticketlab.lottery.teacher). `tracking` logs it
+        (default: the checkpoint's unit, closed when training ends: a unit that is not evaluated)."""
         if tracking is None:
             with self.tracking(checkpoint.parent) as tracking:
-                return self.run_training(model, checkpoint, hooks, description, round, distill, tracking)
+                return self.run_training(model, checkpoint, hooks, description, round, distill, tracking, settings)
         seed = self.config.train.seed + round
         features, collate, forward = self.data.features["train"], self.data.train_collate, self.data.task.forward
         if distill:
@@ -193,7 +230,7 @@ class RunContext:
             model,
             features,
             collate,
-            self.config.train,
+            settings or self.config.train,
             hooks=[*hooks, *self.hooks, tracking],  # last: a checkpoint restores hook states by position
             checkpoint=checkpoint,
             checkpoint_every=self.checkpoint_every,

@@ -12,6 +12,7 @@
         branches/earlybert-<hash>/search/  search.json ticket.safetensors coefficients.safetensors COMPLETE  its search
         search/round_00/  mask_XX.safetensors head_XX.safetensors metrics.json COMPLETE          GMP's pruning run
         teacher/round_00/ outputs.safetensors metrics.json COMPLETE        a distilled run: round 0's training outputs
+        head_warmup/round_00/ head.safetensors metrics.json COMPLETE      --head-warmup-epochs: the warmed task head
         logs/<a unit's path>/  events.out.tfevents.*        with --log-with: each trained unit's logs (`log_folder`)
 
 Each round is a unit (ticketlab.store.units): written file by file under temporary names renamed into place, it counts
@@ -150,6 +151,10 @@ class RunStore:
     def teacher(self) -> "RunStore":
         """A distilled run's teacher unit: the dense round's training outputs (ticketlab.lottery.teacher)."""
         return RunStore(self.path / "teacher")
+
+    def head_warmup(self) -> "RunStore":
+        """The unit of a run whose task head is warmed up before round 0 (ticketlab.lottery.context)."""
+        return RunStore(self.path / "head_warmup")
 
     def branches(self) -> list[str]:
         return sorted(d.name for d in (self.path / "branches").glob("*") if d.is_dir())
