@@ -344,7 +344,11 @@ def test_a_warmed_mlm_head_is_a_sealed_unit_that_resumes_bit_for_bit_and_starts_
     fresh = dict(load_pretrained(tiny_model_dir, AutoModelForMaskedLM, 0).named_parameters())  # the run's seed
     assert all(not torch.equal(warmed[k], fresh[k]) for k in warmed)  # every head tensor moved in its warm-up
     for a, b in zip(sorted(straight.path.rglob("*.safetensors")), sorted(resumed.path.rglob("*.safetensors"))):
-        assert a.read_bytes() == b.read_bytes(), a.relative_to(straight.path)
+        if a.name != "weights.safetensors":
+            assert a.read_bytes() == b.read_bytes(), a.relative_to(straight.path)
+        else:  # the tied decoder and embeddings are one tensor, saved under either name: compare the values
+            values = [sorted(t.numpy().tobytes() for t in load_file(str(f)).values()) for f in (a, b)]
+            assert values[0] == values[1], a.relative_to(straight.path)
 
 
 def test_a_head_warmup_below_zero_is_refused():
