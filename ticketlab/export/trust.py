@@ -32,10 +32,12 @@ def export_damage(folder: Path) -> dict[str, str]:
 def check_export(folder: Path) -> None:
     """Refuse a damaged export folder in one line; warn, in one, that an unsealed one (made before exports were
     sealed) is read unchecked."""
-    if not (folder / MARKER).is_file():
-        if (folder / RECORD).is_file():
-            log.warning(
-                "%s has no %s (exported before exports were sealed): read unchecked; export it again", folder, MARKER
-            )
-    elif problems := damage(folder):
+    if not is_export(folder):
+        return  # nothing to check: reading it says what it is not
+    problems = export_damage(folder)
+    if problems == {MARKER: UNSEALED}:
+        log.warning(
+            "%s has no %s (exported before exports were sealed): read unchecked; export it again", folder, MARKER
+        )
+    elif problems:
         raise TicketlabError(f"{folder} is damaged: {describe(problems)}; export the ticket again")

@@ -117,7 +117,8 @@ class RunContext:
         return RoundRecord(round=0, level=0.0, sparsity=0.0, trained=trained)
 
     def start_from_theta0(self) -> None:
-        """θ0 and a fresh head (from the run's seed): how a transferred ticket and an EarlyBERT search start."""
+        """θ0 and the run's starting head (fresh from its seed, or warmed up): how a transferred ticket and an EarlyBERT
+        search start."""
         self.model.load_state_dict(self.head0, strict=False)
         backbone(self.model).load_state_dict(self.theta0)
 

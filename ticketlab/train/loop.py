@@ -217,16 +217,21 @@ def _check_finite(losses: list[torch.Tensor], step: int, model: torch.nn.Module,
     values = torch.stack(losses).cpu() if losses else torch.zeros(0)
     losses.clear()
     bad = (~values.isfinite()).nonzero().flatten()
-    state = [(name, t) for name, t in model.state_dict(keep_vars=True).items() if t.is_floating_point()]
     if len(bad):
         first = int(bad[0])
         at, what = step - len(values) + 1 + first, f"the training loss is {float(values[first])}"
-    elif not (finite := torch.stack([t.detach().isfinite().all() for _, t in state]).cpu()).all():
-        name = state[int((~finite).nonzero()[0])][0]
+    elif name := _first_nonfinite(model):
         at, what = step, f"the weights turned nan or inf ({name} first)"
     else:
         return
     raise TicketlabError(f"{what} at step {at} of {description}; lower the learning rate (--lr)")
+
+
+def _first_nonfinite(model: torch.nn.Module) -> str | None:
+    """The name of the first floating-point tensor of `model`'s state (weights and buffers) holding nan or inf."""
+    state = [(name, t) for name, t in model.state_dict(keep_vars=True).items() if t.is_floating_point()]
+    finite = torch.stack([t.detach().isfinite().all() for _, t in state]).cpu()
+    return None if finite.all() else state[int((~finite).nonzero()[0])][0]
 
 
 def _stopped(hooks: Sequence[TrainHook]) -> bool:
