@@ -6,11 +6,13 @@ Stages, each resumable (every training is a ticketlab run unit, so re-running go
   epochs   the dense model trained for each of EPOCHS epochs (seed 0, the fastest precision of the machine); the number
            of epochs is the one with the best dense dev accuracy, chosen on the dense model alone
   train    per seed, method (imp, wanda, gmp), distillation (off, on) and granularity: tickets at LEVELS, every
-           round's weights kept for export; EarlyBERT's compacted tickets with and without distillation
-  ship     every ticket exported in its fastest format on this machine and timed side by side with the fastest
-           dense export at batch 1 and 32 x 128 tokens (ticketlab.export)
+           round's weights kept for export; method earlybert: EarlyBERT's compacted ticket (a branch of IMP's run of
+           the same seed and distillation, whose dense round 0 it shares)
+  ship     every ticket exported in each format that may be its fastest on this machine (unstructured: the sparse
+           formats; compacted: fp32, bf16, INT8) and timed side by side with the fastest dense export of the full-size
+           model at batch 1 and 32 x 128 tokens (ticketlab.export), then the report with the frontier
 
-Run: .venv/bin/python benchmarks/bench_ship.py [--stages epochs train] [--seeds 0 1 2] [--methods wanda]
+Run: .venv/bin/python benchmarks/bench_ship.py [--stages epochs train] [--seeds 0 1 2] [--methods wanda earlybert]
 [--distill off on] [--granularities weight block:4x4] [--out runs/ship]
 """
 
@@ -36,7 +38,8 @@ from ticketlab.tasks import TASKS
 LEVELS = "0.5,0.7,0.8,0.9,0.95"
 EPOCHS = (1, 2)
 RECIPE = dict(model="minilm-l6", task="rotten-tomatoes", learning_rate=1e-4, precision="auto")  # the minilm preset's lr
-METHODS = ("imp", "wanda", "gmp")
+METHODS = ("imp", "wanda", "gmp", "earlybert")
+COMPACTED_FORMATS = ("dense", "bf16", "int8")  # a compacted model is a smaller dense one
 SHAPES = ((1, 128), (32, 128))  # batch x tokens the frontier is measured at
 
 
@@ -66,44 +69,51 @@ def choose_epochs(out: Path) -> int:
 
 def train(out: Path, epochs: int, seeds: list[int], methods: list[str], distill: list[bool], granularities: list[str]):
     """The tickets of every combination, in this process, one after another."""
+    options = {k: v for k, v in RECIPE.items() if k not in ("model", "task")}
     for seed in seeds:
-        for granularity in granularities:
-            for method in methods:
-                for distilled in distill:
-                    ticketlab.find(
-                        RECIPE["model"],
-                        RECIPE["task"],
-                        sparsity=0.95,
-                        out=out / "tickets",
-                        save_weights=True,
-                        schedule=LEVELS,
-                        finder=method,
-                        granularity=granularity,
-                        distill=distilled or None,
-                        epochs=epochs,
-                        seed=seed,
-                        **{k: v for k, v in RECIPE.items() if k not in ("model", "task")},
-                    )
+        for method, granularity, distilled in [(m, g, d) for m in methods for g in granularities for d in distill]:
+            settings = dict(out=out / "tickets", distill=distilled or None, epochs=epochs, seed=seed, **options)
+            if method == "earlybert":
+                if granularity == granularities[0]:  # structured already: one ticket whatever the granularity
+                    ticketlab.earlybert(RECIPE["model"], RECIPE["task"], sparsity=0.95, schedule=LEVELS, **settings)
+                continue
+            ticketlab.find(
+                RECIPE["model"],
+                RECIPE["task"],
+                sparsity=0.95,
+                save_weights=True,
+                schedule=LEVELS,
+                finder=method,
+                granularity=granularity,
+                **settings,
+            )
 
 
 def ship(out: Path, epochs: int, formats: list[str], levels: list[float] | None) -> None:
     """Every ticket of the runs trained for `epochs` (`levels`: only those; None: all) exported in each of `formats`
-    at each of SHAPES (resumable: an export folder that exists is complete), then their report with the frontier."""
-    formats = [form for form in formats if form != "sparse-bf16" or native_bf16("cpu")]
+    (a compacted EarlyBERT ticket: in each of COMPACTED_FORMATS) at each of SHAPES (resumable: an export folder that
+    exists is complete), then their report with the frontier."""
+    runnable = [form for form in (*formats, *COMPACTED_FORMATS) if "bf16" not in form or native_bf16("cpu")]
     runs = [path.parent for path in sorted((out / "tickets").glob("*/config.json"))]
     runs = [run for run in runs if RunStore(run).config().train.epochs == epochs]  # not the other epochs' dense runs
     for run in runs:
         store = RunStore(run)
+        tickets = {}  # export folder under out/exports -> (what to export, the formats it is exported in)
         for round in store.completed_rounds():
             level = store.metrics(round)["level"]
             chosen = levels is None or any(abs(level - wanted) < 1e-6 for wanted in levels)
-            if round == 0 or not chosen or not store.weights_path(round).is_file():
-                continue
-            for (batch, length), form in [(shape, form) for shape in SHAPES for form in formats]:
-                folder = out / "exports" / store.path.name / f"round_{round:02d}" / f"{form}-b{batch}"
+            if round > 0 and chosen and store.weights_path(round).is_file():
+                tickets[f"{store.path.name}/round_{round:02d}"] = (f"{store.path}:{round}", formats)
+        for branch in store.branches():
+            rounds = store.branch(branch)
+            if branch.startswith("earlybert-") and not branch.startswith("earlybert-random-") and rounds.is_complete(0):
+                tickets[f"{store.path.name}/{branch}"] = (rounds.round_dir(0) / "model", COMPACTED_FORMATS)
+        for name, (ticket, its_formats) in tickets.items():
+            for (batch, length), form in [(shape, f) for shape in SHAPES for f in its_formats if f in runnable]:
+                folder = out / "exports" / name / f"{form}-b{batch}"
                 if not folder.exists():
                     folder.parent.mkdir(parents=True, exist_ok=True)
-                    ticketlab.export_ticket(f"{store.path}:{round}", folder, form, batch_size=batch, length=length)
+                    ticketlab.export_ticket(ticket, folder, form, batch_size=batch, length=length)
                     print(f"exported {folder.relative_to(out)}")
     report = build_report(runs, out / "report", exports=[out / "exports"])
     print((report / "frontier.csv").read_text())

@@ -16,9 +16,13 @@ from ticketlab.cli import main
 from ticketlab.earlybert import EarlyBirdConfig, earlybert, layer_shapes, load_compact, structure_mask
 from ticketlab.earlybert.search import EarlyBirdSearch, slimming
 from ticketlab.export import export_ticket, load_sparse
+from ticketlab.export.latency import dense_variants as formats_dense_variants
+from ticketlab.hardware import native_bf16
 from ticketlab.lottery import RunContext
 from ticketlab.masks import load_mask, sparsity
 from ticketlab.pruning.settle import SettleTest
+from ticketlab.report.build import load_results
+from ticketlab.report.frontier import frontier_table, timed_exports
 from ticketlab.store import RunStore, verify
 from ticketlab.train.hooks import TrainHook
 
@@ -257,12 +261,36 @@ def test_a_damaged_search_or_ticket_is_reported_once_and_made_again(
     assert_same_outputs(copy, out)
 
 
-def test_a_compacted_model_exports_to_int8_with_its_dev_metrics(searched, tmp_path):
+def test_a_compacted_model_exports_to_int8_raced_against_its_full_size_model(searched, tmp_path, monkeypatch):
     result, _ = searched
     folder = RunStore(result.run).branch(SETTINGS.branch("earlybert")).round_dir(0) / "model"
-    shipped = export_ticket(folder, tmp_path / "int8", format="int8")
+    raced = []
+
+    def dense_variants(model):
+        raced.append(sum(p.numel() for p in model.parameters()))
+        return formats_dense_variants(model)
+
+    monkeypatch.setattr("ticketlab.export.formats.dense_variants", dense_variants)
+    shipped = export_ticket(folder, tmp_path / "exports" / "int8", format="int8")
     record = json.loads((shipped / "export.json").read_text())
     assert "compacted EarlyBERT" in record["weights"] and set(record["dev"]) == {"masked dense", "exported"}
+    assert raced == [result.earlybert["structure"]["dense_params"]] and record["latency"]["speedup"] > 0
+    assert record["ticket"]["branch"] == SETTINGS.branch("earlybert")
     model = load_sparse(shipped)
     assert type(model) is type(load_compact(folder))
     assert any("quantized" in type(module).__module__ for module in model.modules())
+    results, deciders = load_results([result.run])
+    frontier = frontier_table(results, timed_exports([tmp_path / "exports"]), deciders)
+    assert list(frontier.arm) == ["dense", "earlybert"] and frontier.n.tolist() == [1, 1]
+
+
+@pytest.mark.skipif(not native_bf16("cpu"), reason="bf16 exports need a CPU with native bf16")
+def test_a_compacted_model_exports_in_bf16_with_bf16_weights(searched, tmp_path):
+    result, _ = searched
+    folder = RunStore(result.run).branch(SETTINGS.branch("earlybert")).round_dir(0) / "model"
+    shipped = export_ticket(folder, tmp_path / "bf16", format="bf16")
+    record = json.loads((shipped / "export.json").read_text())
+    assert record["bytes"]["model"] < 0.6 * record["bytes"]["dense"] and "speedup" in record["latency"]
+    assert {p.dtype for p in load_sparse(shipped).parameters()} == {torch.bfloat16}
+    dev = record["dev"]
+    assert dev["exported"]["dev_accuracy"] == pytest.approx(dev["masked dense"]["dev_accuracy"], abs=0.1)

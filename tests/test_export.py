@@ -176,12 +176,18 @@ def test_a_bf16_export_stays_close_where_the_cpu_runs_bf16_and_is_refused_elsewh
         assert_raced_against_dense(record["latency"])
         plain = BertForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
         batch = random_batch(plain.config.vocab_size, torch.Generator().manual_seed(4))
+        dense_bf16 = export_ticket(trained_run, tmp_path / "dense-bf16", format="bf16", batch_size=2, length=16)
+        assert_raced_against_dense(json.loads((dense_bf16 / "export.json").read_text())["latency"])
+        shipped = load_sparse(dense_bf16)
+        assert {p.dtype for p in shipped.parameters()} == {torch.bfloat16}
         with torch.no_grad():
             assert (load_sparse(folder)(**batch).logits - plain(**batch).logits).abs().max() < 0.05
+            assert (shipped(**batch).logits.float() - plain(**batch).logits).abs().max() < 0.05
     monkeypatch.setattr(formats, "native_bf16", lambda device: False)
-    with pytest.raises(TicketlabError, match="sparse-bf16 needs a CPU with native bf16"):
-        export_ticket(trained_run, tmp_path / "refused", format="sparse-bf16")
-    assert not (tmp_path / "refused").exists()
+    for format in ("sparse-bf16", "bf16"):
+        with pytest.raises(TicketlabError, match=f"^{format} needs a CPU with native bf16"):
+            export_ticket(trained_run, tmp_path / "refused", format=format)
+        assert not (tmp_path / "refused").exists()
 
 
 def test_an_onnx_export_runs_on_onnx_runtime(trained_run, tmp_path):

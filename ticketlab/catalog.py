@@ -36,6 +36,7 @@ FORMATS = {  # an export's format -> what it holds (ticketlab.export.formats)
     "dense": "the zeros baked into a plain Hugging Face model",
     "sparse": "each pruned linear layer through the fastest kernel on this machine (same outputs to 1e-5)",
     "int8": "dense, every linear layer dynamically quantized to INT8",
+    "bf16": "dense, the weights in bf16 (a CPU with native bf16: AMX-BF16 or AVX512-BF16; close to fp32, not exact)",
     "sparse-int8": "sparse, with INT8 instead of fp32 for the layers that run dense",
     "sparse-bf16": "sparse, with bf16 kernels besides the exact ones, bf16 for the layers that run dense (a CPU with "
     "native bf16: AMX-BF16 or AVX512-BF16; close to fp32, not exact)",

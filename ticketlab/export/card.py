@@ -29,6 +29,7 @@ LOADING = {  # an export format -> how a user loads it (default: ticketlab's cal
     "onnx": 'import onnxruntime\nsession = onnxruntime.InferenceSession("{folder}/model.onnx")',
     "compressed": 'import ticketlab\nmodel = ticketlab.load_sparse("{folder}")  # the kept values, expanded at load',
     "compressed-int8": 'import ticketlab\nmodel = ticketlab.load_sparse("{folder}")  # INT8 values, expanded to fp32',
+    "bf16": 'import ticketlab\nmodel = ticketlab.load_sparse("{folder}")  # in bf16, as it was timed',
 }
 LOAD_SPARSE = 'import ticketlab\nmodel = ticketlab.load_sparse("{folder}")  # the kernels chosen at export'
 

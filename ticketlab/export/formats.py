@@ -4,7 +4,8 @@ Every export folder holds the model in the save_pretrained layout with the prune
 tool reads it as a dense model; `compressed`: the bitmask file of compressed.py in place of the weights), the
 tokenizer, mask.safetensors, and export.json: the format, where the weights come from, the deployment shape, per
 layer the kernel chosen and the time of every kernel tried (sparse formats), the whole model's latency against the
-fastest dense way to run it (fp32, bf16 where native, INT8; formats in RACED, text models), the dev metrics measured
+fastest dense way to run it (fp32, bf16 where native, INT8; formats in RACED and every format of a structured ticket,
+text models: a compacted model races the full-size model it was cut from), the dev metrics measured
 at export (trained weights) and the bytes of the file the model loads from beside the dense weights'; its marker,
 written last, holds the SHA-256 of every file (trust.py). `load_sparse` checks them and rebuilds the same model.
 """
@@ -39,7 +40,8 @@ from .trust import RECORD, check_export
 
 SPARSE = ("sparse", "sparse-int8", "sparse-bf16")
 QUANTIZED = ("int8", "sparse-int8")
-RACED = ("sparse", "int8", "sparse-int8", "sparse-bf16")  # made to run faster: a text model's export races dense
+NATIVE_BF16 = ("bf16", "sparse-bf16")  # formats only a CPU with native bf16 runs well
+RACED = ("sparse", "int8", "bf16", "sparse-int8", "sparse-bf16")  # made to run faster: a text model's races dense
 COMPRESSED_FORMATS = ("compressed", "compressed-int8")
 MODEL_FILES = {  # where not DENSE alone
     "onnx": ("model.onnx", "model.onnx.data"),
@@ -64,9 +66,9 @@ def export_ticket(
         raise TicketlabError(f"{out} exists already; choose a new folder")
     if batch_size < 1 or length < 1:
         raise TicketlabError(f"batch size and length must be at least 1, got {batch_size} and {length}")
-    if format == "sparse-bf16" and not native_bf16("cpu"):
+    if format in NATIVE_BF16 and not native_bf16("cpu"):
         features = ", ".join(cpu_features()) or "no vector features known"
-        raise TicketlabError(f"sparse-bf16 needs a CPU with native bf16 (AMX-BF16 or AVX512-BF16), not {features}")
+        raise TicketlabError(f"{format} needs a CPU with native bf16 (AMX-BF16 or AVX512-BF16), not {features}")
     source = load_source(ticket, model)
     record: dict[str, Any] = {
         "format": format,
@@ -81,7 +83,8 @@ def export_ticket(
         dense_bytes = (tmp / DENSE).stat().st_size
         if source.evaluate is not None:
             record["dev"] = {"masked dense": source.evaluate(source.model)}
-        dense = dense_variants(source.model) if format in RACED and vocab_size else None  # before any conversion
+        raced = vocab_size and (format in RACED or source.reference is not None)
+        dense = dense_variants(source.reference or source.model) if raced else None  # before any conversion
         shipped = _convert(source.model, source.mask, format, batch_size * length, record, tmp)
         if dense is not None:
             record["latency"] = against_dense(shipped, dense, text_inputs(vocab_size, batch_size, length))
@@ -129,6 +132,8 @@ def load_sparse(folder: str | Path) -> nn.Module:
         apply_plan(model, mask, record.get("kernels", {}), kernels_for(format))
     if format in QUANTIZED:
         quantize(model)
+    if format == "bf16":
+        model.to(torch.bfloat16)
     return model.eval()
 
 
@@ -142,6 +147,8 @@ def _convert(model: nn.Module, mask, format: str, tokens: int, record: dict[str,
         record["kernels"] = sparsify(model, mask, tokens, kernels_for(format))
     if format in QUANTIZED:
         quantize(model)
+    if format == "bf16":
+        model.to(torch.bfloat16).save_pretrained(folder)  # the weights file in bf16: half the bytes
     return model
 
 

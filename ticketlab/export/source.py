@@ -4,7 +4,8 @@ to score it on the task's dev split.
 - a run's round that kept its fine-tuned weights (the last IMP round, the dense round 0): the trained task model;
 - any other ticket (a mask file, a control's or an earlier round's mask): the ticket on the base model's pre-trained
   backbone, to fine-tune before use (as `ticketlab apply` writes it);
-- an EarlyBERT model folder (branches/earlybert-*/round_00/model): the trained compacted model, no mask.
+- an EarlyBERT model folder (branches/earlybert-*/round_00/model): the trained compacted model, no mask, with the
+  provenance of its unit and, as the reference its speed is measured against, the full-size model of its run.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Source:
     weights: str  # where the weights come from, in words
     processor: Path | None  # the folder whose tokenizer goes beside the model (None: a ResNet)
     evaluate: Evaluate | None = field(default=None, repr=False)  # dev metrics of a model (trained weights only)
+    reference: nn.Module | None = field(default=None, repr=False)  # a structured ticket's full-size model; None: itself
 
 
 def load_source(ticket: str | Path, model: str | None = None, trained: bool = True) -> Source:
@@ -75,12 +77,25 @@ def _trained_source(store: RunStore, round: int) -> Source:
 
 
 def _compact_source(folder: Path) -> Source:
+    """A compacted EarlyBERT model; inside a run (branches/<name>/round_00/model), its unit verified, its provenance
+    read from the unit's structure file and the run's model at full size (pre-trained weights: the time of a forward
+    does not depend on them) as the reference."""
     model = load_compact(folder).eval()
-    run = next((parent for parent in folder.parents if (parent / "config.json").is_file() and parent != folder), None)
-    evaluate = None
-    if run is not None and (run / "round_00").is_dir():
-        evaluate = _scorer(TaskData(RunStore.open(run).config()))
-    return Source(model, {}, {"model": str(folder)}, f"the compacted EarlyBERT model {folder}", folder, evaluate)
+    origin = f"the compacted EarlyBERT model {folder}"
+    unit = folder.parent
+    run = unit.parent.parent.parent
+    if unit.parent.parent.name != "branches" or not (run / "config.json").is_file():
+        return Source(model, {}, {"model": str(folder)}, origin, folder)
+    store = RunStore.open(run)
+    rounds = store.branch(unit.parent.name)
+    rounds.verified(0)
+    metadata = load_mask(rounds.structure_path(0))[1]
+    config = store.config()
+    data = TaskData(config)
+    full = load_pretrained(
+        resolve_model(config.model), data.task.auto_class, config.train.seed, **data.task.model_options(config.data)
+    )
+    return Source(model, {}, metadata, origin, folder, _scorer(data), full.eval())
 
 
 def _scorer(data: TaskData) -> Evaluate:
