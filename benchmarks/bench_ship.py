@@ -11,8 +11,10 @@ Stages, each resumable (every training is a ticketlab run unit, so re-running go
   ship     every ticket exported in each format that may be its fastest on this machine (unstructured: the sparse
            formats; compacted: fp32, bf16, INT8) and timed side by side with the fastest dense export of the full-size
            model at batch 1 and 32 x 128 tokens (ticketlab.export), then the report with the frontier
+  table    the test accuracy of every arm and level over the seeds that finished (mean ± std, and the mean gap to the
+           same seed's dense model), read from the run store, as markdown for RESULTS.md (no training, no timing)
 
-Run: .venv/bin/python benchmarks/bench_ship.py [--stages epochs train] [--seeds 0 1 2] [--methods wanda earlybert]
+Run: .venv/bin/python benchmarks/bench_ship.py [--stages epochs train table] [--seeds 0 1 2] [--methods wanda earlybert]
 [--distill off on] [--granularities weight block:4x4] [--out runs/ship]
 """
 
@@ -20,18 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+from collections import defaultdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
 import ticketlab
+from ticketlab.arms import arm_label
 from ticketlab.config import resolve_precision
 from ticketlab.export.latency import against_dense, dense_variants, text_inputs
 from ticketlab.hardware import cpu_features, cpu_name, native_bf16
 from ticketlab.lottery import resolve_config, run_lottery
 from ticketlab.models import load_pretrained, prunable_weights, resolve_model
-from ticketlab.report.build import build_report
+from ticketlab.report.build import build_report, load_results
+from ticketlab.report.results import is_dense, level_key, metric_value
 from ticketlab.store import RunStore
 from ticketlab.tasks import TASKS
 
@@ -94,8 +100,7 @@ def ship(out: Path, epochs: int, formats: list[str], levels: list[float] | None)
     (a compacted EarlyBERT ticket: in each of COMPACTED_FORMATS) at each of SHAPES (resumable: an export folder that
     exists is complete), then their report with the frontier."""
     runnable = [form for form in (*formats, *COMPACTED_FORMATS) if "bf16" not in form or native_bf16("cpu")]
-    runs = [path.parent for path in sorted((out / "tickets").glob("*/config.json"))]
-    runs = [run for run in runs if RunStore(run).config().train.epochs == epochs]  # not the other epochs' dense runs
+    runs = trained_runs(out, epochs)
     for run in runs:
         store = RunStore(run)
         tickets = {}  # export folder under out/exports -> (what to export, the formats it is exported in)
@@ -117,6 +122,47 @@ def ship(out: Path, epochs: int, formats: list[str], levels: list[float] | None)
                     print(f"exported {folder.relative_to(out)}")
     report = build_report(runs, out / "report", exports=[out / "exports"])
     print((report / "frontier.csv").read_text())
+
+
+def trained_runs(out: Path, epochs: int) -> list[Path]:
+    """The runs of the grid: those trained for `epochs` (not the other epochs' dense runs)."""
+    runs = [path.parent for path in sorted((out / "tickets").glob("*/config.json"))]
+    return [run for run in runs if RunStore(run).config().train.epochs == epochs]
+
+
+def accuracy_table(out: Path, epochs: int) -> str:
+    """Markdown: per arm (rows) and level (columns), the test accuracy over seeds, mean ± std (seeds; mean gap to the
+    same seed's dense model, in points)."""
+    results, _ = load_results(trained_runs(out, epochs))
+    test = ("test", "accuracy")
+    dense = {r.seed: metric_value(r, test) for r in results if is_dense(r)}
+    cells: dict[str, dict[float, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in results:
+        if not is_dense(r) and r.source is None and metric_value(r, test) is not None:
+            cells[arm_label(r.arm)][level_key(r)][r.seed] = metric_value(r, test)
+    levels = sorted({level for arm in cells.values() for level in arm})
+    lines = [
+        f"dense: {_stats(dense)}",
+        "",
+        "| ticket | " + " | ".join(f"{level:.1%}" for level in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
+    for arm, by_level in sorted(cells.items()):
+        row = []
+        for level in levels:
+            values = by_level.get(level, {})
+            gap = statistics.mean(values[s] - dense[s] for s in values if s in dense) if values else None
+            row.append(f"{_stats(values)[:-1]}; {100 * gap:+.2f})" if gap is not None else "")
+        lines.append(f"| {arm} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _stats(values: dict[int, float]) -> str:
+    """mean ± std (n), the std over seeds (ddof 1) where there are several."""
+    if not values:
+        return ""
+    spread = f" ± {statistics.stdev(values.values()):.4f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values.values()):.4f}{spread} ({len(values)})"
 
 
 def ceiling() -> None:
@@ -145,9 +191,8 @@ def _free(layer: nn.Linear):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--stages", nargs="+", default=["epochs", "train", "ship"], choices=("epochs", "train", "ship", "ceiling")
-    )
+    stages = ("epochs", "train", "ship", "table", "ceiling")
+    parser.add_argument("--stages", nargs="+", default=["epochs", "train", "ship", "table"], choices=stages)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--distill", nargs="+", default=["off", "on"], choices=("off", "on"))
@@ -168,6 +213,8 @@ def main() -> None:
         train(args.out, epochs, args.seeds, args.methods, [d == "on" for d in args.distill], args.granularities)
     if "ship" in args.stages:
         ship(args.out, epochs, args.formats, args.levels)
+    if "table" in args.stages:
+        print(accuracy_table(args.out, epochs))
     if "ceiling" in args.stages:
         ceiling()
 
