@@ -37,6 +37,7 @@ from ticketlab.hardware import cpu_features, cpu_name, native_bf16
 from ticketlab.lottery import resolve_config, run_lottery
 from ticketlab.models import load_pretrained, prunable_weights, resolve_model
 from ticketlab.report.build import build_report, load_results
+from ticketlab.report.earlybert import ticket_arm
 from ticketlab.report.results import is_dense, level_key, metric_value
 from ticketlab.store import RunStore
 from ticketlab.tasks import TASKS
@@ -142,7 +143,7 @@ def accuracy_table(out: Path, epochs: int) -> str:
     cells: dict[str, dict[float, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in results:
         if not is_dense(r) and r.source is None and metric_value(r, test) is not None:
-            cells[arm_label(r.arm)][level_key(r)][r.seed] = metric_value(r, test)
+            cells[arm_label(ticket_arm(r))][level_key(r)][r.seed] = metric_value(r, test)
     levels = sorted({level for arm in cells.values() for level in arm})
     lines = [
         f"dense: {_stats(dense)}",

@@ -26,6 +26,7 @@ from ticketlab.models import layer_stack_weights, load_pretrained, prunable_weig
 from ticketlab.pruning import magnitude_prune, scope_rankings
 from ticketlab.report.cost import unit_costs
 from ticketlab.report.earlybert import earlybert_groups
+from ticketlab.report.frontier import frontier_table, timed_exports
 from ticketlab.report.results import collect
 from ticketlab.store import RunStore, file_digest
 from ticketlab.tasks import TASKS
@@ -241,8 +242,15 @@ def test_earlybert_tickets_distil_and_report_as_their_own_group(tiny_model_dir, 
     distilled = ticketlab.earlybert(str(tiny_model_dir), "rotten-tomatoes", distill=True, **options)
     assert "teacher_flops" in distilled.earlybert["cost"] and "teacher_flops" not in plain.earlybert["cost"]
     assert distilled.earlybert["train_loss"] != plain.earlybert["train_loss"]
-    labels = [group.settings for group in earlybert_groups(collect([tmp_path]))]
+    results = collect([tmp_path])
+    labels = [group.settings for group in earlybert_groups(results)]
     assert len(labels) == 2 and sum(label.endswith(" · distilled") for label in labels) == 1
+    for name, result in (("plain", plain), ("distilled", distilled)):
+        branch = next(b for b in RunStore(result.run).branches() if b.startswith("earlybert-") and "random" not in b)
+        model = RunStore(result.run).branch(branch).round_dir(0) / "model"
+        ticketlab.export_ticket(model, tmp_path / "exports" / name, "int8", batch_size=1, length=8)
+    frontier = frontier_table(results, timed_exports([tmp_path / "exports"]), {"rotten-tomatoes": ("dev", "accuracy")})
+    assert sorted(frontier.arm) == ["dense", "earlybert", "earlybert · distilled"]  # side by side, not one arm
 
 
 def test_a_bf16_runs_ticket_exports_and_scores_in_fp32(tiny_model_dir, reviews, tmp_path):

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..arms import DENSE, EARLYBERT, EARLYBERT_RANDOM, STRUCTURED_ARMS, arm_label
+from ..arms import DENSE, DISTILLED, EARLYBERT, EARLYBERT_RANDOM, GRANULARITY_MARK, STRUCTURED_ARMS, arm_label
 from ..errors import TicketlabError
 from ..masks import load_mask
 from ..store import RunStore
@@ -111,7 +111,14 @@ def _training(run: Path) -> tuple | None:
 def _distilled(run: Path) -> str:
     """ " · distilled" for a run whose tickets learn from its dense round too (ticketlab.distillation), else ""."""
     distilled = (run / "config.json").is_file() and RunStore(run).config().distill is not None
-    return " · distilled" if distilled else ""
+    return f"{GRANULARITY_MARK}{DISTILLED}" if distilled else ""
+
+
+def ticket_arm(result: Result) -> str:
+    """A result's arm where tickets of every kind stand side by side (the frontier): a structured ticket's with its
+    run's distillation marked, as unstructured arms carry it ("earlybert · distilled"); the EarlyBERT tables keep the
+    plain arm and mark distillation in their settings instead."""
+    return result.arm + _distilled(result.run) if result.arm in STRUCTURED_ARMS else result.arm
 
 
 def settings_label(search: EarlyBertSearch) -> str:

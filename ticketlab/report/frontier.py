@@ -20,6 +20,7 @@ from ..arms import DENSE, arm_label
 from ..errors import TicketlabError
 from ..export.formats import RECORD
 from ..tasks import TASKS
+from .earlybert import ticket_arm
 from .results import Result, is_dense, level_key, metric_value
 from .tables import Deciders
 
@@ -65,7 +66,7 @@ def exported_points(results: list[Result], exports: list[dict[str, Any]], decide
         rows.append(
             {
                 "task": result.task,
-                "arm": result.arm,
+                "arm": ticket_arm(result),
                 "level": level_key(result),
                 "seed": result.seed,
                 "format": record["format"],
