@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from torch import nn
 
 import ticketlab
-from ticketlab.arms import arm_label
+from ticketlab.arms import EARLYBERT, arm_label
 from ticketlab.config import resolve_precision
+from ticketlab.earlybert import EarlyBirdConfig
 from ticketlab.export.latency import against_dense, dense_variants, text_inputs
 from ticketlab.hardware import cpu_features, cpu_name, native_bf16
 from ticketlab.lottery import resolve_config, run_lottery
@@ -39,6 +40,7 @@ from ticketlab.models import load_pretrained, prunable_weights, resolve_model
 from ticketlab.report.build import build_report, load_results
 from ticketlab.report.earlybert import ticket_arm
 from ticketlab.report.results import is_dense, level_key, metric_value
+from ticketlab.report.verdict import summarize
 from ticketlab.store import RunStore
 from ticketlab.tasks import TASKS
 
@@ -80,13 +82,12 @@ def choose_epochs(out: Path) -> int:
 def train(out: Path, epochs: int, seeds: list[int], methods: list[str], distill: list[bool], granularities: list[str]):
     """The tickets of every combination, in this process, one after another."""
     options = {k: v for k, v in RECIPE.items() if k not in ("model", "task")}
-    for seed in seeds:
-        for method, granularity, distilled in [(m, g, d) for m in methods for g in granularities for d in distill]:
-            settings = dict(out=out / "tickets", distill=distilled or None, epochs=epochs, seed=seed, **options)
-            if method == "earlybert":
-                if granularity == granularities[0]:  # structured already: one ticket whatever the granularity
-                    ticketlab.earlybert(RECIPE["model"], RECIPE["task"], sparsity=0.95, schedule=LEVELS, **settings)
-                continue
+    for seed, method, distilled in [(s, m, d) for s in seeds for m in methods for d in distill]:
+        settings = dict(out=out / "tickets", distill=distilled or None, epochs=epochs, seed=seed, **options)
+        if method == "earlybert":  # structured already: one ticket whatever the granularity
+            ticketlab.earlybert(RECIPE["model"], RECIPE["task"], sparsity=0.95, schedule=LEVELS, **settings)
+            continue
+        for granularity in granularities:
             ticketlab.find(
                 RECIPE["model"],
                 RECIPE["task"],
@@ -113,10 +114,9 @@ def ship(out: Path, epochs: int, formats: list[str], levels: list[float] | None)
             chosen = levels is None or any(abs(level - wanted) < 1e-6 for wanted in levels)
             if round > 0 and chosen and store.weights_path(round).is_file():
                 tickets[f"{store.path.name}/round_{round:02d}"] = (f"{store.path}:{round}", formats)
-        for branch in store.branches():
-            rounds = store.branch(branch)
-            if branch.startswith("earlybert-") and not branch.startswith("earlybert-random-") and rounds.is_complete(0):
-                tickets[f"{store.path.name}/{branch}"] = (rounds.round_dir(0) / "model", COMPACTED_FORMATS)
+        earlybert = store.branch(EarlyBirdConfig().branch(EARLYBERT))  # the settings `train` searches with
+        if earlybert.is_complete(0):
+            tickets[f"{store.path.name}/{earlybert.path.name}"] = (earlybert.round_dir(0) / "model", COMPACTED_FORMATS)
         for name, (ticket, its_formats) in tickets.items():
             for (batch, length), form in [(shape, f) for shape in SHAPES for f in its_formats if f in runnable]:
                 folder = out / "exports" / name / f"{form}-b{batch}"
@@ -142,31 +142,28 @@ def accuracy_table(out: Path, epochs: int) -> str:
     dense = {r.seed: metric_value(r, test) for r in results if is_dense(r)}
     cells: dict[str, dict[float, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in results:
-        if not is_dense(r) and r.source is None and metric_value(r, test) is not None:
-            cells[arm_label(ticket_arm(r))][level_key(r)][r.seed] = metric_value(r, test)
+        if not is_dense(r) and r.source is None and (value := metric_value(r, test)) is not None:
+            cells[arm_label(ticket_arm(r))][level_key(r)][r.seed] = value
     levels = sorted({level for arm in cells.values() for level in arm})
     lines = [
-        f"dense: {_stats(dense)}",
+        f"dense: {_mean_std(dense.values())} ({len(dense)})",
         "",
         "| ticket | " + " | ".join(f"{level:.1%}" for level in levels) + " |",
         "|---|" + "---|" * len(levels),
     ]
     for arm, by_level in sorted(cells.items()):
         row = []
-        for level in levels:
-            values = by_level.get(level, {})
-            gap = statistics.mean(values[s] - dense[s] for s in values if s in dense) if values else None
-            row.append(f"{_stats(values)[:-1]}; {100 * gap:+.2f})" if gap is not None else "")
+        for values in (by_level.get(level) for level in levels):
+            gap = summarize(values[s] - dense[s] for s in values if s in dense).mean if values else None
+            row.append(f"{_mean_std(values.values())} ({len(values)}; {100 * gap:+.2f})" if values else "")
         lines.append(f"| {arm} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def _stats(values: dict[int, float]) -> str:
-    """mean ± std (n), the std over seeds (ddof 1) where there are several."""
-    if not values:
-        return ""
-    spread = f" ± {statistics.stdev(values.values()):.4f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values.values()):.4f}{spread} ({len(values)})"
+def _mean_std(values: Iterable[float]) -> str:
+    """mean ± std over seeds (the std only where there are several)."""
+    stats = summarize(values)
+    return f"{stats.mean:.4f}" + (f" ± {stats.std:.4f}" if stats.n > 1 else "")
 
 
 def ceiling() -> None:

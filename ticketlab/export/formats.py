@@ -83,8 +83,9 @@ def export_ticket(
         dense_bytes = (tmp / DENSE).stat().st_size
         if source.evaluate is not None:
             record["dev"] = {"masked dense": source.evaluate(source.model)}
-        raced = vocab_size and (format in RACED or source.reference is not None)
-        dense = dense_variants(source.reference or source.model) if raced else None  # before any conversion
+        full_size = source.model if source.reference is None else source.reference
+        raced = vocab_size and (format in RACED or full_size is not source.model)
+        dense = dense_variants(full_size) if raced else None  # before any conversion
         shipped = _convert(source.model, source.mask, format, batch_size * length, record, tmp)
         if dense is not None:
             record["latency"] = against_dense(shipped, dense, text_inputs(vocab_size, batch_size, length))

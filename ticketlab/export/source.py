@@ -20,6 +20,7 @@ from torch import nn
 from transformers import AutoModel
 
 from ..api import apply_ticket, locate_ticket, read_ticket
+from ..config import RunConfig
 from ..earlybert.hf import is_compact_folder, load_compact
 from ..errors import TicketlabError
 from ..masks import Mask, load_mask
@@ -69,7 +70,7 @@ def _trained_source(store: RunStore, round: int) -> Source:
     mask, metadata = load_mask(store.mask_path(round))
     config, path = store.config(), resolve_model(store.config().model)
     data = TaskData(config)
-    model = load_pretrained(path, data.task.auto_class, config.train.seed, **data.task.model_options(config.data))
+    model = _task_model(config, data)
     load_weights(model, str(store.weights_path(round)))
     origin = f"round {round}'s fine-tuned weights ({store.path.name})"
     pruned = apply_ticket(model, mask).eval()
@@ -92,10 +93,13 @@ def _compact_source(folder: Path) -> Source:
     metadata = load_mask(rounds.structure_path(0))[1]
     config = store.config()
     data = TaskData(config)
-    full = load_pretrained(
-        resolve_model(config.model), data.task.auto_class, config.train.seed, **data.task.model_options(config.data)
-    )
-    return Source(model, {}, metadata, origin, folder, _scorer(data), full.eval())
+    return Source(model, {}, metadata, origin, folder, _scorer(data), _task_model(config, data).eval())
+
+
+def _task_model(config: RunConfig, data: TaskData) -> nn.Module:
+    """The run's model with its task head, from the pre-trained weights and the run's seed."""
+    path = resolve_model(config.model)
+    return load_pretrained(path, data.task.auto_class, config.train.seed, **data.task.model_options(config.data))
 
 
 def _scorer(data: TaskData) -> Evaluate:
